@@ -1,0 +1,70 @@
+"""Build of the compiled extension ``tinyfast._C``.
+
+* With ``nvcc`` and a CUDA build of torch: CPU + CUDA kernels, even with no GPU visible.
+  Arch list from ``TORCH_CUDA_ARCH_LIST``; default the visible GPU's, else ``8.0;9.0``.
+* Otherwise (or with ``TINYFAST_NO_CUDA=1``): a CPU-only extension.
+
+Everything else about the package lives in ``pyproject.toml``.
+"""
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+# torch's extension helper looks for CUDA at import; point it at the toolkit first so the
+# link step finds libcudart (torch otherwise may settle on a pip-installed partial CUDA).
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def _with_cuda() -> bool:
+    if os.environ.get("TINYFAST_NO_CUDA", "") == "1":
+        return False
+    if torch.version.cuda is None or CUDA_HOME is None:
+        return False
+    return os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")) or shutil.which("nvcc") is not None
+
+
+def _arch_list() -> str:
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return f"{major}.{minor}"
+    return "8.0;9.0"
+
+
+def _extension():
+    here = os.path.dirname(os.path.abspath(__file__))
+    cpp = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    cu = sorted(glob.glob(os.path.join("csrc", "*.cu")))
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    include_dirs = [os.path.join(here, "csrc")]
+    if _with_cuda() and cu:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list()
+        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        return CUDAExtension(
+            "tinyfast._C",
+            cpp + cu,
+            include_dirs=include_dirs,
+            define_macros=[("TINYFAST_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+            extra_link_args=["-fopenmp"],
+        )
+    return CppExtension(
+        "tinyfast._C",
+        cpp,
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
