@@ -42,11 +42,13 @@ def _extension():
     here = os.path.dirname(os.path.abspath(__file__))
     cpp = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     cu = sorted(glob.glob(os.path.join("csrc", "*.cu")))
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    # -ffp-contract=off: the normalisation must be a separate multiply and add (bit-exact
+    # identity, see tinyfast.ops.augment), also when someone adds -march=native.
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     include_dirs = [os.path.join(here, "csrc")]
     if _with_cuda() and cu:
         os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list()
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
         return CUDAExtension(
             "tinyfast._C",
             cpp + cu,

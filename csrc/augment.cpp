@@ -1,0 +1,301 @@
+// tinyfast::augment: schema, argument checks and the CPU kernel.
+//
+// Layout: src is uint8 (N, H, W, 3) contiguous (NHWC); the output is written as a contiguous
+// (B, Ho, Wo, 3) buffer and returned as its (B, 3, Ho, Wo) permuted view, i.e. channels-last.
+// The semantics are those of the docstring of tinyfast.ops.augment (the authority); the CPU kernel
+// below is checked against an independent float64 PyTorch reference in tests/test_augment_op.py.
+//
+// CPU strategy: at::parallel_for over images; per image one optional pass over the source for the
+// contrast mean, then one pass over the output rows, in which the source coordinates advance
+// incrementally along a row, the bilinear taps take a branch-free interior path (all four taps
+// inside) or a checked border path, and the three channels are written next to each other
+// (channels-last), so each output byte is stored once, sequentially.
+
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "augment.h"
+
+extern "C" {
+// The extension is imported as the Python module tinyfast._C; importing it runs the static
+// registrations below. The module itself has no Python-visible members.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace tinyfast {
+
+namespace {
+const char* const kOp = "tinyfast.ops.augment: ";
+}
+
+void check_out_dtype(c10::ScalarType dtype) {
+  TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, kOp,
+                    "dtype must be float16, bfloat16 or float32, got ", dtype);
+}
+
+AugmentDims check_augment_args(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                               const at::Tensor& theta, const at::Tensor& color,
+                               c10::ArrayRef<double> mean, c10::ArrayRef<double> std,
+                               int64_t out_h, int64_t out_w, double fill) {
+  TORCH_CHECK_VALUE(src.dim() == 4, kOp, "src must be uint8 (N, H, W, 3), got ", src.dim(),
+                    " dimensions ", src.sizes());
+  TORCH_CHECK_VALUE(src.scalar_type() == at::kByte, kOp, "src must be uint8, got ",
+                    src.scalar_type());
+  TORCH_CHECK_VALUE(src.size(3) == 3, kOp, "src must have 3 channels last (N, H, W, 3), got ",
+                    src.sizes());
+  TORCH_CHECK_VALUE(src.is_contiguous(), kOp,
+                    "src must be contiguous (N, H, W, 3); call .contiguous() first");
+  AugmentDims d{src.size(0), src.size(1), src.size(2), src.size(0), out_h, out_w};
+  TORCH_CHECK_VALUE(d.n > 0 && d.h > 0 && d.w > 0, kOp, "src is empty: ", src.sizes());
+  TORCH_CHECK_VALUE(out_h > 0 && out_w > 0, kOp, "out_size must be positive, got (", out_h, ", ",
+                    out_w, ")");
+  const auto dev = src.device();
+  if (index.has_value() && index->defined()) {
+    const at::Tensor& ix = *index;
+    TORCH_CHECK_VALUE(ix.scalar_type() == at::kLong, kOp, "index must be int64, got ",
+                      ix.scalar_type());
+    TORCH_CHECK_VALUE(ix.dim() == 1, kOp, "index must be 1-D (B,), got shape ", ix.sizes());
+    TORCH_CHECK_VALUE(ix.device() == dev, kOp, "index is on ", ix.device(), " but src is on ",
+                      dev);
+    d.batch = ix.size(0);
+    if (ix.device().is_cpu()) {
+      const at::Tensor c = ix.contiguous();
+      const int64_t* p = c.data_ptr<int64_t>();
+      for (int64_t i = 0; i < d.batch; ++i) {
+        TORCH_CHECK_VALUE(p[i] >= 0 && p[i] < d.n, kOp, "index[", i, "] = ", p[i],
+                          " is out of range for src with ", d.n, " rows");
+      }
+    }
+  }
+  TORCH_CHECK_VALUE(d.batch > 0, kOp, "empty batch (B = 0)");
+  TORCH_CHECK_VALUE(theta.scalar_type() == at::kFloat, kOp, "theta must be float32, got ",
+                    theta.scalar_type());
+  TORCH_CHECK_VALUE(theta.dim() == 3 && theta.size(0) == d.batch && theta.size(1) == 2 &&
+                        theta.size(2) == 3,
+                    kOp, "theta must be (B, 2, 3) with B = ", d.batch, ", got ", theta.sizes());
+  TORCH_CHECK_VALUE(color.scalar_type() == at::kFloat, kOp, "color must be float32, got ",
+                    color.scalar_type());
+  TORCH_CHECK_VALUE(color.dim() == 2 && color.size(0) == d.batch && color.size(1) == 3, kOp,
+                    "color must be (B, 3) with B = ", d.batch, ", got ", color.sizes());
+  TORCH_CHECK_VALUE(theta.device() == dev, kOp, "theta is on ", theta.device(),
+                    " but src is on ", dev);
+  TORCH_CHECK_VALUE(color.device() == dev, kOp, "color is on ", color.device(),
+                    " but src is on ", dev);
+  TORCH_CHECK_VALUE(mean.size() == 3 && std.size() == 3, kOp,
+                    "mean and std must have 3 values, got ", mean.size(), " and ", std.size());
+  for (int c = 0; c < 3; ++c) {
+    TORCH_CHECK_VALUE(std::isfinite(mean[c]) && std::isfinite(std[c]) && std[c] != 0.0, kOp,
+                      "mean/std must be finite and std non-zero, got mean ", mean, " std ", std);
+  }
+  TORCH_CHECK_VALUE(std::isfinite(fill) && fill >= 0.0 && fill <= 255.0, kOp,
+                    "fill must be in [0, 255] (pixel units), got ", fill);
+  return d;
+}
+
+void check_out(const at::Tensor& out, const AugmentDims& d, const at::Tensor& src) {
+  check_out_dtype(out.scalar_type());
+  TORCH_CHECK_VALUE(out.device() == src.device(), kOp, "out is on ", out.device(),
+                    " but src is on ", src.device());
+  TORCH_CHECK_VALUE(out.dim() == 4 && out.size(0) == d.batch && out.size(1) == 3 &&
+                        out.size(2) == d.out_h && out.size(3) == d.out_w,
+                    kOp, "out must be (", d.batch, ", 3, ", d.out_h, ", ", d.out_w, "), got ",
+                    out.sizes());
+  TORCH_CHECK_VALUE(out.permute({0, 2, 3, 1}).is_contiguous(), kOp,
+                    "out must be channels-last: a (B, 3, Ho, Wo) view of a contiguous "
+                    "(B, Ho, Wo, 3) buffer");
+}
+
+Norm make_norm(c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
+  Norm n;
+  for (int c = 0; c < 3; ++c) {
+    const float m = static_cast<float>(mean[c]);
+    const float s = static_cast<float>(std[c]);
+    n.scale[c] = 1.0f / (255.0f * s);
+    n.shift[c] = -m / s;
+  }
+  return n;
+}
+
+at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tensor& src) {
+  check_out_dtype(dtype);
+  return at::empty({d.batch, d.out_h, d.out_w, 3}, src.options().dtype(dtype))
+      .permute({0, 3, 1, 2});
+}
+
+namespace {
+
+inline float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
+
+// floor() without a libm call per pixel: x >= -2 here (coordinates are clamped first).
+inline int floor_nonneg2(float x, float& frac) {
+  int i = static_cast<int>(x + 2.f) - 2;
+  frac = x - static_cast<float>(i);
+  if (frac < 0.f) {  // x + 2 rounded up to the next integer
+    i -= 1;
+    frac = x - static_cast<float>(i);
+  }
+  return i;
+}
+
+template <typename scalar_t, bool kColor>
+void augment_image(const uint8_t* img, const float* th, const float* col, const Norm& norm,
+                   float fill, int64_t h, int64_t w, int64_t out_h, int64_t out_w, scalar_t* out) {
+  const float t00 = th[0], t01 = th[1], t02 = th[2];
+  const float t10 = th[3], t11 = th[4], t12 = th[5];
+  const float cb = col[0], cc = col[1], cs = col[2];
+  float cm = 0.f;  // (1 - cc) * m, the contrast offset
+  if (kColor && cc != 1.f) {
+    double acc = 0.0;
+    const uint8_t* p = img;
+    for (int64_t y = 0; y < h; ++y) {
+      float racc = 0.f;  // per-row float sum, then double: exact enough, vectorisable
+      for (int64_t x = 0; x < w; ++x, p += 3) {
+        racc += kLumaR * clamp255(cb * p[0]) + kLumaG * clamp255(cb * p[1]) +
+                kLumaB * clamp255(cb * p[2]);
+      }
+      acc += racc;
+    }
+    cm = (1.f - cc) * static_cast<float>(acc / static_cast<double>(h * w));
+  }
+  const float cs1 = 1.f - cs;
+  const float xmax = static_cast<float>(w) + 1.f, ymax = static_cast<float>(h) + 1.f;
+  const int64_t row = w * 3;
+  const unsigned wi = static_cast<unsigned>(w - 1), hi = static_cast<unsigned>(h - 1);
+
+  for (int64_t oy = 0; oy < out_h; ++oy) {
+    const float fy_ = static_cast<float>(oy);
+    const float bx = t01 * fy_ + t02, by = t11 * fy_ + t12;
+    scalar_t* o = out + oy * out_w * 3;
+    for (int64_t ox = 0; ox < out_w; ++ox, o += 3) {
+      const float fx_ = static_cast<float>(ox);
+      float sx = t00 * fx_ + bx, sy = t10 * fx_ + by;
+      // NaN-safe clamps: a comparison with NaN is false, which selects the bound.
+      sx = sx > -2.f ? sx : -2.f;
+      sx = sx < xmax ? sx : xmax;
+      sy = sy > -2.f ? sy : -2.f;
+      sy = sy < ymax ? sy : ymax;
+      float fx, fy;
+      const int x0 = floor_nonneg2(sx, fx), y0 = floor_nonneg2(sy, fy);
+      const float gx = 1.f - fx, gy = 1.f - fy;
+      const float w00 = gx * gy, w01 = fx * gy, w10 = gx * fy, w11 = fx * fy;
+      float v[3];
+      if (static_cast<unsigned>(x0) < wi && static_cast<unsigned>(y0) < hi) {
+        const uint8_t* p = img + (y0 * w + x0) * 3;
+        const uint8_t* q = p + row;
+        for (int c = 0; c < 3; ++c) {
+          v[c] = w00 * p[c] + w01 * p[3 + c] + w10 * q[c] + w11 * q[3 + c];
+        }
+      } else {
+        const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(w);
+        const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(w);
+        const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(h);
+        const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(h);
+        const uint8_t* p = img + (static_cast<int64_t>(y0) * w + x0) * 3;  // only read if inside
+        for (int c = 0; c < 3; ++c) {
+          const float a = (iy0 && ix0) ? p[c] : fill;
+          const float b = (iy0 && ix1) ? p[3 + c] : fill;
+          const float e = (iy1 && ix0) ? p[row + c] : fill;
+          const float f = (iy1 && ix1) ? p[row + 3 + c] : fill;
+          v[c] = w00 * a + w01 * b + w10 * e + w11 * f;
+        }
+      }
+      if (kColor) {
+        for (int c = 0; c < 3; ++c) v[c] = clamp255(cb * v[c]);
+        for (int c = 0; c < 3; ++c) v[c] = clamp255(cc * v[c] + cm);
+        const float g = kLumaR * v[0] + kLumaG * v[1] + kLumaB * v[2];
+        const float gs = cs1 * g;
+        for (int c = 0; c < 3; ++c) v[c] = clamp255(cs * v[c] + gs);
+      }
+      // Multiply then add, never fused (setup.py builds with -ffp-contract=off), so the result
+      // is bit-identical to the float32 formula in the docstring.
+      for (int c = 0; c < 3; ++c) o[c] = static_cast<scalar_t>(v[c] * norm.scale[c] + norm.shift[c]);
+    }
+  }
+}
+
+void augment_cpu_into(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                      const at::Tensor& theta_, const at::Tensor& color_, const Norm& norm,
+                      float fill, const AugmentDims& d, const at::Tensor& out_nhwc) {
+  const at::Tensor theta = theta_.contiguous();
+  const at::Tensor color = color_.contiguous();
+  at::Tensor ix;
+  if (index.has_value() && index->defined()) ix = index->contiguous();
+  const int64_t* ixp = ix.defined() ? ix.data_ptr<int64_t>() : nullptr;
+  const uint8_t* sp = src.data_ptr<uint8_t>();
+  const float* tp = theta.data_ptr<float>();
+  const float* cp = color.data_ptr<float>();
+  const int64_t img_elems = d.h * d.w * 3, out_elems = d.out_h * d.out_w * 3;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, out_nhwc.scalar_type(), "tinyfast_augment_cpu", [&] {
+        scalar_t* op = out_nhwc.data_ptr<scalar_t>();
+        // One image is ~10-100 us of work: grain 1 image.
+        at::parallel_for(0, d.batch, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b) {
+            const int64_t r = ixp ? ixp[b] : b;
+            const float* col = cp + b * 3;
+            const bool color_identity = col[0] == 1.f && col[1] == 1.f && col[2] == 1.f;
+            // With factors of exactly 1 the colour steps are exact no-ops, so skipping them
+            // changes no bit of the result.
+            if (color_identity) {
+              augment_image<scalar_t, false>(sp + r * img_elems, tp + b * 6, col, norm, fill,
+                                             d.h, d.w, d.out_h, d.out_w, op + b * out_elems);
+            } else {
+              augment_image<scalar_t, true>(sp + r * img_elems, tp + b * 6, col, norm, fill,
+                                            d.h, d.w, d.out_h, d.out_w, op + b * out_elems);
+            }
+          }
+        });
+      });
+}
+
+at::Tensor augment_cpu(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                       const at::Tensor& theta, const at::Tensor& color,
+                       c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
+                       int64_t out_w, c10::ScalarType dtype, double fill) {
+  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
+  at::Tensor out = alloc_out(d, dtype, src);
+  augment_cpu_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
+                   out.permute({0, 2, 3, 1}));
+  return out;
+}
+
+void augment_out_cpu(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                     const at::Tensor& theta, const at::Tensor& color,
+                     c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
+                     int64_t out_w, double fill, const at::Tensor& out) {
+  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
+  check_out(out, d, src);
+  augment_cpu_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
+                   out.permute({0, 2, 3, 1}));
+}
+
+}  // namespace
+
+TORCH_LIBRARY(tinyfast, m) {
+  m.def(
+      "augment(Tensor src, Tensor? index, Tensor theta, Tensor color, float[] mean, float[] std, "
+      "int out_h, int out_w, ScalarType dtype, float fill) -> Tensor");
+  m.def(
+      "augment_out(Tensor src, Tensor? index, Tensor theta, Tensor color, float[] mean, "
+      "float[] std, int out_h, int out_w, float fill, Tensor(a!) out) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
+  m.impl("augment", &augment_cpu);
+  m.impl("augment_out", &augment_out_cpu);
+}
+
+}  // namespace tinyfast

@@ -1,0 +1,345 @@
+"""Every registered loader against the shared contract, on a tiny synthetic packed dataset (CPU).
+
+References are independent of the loaders: pixels come from the packed ``.npy`` normalised in
+float64 here, or from ``tinyfast.ops.augment`` applied directly to the packed rows with the
+parameters the shared sampler draws; sample identity is recovered by matching each delivered
+image to its packed row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tinyfast.loaders as L
+from tinyfast.data import PackError, open_packed
+from tinyfast.loaders.base import ShardedOrder, derive_seed
+
+N_CLASSES, PER_CLASS, VAL_PER_CLASS = 4, 16, 4   # 64 train, 16 val images of 64x64
+NEEDS = {"dali": "nvidia.dali", "dali-native": "nvidia.dali", "ffcv": "ffcv"}
+FUSED = ["gpu", "dali", "ffcv"]                    # loaders that use tinyfast.ops.augment
+
+
+@pytest.fixture(scope="session")
+def packed(tmp_path_factory) -> Path:
+    """Synthetic set packed with its JPEG tree kept (for ``torch``) and WebDataset shards (for
+    ``dali`` with ``source="jpeg"``); plus ``<split>.beton`` files when FFCV is installed."""
+    from tinyfast.pack import pack_synthetic
+
+    base = tmp_path_factory.mktemp("loaders")
+    out = base / "packed"
+    pack_synthetic(out, classes=N_CLASSES, per_class=PER_CLASS, val_per_class=VAL_PER_CLASS,
+                   test_count=8, tree=base / "tree", jpeg_shards=True,
+                   ffcv=importlib.util.find_spec("ffcv") is not None, progress=False, workers=1, log=None)
+    return out
+
+
+_CACHE: dict = {}
+
+
+def make(name, data, split="train", batch_size=16, **kw):
+    """Build a loader, skipping (with the reason) when its optional library is missing."""
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name], reason=f"loader {name!r} needs the optional "
+                            f"{'dali' if 'dali' in name else 'ffcv'} extra (pip install .[...])")
+    kw.setdefault("num_workers", 0)
+    if name == "ffcv" and not (Path(data) / f"{split}.beton").exists():
+        pytest.skip("no .beton in the packed data (FFCV writer unavailable)")
+    return L.build(name, data, split, batch_size, **kw)
+
+
+def normalised_rows(data, split) -> torch.Tensor:
+    """Float64 ``(N, 3, H, W)``: the packed rows normalised with the dataset's mean/std."""
+    ps = open_packed(data, split)
+    x = torch.from_numpy(np.array(ps.images)).to(torch.float64).permute(0, 3, 1, 2) / 255
+    mean = torch.tensor(ps.mean, dtype=torch.float32).double().view(1, 3, 1, 1)
+    std = torch.tensor(ps.std, dtype=torch.float32).double().view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def match_rows(images: torch.Tensor, ref: torch.Tensor, tol: float = 0.05) -> list[int]:
+    """Row index of ``ref`` each (un-augmented) image is; asserts the match is (near) exact."""
+    d = (images.double().flatten(1)[:, None, :] - ref.flatten(1)[None]).abs().mean(-1)
+    best = d.argmin(1)
+    assert float(d.min(1).values.max()) < tol, "a delivered image matches no packed row"
+    return best.tolist()
+
+
+def run_epoch(loader, epoch=0):
+    loader.set_epoch(epoch)
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+ALL = L.list_loaders()
+
+
+# ----------------------------------------------------------------------------------- registry
+def test_registry_names_and_errors():
+    assert {"torch", "torch-npy", "gpu", "dali", "dali-native", "ffcv"} <= set(ALL)
+    with pytest.raises(ValueError, match="already registered"):
+        L.register("gpu")(lambda *a, **k: None)
+    with pytest.raises(ValueError, match=r"unknown loader 'nope'; choose one of: torch, .*gpu.*ffcv"):
+        L.build("nope", "x", "train", 4)
+
+
+# ----------------------------------------------------------------------------------- contract
+@pytest.mark.parametrize("name", ALL)
+def test_contract_and_normalisation(name, packed):
+    ld = make(name, packed, "train", batch_size=16, train=False, dtype=torch.float32)
+    assert (len(ld), ld.num_samples, ld.batch_size, ld.num_classes) == (4, 64, 16, N_CLASSES)
+    xs, ys = [], []
+    for x, y in ld:
+        assert x.shape == (16, 3, 64, 64) and x.dtype == torch.float32 and x.device.type == "cpu"
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert y.dtype == torch.int64 and y.device.type == "cpu"
+        assert int(y.min()) >= 0 and int(y.max()) < N_CLASSES
+        xs.append(x)
+        ys.append(y)
+    x = torch.cat(xs).double()
+    # mean/std are the train split's own statistics: normalised, they must be (0, 1) exactly.
+    assert x.mean((0, 2, 3)).abs().max() < 1e-3
+    assert (x.std((0, 2, 3)) - 1).abs().max() < 2e-3
+    # Evaluation order is the packed order: pixels and labels equal the packed rows.
+    ref = normalised_rows(packed, "train")
+    assert (x - ref).abs().max() < 1e-4
+    assert torch.equal(torch.cat(ys), torch.from_numpy(open_packed(packed, "train").labels))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dtypes_gpu(dtype, packed):
+    x, _ = next(iter(make("gpu", packed, "val", batch_size=8, dtype=dtype, policy="standard", train=True)))
+    assert x.dtype == dtype and x.is_contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------------- coverage
+@pytest.mark.parametrize("name", ALL)
+def test_epoch_covers_every_sample_once(name, packed):
+    ref = normalised_rows(packed, "train")
+    # Eval (no drop_last, batch 10 -> last batch of 4), single process and split over 2 ranks.
+    seen = [match_rows(x, ref) for x, _ in make(name, packed, "train", 10, train=False)]
+    assert [len(s) for s in seen] == [10] * 6 + [4]
+    assert sorted(sum(seen, [])) == list(range(64))
+    shards = []
+    for rank in range(2):
+        ld = make(name, packed, "train", 10, train=False, rank=rank, world_size=2)
+        shards.append(sum((match_rows(x, ref) for x, _ in ld), []))
+        assert ld.num_samples == 32 and len(ld) == 4
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(64))
+
+
+def test_eval_uneven_shards_cover_once(packed):
+    """15-ish samples over 2 ranks without padding: each sample exactly once across ranks."""
+    ref = normalised_rows(packed, "val")  # 16 rows; world_size 3 -> 6, 5, 5
+    got = []
+    for rank in range(3):
+        ld = make("gpu", packed, "val", 4, rank=rank, world_size=3)
+        assert ld.num_samples == [6, 5, 5][rank]
+        got += sum((match_rows(x, ref) for x, _ in ld), [])
+    assert sorted(got) == list(range(16))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_training_order_shared_and_sharded(name, packed):
+    """Training shuffle (identity policy to see the rows): the order of the shared sampler, every
+    sample once per epoch over 2 ranks, a new order each epoch."""
+    ref = normalised_rows(packed, "train")
+    orders = {}
+    for rank in range(2):
+        ld = make(name, packed, "train", 8, train=True, policy="none", seed=3, rank=rank, world_size=2)
+        assert len(ld) == 4
+        for epoch in (0, 1):
+            got = sum((match_rows(x, ref) for x, _ in run_epoch(ld, epoch)), [])
+            want = ShardedOrder(64, 8, shuffle=True, drop_last=True, seed=3, rank=rank,
+                                world_size=2).indices(epoch).tolist()
+            assert got == want
+            orders[rank, epoch] = got
+    for epoch in (0, 1):
+        assert sorted(orders[0, epoch] + orders[1, epoch]) == list(range(64))
+    assert orders[0, 0] != orders[0, 1]
+    # The permutation is the one documented: randperm from a generator seeded by (seed, epoch).
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(derive_seed(3, 1))).tolist()
+    assert orders[0, 1] == perm[0::2]
+
+
+def test_sharding_rules():
+    # drop_last: cut to a multiple of world_size, equal shards, incomplete batches dropped.
+    o = [ShardedOrder(10, 2, shuffle=True, drop_last=True, rank=r, world_size=3) for r in range(3)]
+    assert [x.num_samples for x in o] == [3, 3, 3] and [x.num_batches for x in o] == [1, 1, 1]
+    assert len(set(sum((x.indices(0).tolist() for x in o), []))) == 9
+    # training without drop_last pads like DistributedSampler: 10 -> 12, 2 repeats.
+    o = [ShardedOrder(10, 4, shuffle=True, drop_last=False, rank=r, world_size=3) for r in range(3)]
+    allidx = sum((x.indices(0).tolist() for x in o), [])
+    assert len(allidx) == 12 and set(allidx) == set(range(10))
+    assert o[0].batch_sizes() == [4]
+    with pytest.raises(ValueError, match="rank"):
+        ShardedOrder(10, 4, shuffle=False, drop_last=False, rank=2, world_size=2)
+
+
+# ----------------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_batches_and_resume(name, packed):
+    kw = dict(train=True, policy="standard", seed=7)
+    a = run_epoch(make(name, packed, "train", 8, **kw), epoch=2)
+    b = run_epoch(make(name, packed, "train", 8, **kw), epoch=2)
+    assert len(a) == 8
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    c = run_epoch(make(name, packed, "train", 8, train=True, policy="standard", seed=8), epoch=2)
+    assert not torch.equal(a[0][0], c[0][0])
+    # Mid-epoch: take 3 batches, save, resume in a fresh loader -> exactly the 5 remaining ones.
+    ld = make(name, packed, "train", 8, **kw)
+    ld.set_epoch(2)
+    it = iter(ld)
+    for _ in range(3):
+        next(it)
+    state = ld.state_dict()
+    del it
+    assert (state["epoch"], state["batch"]) == (2, 3)
+    fresh = make(name, packed, "train", 8, **kw)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(2)          # what a training loop does at the top of the epoch: keeps the resume
+    rest = [(x.clone(), y.clone()) for x, y in fresh]
+    assert len(rest) == 5
+    for (xr, yr), (xa, ya) in zip(rest, a[3:]):
+        assert torch.equal(xr, xa) and torch.equal(yr, ya)
+    # The following epoch is whole again.
+    fresh.set_epoch(3)
+    assert len(list(fresh)) == 8
+
+
+def test_torch_workers_do_not_change_batches(packed):
+    kw = dict(train=True, policy="standard", seed=1)
+    a = run_epoch(make("torch-npy", packed, "train", 16, num_workers=0, **kw))
+    b = run_epoch(make("torch-npy", packed, "train", 16, num_workers=2, **kw))
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_torch_baseline_augments(packed):
+    """The torchvision pipeline really augments (flips/affine/colour change pixels) and keeps
+    roughly normalised statistics."""
+    ref = normalised_rows(packed, "train")
+    ld = make("torch", packed, "train", 16, train=True, policy="standard", seed=0)
+    ld.set_epoch(0)
+    x = next(iter(ld))[0].double()
+    idx = ld.order.batch(0, 0)
+    assert x.shape == (16, 3, 64, 64)
+    assert (x - ref[idx]).abs().mean() > 0.1      # not the identity
+    assert x.mean().abs() < 0.5 and 0.5 < x.std() < 1.5
+
+
+# ----------------------------------------------------------------------------------- fused pixels
+def fused_reference(ld, epoch, b):
+    """``tinyfast.ops.augment`` applied to the packed rows with the shared sampler's parameters."""
+    from tinyfast import ops
+
+    ps = open_packed(ld.data_dir, ld.split)
+    idx = ld.order.batch(epoch, b)
+    theta, color = ld.aug_params(epoch, b, len(idx))
+    src = torch.from_numpy(np.array(ps.images))
+    return ops.augment(src, theta, color, ps.mean, ps.std, index=idx, dtype=ld.dtype,
+                       fill=ld.policy.fill), torch.from_numpy(ps.labels)[idx]
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_loaders_identical_pixels(name, packed):
+    ld = make(name, packed, "train", 16, train=True, policy="standard", seed=5, rank=1, world_size=2)
+    batches = run_epoch(ld, epoch=1)
+    assert len(batches) == 2
+    for b, (x, y) in enumerate(batches):
+        want_x, want_y = fused_reference(ld, 1, b)
+        assert torch.equal(x, want_x), f"{name}: batch {b} differs from ops.augment on the packed rows"
+        assert torch.equal(y, want_y)
+
+
+def test_gpu_host_fallback_matches_resident(packed):
+    kw = dict(train=True, policy="standard", seed=2)
+    a = make("gpu", packed, "train", 16, resident=True, **kw)
+    b = make("gpu", packed, "train", 16, resident=False, **kw)
+    assert a.resident and not b.resident
+    for (xa, ya), (xb, yb) in zip(run_epoch(a), run_epoch(b)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+# ----------------------------------------------------------------------------------- bad data
+@pytest.fixture(scope="module")
+def truncated(packed, tmp_path_factory) -> Path:
+    """A copy of the packed set (symlinks) whose train/images.npy is cut short."""
+    bad = tmp_path_factory.mktemp("truncated")
+    for f in packed.rglob("*"):
+        if f.is_file():
+            (bad / f.relative_to(packed)).parent.mkdir(parents=True, exist_ok=True)
+            (bad / f.relative_to(packed)).symlink_to(f)
+    target = bad / "train" / "images.npy"
+    target.unlink()
+    target.write_bytes((packed / "train" / "images.npy").read_bytes()[:5000])
+    return bad
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_missing_or_corrupt_data(name, packed, truncated, tmp_path):
+    with pytest.raises(PackError, match="not a directory"):
+        L.build(name, tmp_path / "nowhere", "train", 4)
+    with pytest.raises(PackError, match=r"train/images\.npy: 5000 bytes"):
+        L.build(name, truncated, "train", 4)
+    with pytest.raises(PackError, match="no split"):
+        L.build(name, packed, "extra", 4)
+
+
+def test_bad_arguments(packed):
+    with pytest.raises(ValueError, match="rank"):
+        L.build("gpu", packed, "train", 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        L.build("gpu", packed, "train", 0)
+    with pytest.raises(ValueError, match="dtype"):
+        L.build("gpu", packed, "train", 4, dtype=torch.int8)
+    ld = L.build("gpu", packed, "train", 8, seed=1)
+    with pytest.raises(ValueError, match="cannot resume"):
+        ld.load_state_dict(dict(L.build("gpu", packed, "train", 8, seed=2).state_dict()))
+
+
+def test_unlabelled_test_split(packed):
+    x, y = next(iter(make("gpu", packed, "test", 8)))
+    assert x.shape == (8, 3, 64, 64) and torch.equal(y, torch.full((8,), -1))
+
+
+# ----------------------------------------------------------------------------------- benchmark
+def test_throughput_and_cli(packed, capsys):
+    r = L.throughput("gpu", packed, "train", 16, batches=3, warmup=1, runs=2)
+    assert r["images_per_sec"] > 0 and len(r["runs"]) == 2 and r["device"] == "cpu"
+    assert L.main(["--bench", "--data", str(packed), "--loaders", "gpu,torch-npy", "--batch-size", "16",
+                   "--batches", "2", "--runs", "1", "--warmup", "1", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "gpu" in out and "torch-npy" in out
+    assert L.main(["--list"]) == 0 and "dali-native" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["gpu", "dali", "ffcv", "torch-npy"])
+def test_cuda_matches_cpu(name, packed):
+    kw = dict(train=True, policy="standard", seed=4)
+    cpu = run_epoch(make(name, packed, "train", 16, device="cpu", **kw))
+    gpu = run_epoch(make(name, packed, "train", 16, device="cuda", **kw))
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.is_cuda and yg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(yc, yg.cpu())
+        if name != "torch-npy":  # the fused op: CPU and CUDA kernels agree to fp16 rounding
+            assert (xc.float() - xg.float().cpu()).abs().max() < 2e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_gpu_fallback_matches_resident(packed):
+    kw = dict(train=True, policy="standard", seed=2, device="cuda")
+    a = run_epoch(make("gpu", packed, "train", 16, resident=True, **kw))
+    b = run_epoch(make("gpu", packed, "train", 16, resident=False, **kw))
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -1,0 +1,322 @@
+"""Command configurations: one frozen dataclass per command, which generates its argparse options.
+
+Each field becomes ``--field-name``; its type, default, help and choices come from the field
+(``metadata``: ``help``, ``choices`` -- a list or a zero-argument callable read when the parser is
+built, so registries stay the single source of truth -- ``type`` to override the converter,
+``nargs``/``const``/``metavar``). ``bool`` fields become ``--x/--no-x`` switches. ``None`` defaults
+mean "chosen at run time" (see :func:`resolve_train_config`); the resolved config is what a run
+saves as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
+           "explicit_fields", "resolve_train_config", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "INITS", "AMP_DTYPES"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
+SCHEDULES = ("onecycle", "cosine", "step", "plateau", "cyclic", "constant")
+INITS = ("default", "he", "xavier")
+AMP_DTYPES = ("auto", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration that parses but cannot run (reported as one ``error:`` line)."""
+
+
+def opt(default, help: str, **meta) -> Any:
+    """A dataclass field carrying its CLI help (and optional choices/type/nargs/const/metavar)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+# ----- converters (argparse reports their errors as "invalid <name> value") ------------------------
+def _arch(value: str) -> str:
+    from tinyfast.models import is_known, list_models
+    if not is_known(value):
+        raise argparse.ArgumentTypeError(
+            f"unknown model {value!r} (choose one of: {', '.join(list_models())}; or tv:<torchvision name>)")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return v
+
+
+def _fraction(value: str) -> float:
+    v = _nonneg_float(value)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return v
+
+
+def parse_prog_resize(value: str) -> list[int]:
+    """``"32:48:64"`` -> ``[32, 48, 64]``: image sizes of equal-length phases of training."""
+    try:
+        sizes = [int(s) for s in value.split(":")]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or any(s < 8 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected sizes separated by ':' (each >= 8), e.g. 32:64 or 32:48:64")
+    return sizes
+
+
+def _prog_resize(value: str) -> str:
+    parse_prog_resize(value)
+    return value
+
+
+def _loaders() -> list[str]:
+    from tinyfast.loaders import list_loaders
+    return list_loaders()
+
+
+def _presets() -> list[str]:
+    from tinyfast.augment import PRESETS
+    return sorted(PRESETS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``python -m tinyfast.train``: train one model on a packed dataset."""
+
+    arch: str = opt("resnet18", "model name (see --list) or tv:<torchvision classifier>", type=_arch)
+    data: str | None = opt(None, "packed dataset directory (default: the built-in synthetic set, "
+                                 "created on first use; small when there is no GPU)")
+    loader: str = opt("gpu", "data loader", choices=_loaders)
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)")
+    epochs: int | None = opt(None, "epochs (default: 30 on a GPU, 3 on CPU)", type=_positive_int)
+    batch_size: int | None = opt(None, "GLOBAL batch size, split across DDP ranks (default: 512 on a "
+                                       "GPU, 64 on CPU)", type=_positive_int)
+    eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
+                                      type=_positive_int)
+    workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
+    aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS)", choices=_presets)
+    optimizer: str = opt("sgd", "optimizer (sgd is Nesterov by default)", choices=OPTIMIZERS)
+    lr: float | None = opt(None, "peak learning rate for the GLOBAL batch (default: sgd 0.2 x B/512, "
+                                 "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
+    momentum: float = opt(0.9, "SGD momentum / Adam beta1", type=_fraction)
+    nesterov: bool = opt(True, "Nesterov momentum (SGD)")
+    weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers)", type=_nonneg_float)
+    label_smoothing: float = opt(0.1, "label smoothing", type=_fraction)
+    dropout: float | None = opt(None, "dropout before the classifier (default: the model's own)", type=_fraction)
+    init: str = opt("default", "weight init: default (PyTorch/torchvision), he, xavier", choices=INITS)
+    schedule: str = opt("onecycle", "learning-rate schedule (all per step, with linear warm-up)",
+                        choices=SCHEDULES)
+    warmup: float | None = opt(None, "warm-up epochs, may be fractional (default: onecycle 25%% of the "
+                                     "run, cyclic 0, others min(2, 10%%))", type=_nonneg_float)
+    min_lr: float = opt(0.0, "final/minimum learning rate as a fraction of --lr", type=_fraction)
+    step_size: float = opt(10.0, "step schedule: epochs between decays", type=_nonneg_float)
+    gamma: float = opt(0.1, "step/plateau schedules: decay factor", type=_nonneg_float)
+    patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying", type=int)
+    cycle_epochs: float = opt(4.0, "cyclic schedule: epochs per triangular cycle", type=_nonneg_float)
+    prog_resize: str | None = opt(None, "progressive resizing: train image sizes of equal-length phases, "
+                                        "e.g. 32:64 or 32:48:64 (evaluation stays at full size)",
+                                  type=_prog_resize, metavar="S1:S2[:...]")
+    mixup: float = opt(0.0, "mixup Beta(alpha, alpha); 0 = off", type=_nonneg_float)
+    cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
+                        type=_nonneg_float)
+    mix_prob: float = opt(1.0, "probability that a batch is mixed (mixup/cutmix)", type=_nonneg_float)
+    ema: float = opt(0.0, "EMA of the weights with this decay per step (e.g. 0.999); evaluation then uses "
+                          "the EMA weights; 0 = off", type=_fraction)
+    amp: bool = opt(False, "mixed precision: bf16 where supported, else fp16 + GradScaler")
+    amp_dtype: str = opt("auto", "AMP dtype; auto = bf16 on GPUs that support it and on CPUs with native "
+                                 "bf16 (AVX512-BF16/AMX; elsewhere CPU AMP is off: emulated bf16 is "
+                                 "slower than fp32), else fp16", choices=AMP_DTYPES)
+    channels_last: bool = opt(True, "channels-last memory format")
+    compile: bool = opt(False, "torch.compile the model")
+    sync_bn: bool = opt(False, "DDP: synchronise batch-norm statistics across ranks")
+    pretrained: str | None = opt(None, "LOCAL torchvision-style state_dict to start from (never "
+                                       "downloads); the head is replaced")
+    freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
+    unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
+                                 "top down (0 = never)", type=int)
+    seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
+    name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
+    out_dir: str = opt("runs", "parent directory of the run directories")
+    resume: str | None = opt(None, "continue a run exactly: a checkpoint path, or no value for "
+                                   "OUT_DIR/NAME/last.pt", nargs="?", const="last", metavar="CKPT")
+    stop_at_step: int | None = opt(None, "stop after this global step, saving a resumable last.pt "
+                                         "(the schedule is unchanged)", type=_positive_int)
+    log_every: int = opt(50, "steps between progress-bar updates (each one host sync)", type=_positive_int)
+    eval_every: int = opt(1, "epochs between evaluations (the last epoch is always evaluated)",
+                          type=_positive_int)
+    progress: bool = opt(True, "show progress bars")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``python -m tinyfast.evaluate``: score checkpoints (several = an ensemble)."""
+
+    checkpoints: tuple = opt((), "checkpoint files (.pt); several are also scored as an ensemble "
+                                 "(averaged probabilities)", nargs="+", positional=True, metavar="CKPT")
+    data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
+    split: str = opt("val", "split to score", choices=("train", "val"))
+    loader: str = opt("gpu", "data loader", choices=_loaders)
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)")
+    batch_size: int = opt(256, "batch size", type=_positive_int)
+    weights: str = opt("auto", "which weights: ema (when the checkpoint has them), raw, auto (= ema if present)",
+                       choices=("auto", "ema", "raw"))
+    amp: bool = opt(False, "bf16/fp16 autocast")
+    tta: bool = opt(False, "test-time augmentation: average with the horizontally flipped image")
+    output: str | None = opt(None, "also write the results as JSON here")
+    progress: bool = opt(True, "show progress bars")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """``python -m tinyfast.predict``: write test-set predictions as CSV ``id,label`` (label = wnid)."""
+
+    checkpoints: tuple = opt((), "checkpoint files (.pt); several = ensemble (averaged probabilities)",
+                             nargs="+", positional=True, metavar="CKPT")
+    output: str = opt("predictions.csv", "CSV to write (id,label)")
+    data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
+    split: str = opt("test", "split to predict", choices=("test", "val", "train"))
+    loader: str = opt("gpu", "data loader", choices=_loaders)
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)")
+    batch_size: int = opt(256, "batch size", type=_positive_int)
+    weights: str = opt("auto", "ema, raw, or auto (= ema if present)", choices=("auto", "ema", "raw"))
+    amp: bool = opt(False, "bf16/fp16 autocast")
+    tta: bool = opt(False, "average with the horizontally flipped image")
+    topk: int = opt(1, "labels per row (space-separated, best first)", type=_positive_int)
+    progress: bool = opt(True, "show progress bars")
+
+
+# ----- parser generation ---------------------------------------------------------------------------
+def _base_type(tp) -> type:
+    """``int | None`` -> ``int``; ``bool`` -> ``bool``."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, *, suppress_defaults: bool = False) -> None:
+    """Add one option per field of the dataclass ``cls`` to ``parser``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        tp = _base_type(hints[f.name])
+        kw: dict[str, Any] = {"help": meta.get("help", "")}
+        default = f.default
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = meta.get("type", tp if tp in (int, float, str) else str)
+            for k in ("nargs", "const", "metavar"):
+                if k in meta:
+                    kw[k] = meta[k]
+            choices = meta.get("choices")
+            if choices is not None:
+                kw["choices"] = list(choices() if callable(choices) else choices)
+        if default is not None and default != () and "%(default)" not in kw["help"] and tp is not bool:
+            kw["help"] += " (default: %(default)s)"
+        if meta.get("positional"):
+            parser.add_argument(f.name, **kw)
+            continue
+        kw["default"] = argparse.SUPPRESS if suppress_defaults else default
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kw)
+
+
+def build_parser(cls, prog: str, *, extra: Callable[[argparse.ArgumentParser], None] | None = None,
+                 suppress_defaults: bool = False, usage: str | None = None) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` generated from the config dataclass ``cls``.
+
+    ``usage`` (default ``"%(prog)s [options]"``) keeps error messages short: the generated usage
+    line of a long config fills a screen above the one line that matters.
+    """
+    doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None
+    parser = argparse.ArgumentParser(prog=prog, description=doc, usage=usage or "%(prog)s [options]")
+    if extra is not None:
+        extra(parser)
+    add_config_arguments(parser, cls, suppress_defaults=suppress_defaults)
+    return parser
+
+
+def config_from_args(cls, ns: argparse.Namespace):
+    """The dataclass instance from a parsed namespace (unknown attributes are ignored)."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    for k, v in values.items():
+        if isinstance(v, list):
+            values[k] = tuple(v)
+    return cls(**values)
+
+
+def explicit_fields(cls, argv: list[str], prog: str = "") -> set[str]:
+    """Names of the fields given explicitly on the command line ``argv``."""
+    p = build_parser(cls, prog, suppress_defaults=True, extra=_silent_extra)
+    ns, _ = p.parse_known_args(argv)
+    return {k for k in vars(ns) if k in {f.name for f in dataclasses.fields(cls)}}
+
+
+def _silent_extra(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", default=argparse.SUPPRESS)
+
+
+# ----- run-time resolution -------------------------------------------------------------------------
+def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
+                         local_rank: int = 0) -> TrainConfig:
+    """Fill the ``None`` ("chosen at run time") fields of ``cfg``.
+
+    GPU runs default to a real schedule (30 epochs, batch 512); CPU runs to a quick one (3 epochs,
+    batch 64) on the small synthetic set. The learning rate scales with the global batch: linearly
+    for SGD, with its square root for the Adam family.
+
+    Raises:
+        ConfigError: inconsistent settings (batch not divisible by the world size, ...).
+    """
+    device = cfg.device or (f"cuda:{local_rank}" if cuda else "cpu")
+    if device.startswith("cuda") and not cuda:
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    if world_size > 1 and device.startswith("cuda") and cfg.device is None:
+        device = f"cuda:{local_rank}"
+    on_gpu = device.startswith("cuda")
+    epochs = cfg.epochs or (30 if on_gpu else 3)
+    batch = cfg.batch_size or (512 if on_gpu else 64)
+    if batch % world_size:
+        raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
+    if cfg.lr is not None:
+        lr = cfg.lr
+    elif cfg.optimizer == "sgd":
+        lr = 0.2 * batch / 512
+    else:
+        lr = 2e-3 * (batch / 512) ** 0.5
+    if cfg.warmup is not None:
+        warmup = cfg.warmup
+    elif cfg.schedule == "onecycle":
+        warmup = 0.25 * epochs
+    elif cfg.schedule == "cyclic":
+        warmup = 0.0
+    else:
+        warmup = min(2.0, 0.1 * epochs)
+    if warmup > epochs:
+        raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
+    if cfg.unfreeze_every and not cfg.freeze:
+        raise ConfigError("--unfreeze-every needs --freeze")
+    if cfg.mix_prob > 1:
+        raise ConfigError(f"--mix-prob must be in [0, 1], got {cfg.mix_prob}")
+    name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
+                               name=name, eval_batch_size=cfg.eval_batch_size or 2 * (batch // world_size))

@@ -1,0 +1,272 @@
+"""What every loader shares: sample order, sharding by rank, epochs, resume, augmentation draws.
+
+One implementation, so that every loader built on :class:`BaseLoader` visits the same samples in
+the same order with the same augmentation parameters for a given ``seed``:
+
+* **Order.** Training shuffles with ``torch.randperm`` from a CPU ``torch.Generator`` seeded with
+  ``derive_seed(seed, epoch)``; evaluation keeps the packed order. Identical on every loader and
+  every device (a CPU generator: device generators produce different streams).
+* **Sharding** (``rank``, ``world_size``), like ``torch.utils.data.DistributedSampler``: the
+  epoch's order is split round-robin, rank ``r`` takes positions ``r, r + W, r + 2W, ...``.
+
+  - ``drop_last=True`` (the training default): the order is cut to a multiple of ``W`` and each
+    rank drops its incomplete last batch, so every rank runs the same number of steps (DDP needs
+    that) and no sample is seen twice; up to ``W - 1 + W * (batch_size - 1)`` samples per epoch
+    are skipped (different ones each epoch when shuffling).
+  - ``drop_last=False`` and training: the order is padded by repeating its first samples up to a
+    multiple of ``W`` (as ``DistributedSampler`` does), so every rank runs the same number of
+    steps; up to ``W - 1`` samples are seen twice per epoch.
+  - ``drop_last=False`` and evaluation (the evaluation default): no padding; every sample is seen
+    exactly once across ranks, and shards differ in length by at most one sample (so ranks may
+    differ by one batch: reduce metrics once after the loop, not per batch).
+* **Epochs.** ``set_epoch(e)`` before each epoch (as with ``DistributedSampler``); without it every
+  pass repeats the same epoch.
+* **Resume.** ``state_dict()`` records the epoch and how many batches of it were already yielded;
+  after ``load_state_dict()`` the next pass yields exactly the remaining batches of that epoch,
+  with the same augmentation parameters, then later passes are whole epochs again. A
+  ``set_epoch()`` to another epoch cancels a pending resume.
+* **Augmentation parameters** for batch ``b`` of epoch ``e`` on rank ``r`` are drawn by
+  :meth:`tinyfast.augment.Policy.sample` from a CPU generator seeded with
+  ``derive_seed(seed, e, r, b)``: independent of the loader, the device and of what came before,
+  so a resumed run redraws exactly the same ones, at the cost of one small seeding per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+_STATE_VERSION = 1
+
+
+def derive_seed(*values: int) -> int:
+    """A 63-bit seed mixing several integers (seed, epoch, rank, batch ...), stable everywhere.
+
+    A hash rather than arithmetic like ``seed * 1000 + epoch`` so that nearby tuples give
+    unrelated streams and no two tuples collide in practice.
+    """
+    packed = struct.pack(f"<{len(values)}q", *(int(v) for v in values))
+    return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") >> 1
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (the default number of workers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ShardedOrder:
+    """The per-epoch, per-rank sample order and its batches (see the module docstring).
+
+    Args:
+        num_total: samples in the split (all ranks).
+        batch_size: samples per batch.
+        shuffle: draw a fresh permutation each epoch (else the packed order).
+        drop_last: drop the incomplete tail (see the module docstring for the sharding rules).
+        seed, rank, world_size: as in :func:`tinyfast.loaders.build`.
+        pad: pad the order to a multiple of ``world_size`` when not dropping (default: ``shuffle``,
+            i.e. training pads like ``DistributedSampler``, evaluation covers each sample once).
+    """
+
+    def __init__(self, num_total: int, batch_size: int, *, shuffle: bool, drop_last: bool,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+        self.num_total = int(num_total)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.pad = self.shuffle if pad is None else bool(pad)
+        n, w = self.num_total, self.world_size
+        if self.drop_last:
+            self.num_samples = n // w
+        elif self.pad:
+            self.num_samples = -(-n // w)
+        else:
+            self.num_samples = len(range(self.rank, n, w))
+        if self.drop_last:
+            self.num_batches = self.num_samples // self.batch_size
+        else:
+            self.num_batches = -(-self.num_samples // self.batch_size)
+        self._cache: tuple[int, torch.Tensor] | None = None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The whole split's order for ``epoch`` (int64, CPU), before sharding."""
+        if not self.shuffle:
+            return torch.arange(self.num_total, dtype=torch.int64)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        return torch.randperm(self.num_total, generator=g)
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """This rank's samples for ``epoch`` (int64, CPU), ``num_samples`` long, cached."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        order = self.permutation(epoch)
+        n, w = self.num_total, self.world_size
+        if self.drop_last:
+            order = order[: (n // w) * w]
+        elif self.pad and n % w:
+            extra = w - n % w
+            reps = -(-extra // max(n, 1))
+            order = torch.cat([order, order.repeat(reps)[:extra]])
+        mine = order[self.rank:: w].contiguous()
+        assert len(mine) == self.num_samples
+        self._cache = (epoch, mine)
+        return mine
+
+    def batch(self, epoch: int, b: int) -> torch.Tensor:
+        """Sample indices of batch ``b`` of ``epoch`` on this rank (a view into :meth:`indices`)."""
+        return self.indices(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def batch_sizes(self) -> list[int]:
+        """The size of every batch of an epoch on this rank."""
+        sizes = [self.batch_size] * self.num_batches
+        if sizes and not self.drop_last and self.num_samples % self.batch_size:
+            sizes[-1] = self.num_samples % self.batch_size
+        return sizes
+
+
+def _resolve_device(device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return dev
+
+
+class BaseLoader:
+    """Common state of every loader; subclasses implement :meth:`_batches`.
+
+    Subclasses yield ``(images, labels)`` for batches ``start, start + 1, ...`` of the current
+    epoch from ``_batches(epoch, start)``; this class counts what was yielded (for
+    :meth:`state_dict`) and handles epochs and resume. See :func:`tinyfast.loaders.build` for the
+    arguments.
+
+    Attributes:
+        name: the registry name; split: the split; device, dtype: of the images.
+        num_classes, mean, std: of the dataset (mean/std of the train split, [0, 1] units).
+        num_samples: samples this rank sees per epoch; batch_size; train; policy; seed.
+        height, width: of the packed images (the output size).
+    """
+
+    name = "base"
+
+    def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
+                 dtype: torch.dtype = torch.float16, train: bool | None = None,
+                 num_workers: int | None = None):
+        from tinyfast.augment import get_policy
+        from tinyfast.data import open_packed
+
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
+        self.data_dir = Path(data_dir)
+        self.split = split
+        self.device = _resolve_device(device)
+        self.dtype = dtype
+        self.train = (split == "train") if train is None else bool(train)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        # Evaluation is normalisation only, whatever policy was passed.
+        self.policy = get_policy(policy if (self.train and policy is not None) else "none")
+        self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.num_workers = cpu_count() if num_workers is None else int(num_workers)
+        self.packed = open_packed(self.data_dir, split)  # PackError names what is wrong
+        if len(self.packed) == 0:
+            raise ValueError(f"{self.data_dir / split}: the split is empty")
+        self.height, self.width = int(self.packed.images.shape[1]), int(self.packed.images.shape[2])
+        self.num_classes = self.packed.num_classes
+        self.mean = tuple(self.packed.mean)
+        self.std = tuple(self.packed.std)
+        self.order = ShardedOrder(len(self.packed), batch_size, shuffle=self.train,
+                                  drop_last=self.drop_last, seed=self.seed, rank=self.rank,
+                                  world_size=self.world_size)
+        self.batch_size = self.order.batch_size
+        self.num_samples = self.order.num_samples
+        self.epoch = 0
+        self._next_batch = 0            # batches of self.epoch already yielded
+        self._resume: tuple[int, int] | None = None
+        # Labels of the whole split (tiny); -1 for the unlabelled test split.
+        labels = self.packed.labels
+        self.labels_cpu = (torch.from_numpy(labels.astype("int64", copy=False)).clone()
+                           if labels is not None else torch.full((len(self.packed),), -1, dtype=torch.int64))
+        self.mean_t = torch.tensor(self.mean, dtype=torch.float32)
+        self.std_t = torch.tensor(self.std, dtype=torch.float32)
+
+    # ----- the contract ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (a whole epoch, also right after a resume)."""
+        return self.order.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next pass (its shuffle and its augmentation parameters)."""
+        epoch = int(epoch)
+        if self._resume is not None and self._resume[0] != epoch:
+            self._resume = None
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: epoch and batches of it already yielded, plus the settings that
+        must match on resume."""
+        return {"version": _STATE_VERSION, "loader": self.name, "epoch": self.epoch,
+                "batch": self._next_batch, "seed": self.seed, "rank": self.rank,
+                "world_size": self.world_size, "batch_size": self.batch_size,
+                "num_total": self.order.num_total, "train": self.train, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next pass yields the rest of the saved epoch."""
+        for key in ("seed", "world_size", "batch_size", "num_total", "train", "drop_last"):
+            mine = self.state_dict()[key]
+            if key in state and state[key] != mine:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this loader {key}={mine!r}")
+        self.epoch = int(state["epoch"])
+        self._next_batch = int(state["batch"])
+        self._resume = (self.epoch, self._next_batch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        start = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1]
+        self._resume = None
+        self._next_batch = start
+        for b, (images, labels) in enumerate(self._batches(epoch, start), start):
+            # Counted before handing out: a state_dict() taken while the caller holds batch b
+            # resumes at b + 1.
+            self._next_batch = b + 1
+            yield images, labels
+        # A finished epoch leaves the position at its end; set_epoch(e + 1) starts the next one.
+
+    def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    # ----- helpers for subclasses -----------------------------------------------------------------
+    def aug_params(self, epoch: int, b: int, n: int):
+        """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
+
+        Training draws from the policy with a generator seeded by ``(seed, epoch, rank, b)``;
+        evaluation gets the identity (plain normalisation).
+        """
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
+        return self.policy.sample(n, self.height, self.width, g)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, data_dir='{self.data_dir}', split={self.split!r}, "
+                f"batch_size={self.batch_size}, device='{self.device}', dtype={self.dtype}, train={self.train}, "
+                f"rank={self.rank}/{self.world_size}, batches={len(self)})")

@@ -1,0 +1,100 @@
+"""Accuracy bookkeeping and the run's metric files (JSONL, CSV, per-class table), written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_history", "per_class_table",
+           "topk_accuracy", "METRIC_COLUMNS"]
+
+# Column order of metrics.csv (JSONL rows carry the same keys).
+METRIC_COLUMNS = ("epoch", "step", "image_size", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
+                  "val_top5", "img_per_s", "epoch_time", "eval_time")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place, so a reader
+    (or a crash) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_history(history: Sequence[dict], run_dir: str | os.PathLike) -> None:
+    """(Re)write ``metrics.jsonl`` and ``metrics.csv`` from all epochs so far.
+
+    Rewriting from the in-checkpoint history (instead of appending) keeps the files consistent
+    with the checkpoint after a resume.
+    """
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    cols = list(METRIC_COLUMNS) + sorted({k for r in history for k in r} - set(METRIC_COLUMNS))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in history:
+        w.writerow({k: r.get(k, "") for k in cols})
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def per_class_table(correct: np.ndarray, count: np.ndarray, classes: Sequence[str], words: Sequence[str],
+                    k: int = 5) -> dict:
+    """Per-class accuracy with the ``k`` best and worst classes.
+
+    Returns:
+        ``{"rows": [{"class", "words", "correct", "count", "accuracy"}...], "best": [...k rows],
+        "worst": [...k rows]}``; classes absent from the split are listed with accuracy ``None``
+        and left out of best/worst. Ties are broken by class index, so the result is stable.
+    """
+    rows = []
+    for i, (c, n) in enumerate(zip(correct.tolist(), count.tolist())):
+        rows.append({"class": classes[i] if i < len(classes) else str(i),
+                     "words": words[i] if i < len(words) else "",
+                     "correct": int(c), "count": int(n), "accuracy": (c / n) if n else None})
+    seen = [r for r in rows if r["count"]]
+    by_acc = sorted(range(len(seen)), key=lambda j: (-seen[j]["accuracy"], j))
+    best = [seen[j] for j in by_acc[:k]]
+    worst = [seen[j] for j in sorted(range(len(seen)), key=lambda j: (seen[j]["accuracy"], j))[:k]]
+    return {"rows": rows, "best": best, "worst": worst}
+
+
+def per_class_csv(table: dict) -> str:
+    """The per-class rows of :func:`per_class_table` as CSV text."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["class", "words", "correct", "count", "accuracy"], lineterminator="\n")
+    w.writeheader()
+    for r in table["rows"]:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of rows whose label is among the ``k`` highest scores, for each ``k``."""
+    out = {}
+    if len(labels) == 0:
+        return {k: float("nan") for k in ks}
+    order = probs.topk(min(max(ks), probs.shape[1]), dim=1).indices
+    for k in ks:
+        out[k] = (order[:, :k] == labels[:, None]).any(1).float().mean().item()
+    return out

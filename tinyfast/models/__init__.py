@@ -1,0 +1,206 @@
+"""Model zoo: a registry of classifiers adapted to 64x64 inputs (Tiny ImageNet).
+
+Usage::
+
+    from tinyfast.models import get_model, list_models
+    model = get_model("resnet18", num_classes=200)
+    model = get_model("tv:efficientnet_b0", num_classes=200)   # any torchvision classifier
+
+Every registered model accepts ``num_classes`` and ``dropout`` (applied before the classifier head)
+and works for any input size from 32x32 up (global/adaptive pooling before the head), so
+progressive resizing (train at 32 px, then 64 px) needs no model change.
+
+Registering a name twice is an error (:class:`ValueError`), like ``tinyfast.loaders.register``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
+           "load_pretrained", "head_module", "layer_groups", "is_known", "TV_PREFIX"]
+
+TV_PREFIX = "tv:"
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+# The modules that register models; imported lazily (on the first registry query), so importing
+# tinyfast.models costs nothing and nothing runs at import.
+_ZOO_MODULES = ("simple", "vgg", "inception", "resnet", "densenet", "mobilenet")
+_loaded = False
+
+
+def register(name: str):
+    """Decorator registering a model builder ``fn(num_classes=..., dropout=..., **kw) -> nn.Module``.
+
+    Raises:
+        ValueError: ``name`` is already registered or uses the reserved ``tv:`` prefix.
+    """
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        if name.startswith(TV_PREFIX):
+            raise ValueError(f"model names may not start with {TV_PREFIX!r} (reserved for torchvision)")
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def _load_zoo() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for mod in _ZOO_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
+
+
+def list_models() -> list[str]:
+    """Names of the registered models (``tv:<name>`` torchvision models are not listed)."""
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def _tv_classifiers() -> list[str]:
+    import torchvision.models as tvm
+    return sorted(tvm.list_models(module=tvm))
+
+
+def is_known(name: str) -> bool:
+    """True if ``name`` is registered or is ``tv:<torchvision classifier>``."""
+    if name.startswith(TV_PREFIX):
+        return name[len(TV_PREFIX):] in _tv_classifiers()
+    _load_zoo()
+    return name in _REGISTRY
+
+
+def get_model(name: str, num_classes: int = 200, **kw) -> nn.Module:
+    """Build model ``name`` with ``num_classes`` outputs.
+
+    ``tv:<name>`` builds ``torchvision.models.<name>`` (random init, never downloads) and, for the
+    families where a stride-2 stem wastes a 64x64 image (ResNet/ResNeXt/Wide-ResNet, DenseNet,
+    MobileNet, EfficientNet, RegNet), swaps the stem for a stride-1 3x3 convolution without
+    max-pool. Extra keywords go to the builder (``dropout`` is honoured by every model).
+
+    Raises:
+        KeyError: unknown name (the message lists the choices).
+    """
+    if name.startswith(TV_PREFIX):
+        from .tv import build_torchvision
+        tv_name = name[len(TV_PREFIX):]
+        if tv_name not in _tv_classifiers():
+            raise KeyError(f"unknown torchvision classifier {tv_name!r} "
+                           f"(choices: {', '.join(_tv_classifiers())})")
+        return build_torchvision(tv_name, num_classes=num_classes, **kw)
+    _load_zoo()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r} (choices: {', '.join(list_models())}, "
+                       f"or tv:<torchvision classifier>)")
+    return _REGISTRY[name](num_classes=num_classes, **kw)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def init_weights(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise conv/linear weights: ``"he"`` (Kaiming normal, fan_out, ReLU),
+    ``"xavier"`` (Glorot uniform) or ``"default"`` (keep PyTorch's/torchvision's). Biases -> 0,
+    norm layers -> weight 1, bias 0."""
+    if scheme == "default":
+        return model
+    if scheme not in ("he", "xavier"):
+        raise ValueError(f"unknown init scheme {scheme!r} (choices: default, he, xavier)")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "he":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in",
+                                        nonlinearity="relu")
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The final classifier (the last ``nn.Linear`` in module order)."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValueError(f"{model.__class__.__name__}: no nn.Linear head found")
+    return last
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Parameters grouped by the model's top-level children, from the head backwards.
+
+    Group 0 holds the classifier head's parameters; the next groups are the top-level children
+    (for torchvision-style models ``layer4``, ``layer3``...; for ``features`` Sequentials, their
+    elements) in reverse order. Used by layer-wise gradual unfreezing.
+    """
+    head = head_module(model)
+    head_ids = {id(p) for p in head.parameters()}
+    blocks: list[nn.Module] = []
+    for _, child in model.named_children():
+        # A big Sequential trunk (``features``) is split into its elements, so unfreezing is
+        # gradual for VGG/DenseNet/MobileNet as well.
+        if isinstance(child, nn.Sequential) and len(child) > 2 and child is not head:
+            blocks.extend(child.children())
+        else:
+            blocks.append(child)
+    groups = [list(head.parameters())]
+    for b in reversed(blocks):
+        ps = [p for p in b.parameters() if id(p) not in head_ids]
+        if ps:
+            groups.append(ps)
+    return groups
+
+
+def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load a LOCAL torchvision-style ``state_dict`` file into ``model`` (never downloads).
+
+    Tensors whose name and shape match are copied; the rest (the replaced head, an adapted stem)
+    keep their fresh initialisation. Accepts a bare state_dict or a dict with a ``"model"`` or
+    ``"state_dict"`` entry (tinyfast checkpoints included).
+
+    Returns:
+        (loaded keys, skipped keys).
+    Raises:
+        ValueError: the file is unreadable or nothing in it matches the model (one line, naming it).
+    """
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such pretrained weights file") from None
+    except Exception as e:  # torch raises many types for a corrupt file
+        raise ValueError(f"{path}: not a readable state_dict ({e.__class__.__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]
+    elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: not a state_dict")
+    # Checkpoints saved from DDP / torch.compile wrappers carry prefixes.
+    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
+    own = model.state_dict()
+    head_names = {n + "." for n, m in model.named_modules() if m is head_module(model)}
+    take, skipped = {}, []
+    for k, v in sd.items():
+        if (k in own and torch.is_tensor(v) and v.shape == own[k].shape
+                and not any(k.startswith(h) for h in head_names)):
+            take[k] = v
+        else:
+            skipped.append(k)
+    if not take:
+        raise ValueError(f"{path}: no tensor matches {model.__class__.__name__} (wrong architecture?)")
+    model.load_state_dict(take, strict=False)
+    return sorted(take), sorted(skipped)

@@ -1,0 +1,36 @@
+"""Small building blocks shared by the model zoo."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, kernel=3, stride: int = 1, padding="same", bn: bool = True) -> nn.Sequential:
+    """Conv -> BatchNorm (optional) -> ReLU. ``padding="same"`` also handles even kernels."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    layers = []
+    if padding == "same":
+        if kh % 2 and kw % 2:
+            padding = (kh // 2, kw // 2)
+        else:
+            # Even kernels need asymmetric padding; an explicit pad avoids conv's 'same' fallback
+            # copy (and its warning). Extra row/column goes bottom/right, as in TF/Keras.
+            layers.append(nn.ZeroPad2d(((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)))
+            padding = 0
+    layers.append(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not bn))
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def head(in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    """The classifier: ``Linear``, preceded by ``Dropout`` when ``dropout > 0``."""
+    fc = nn.Linear(in_features, num_classes)
+    return nn.Sequential(nn.Dropout(dropout), fc) if dropout > 0 else fc
+
+
+def replace_linear(parent: nn.Module, attr: str, num_classes: int, dropout: float = 0.0) -> None:
+    """Replace ``parent.<attr>`` (an ``nn.Linear``) by a fresh head with ``num_classes`` outputs."""
+    old = getattr(parent, attr)
+    setattr(parent, attr, head(old.in_features, num_classes, dropout))

@@ -1,0 +1,87 @@
+"""Small baselines from the seeds: linear, cnn2, cnn_deep, ting_m1, ting_m4, and an adapted AlexNet.
+
+The flattening models (``ting_m*``, ``cnn2``, ``alexnet``) put an adaptive average pool before
+their fully-connected layers, sized so that it is the identity at 64x64: the published layer sizes
+are kept and the same model also accepts 32x32 inputs (progressive resizing).
+"""
+
+from __future__ import annotations
+
+import torchvision
+from torch import nn
+
+from . import register
+from .common import conv_bn, head
+
+
+@register("linear")
+def linear(num_classes: int = 200, dropout: float = 0.0, image_size: int = 64) -> nn.Module:
+    """Multinomial logistic regression on the raw pixels (``image_size``^2 x 3 inputs)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(image_size), nn.Flatten(),
+                         head(3 * image_size * image_size, num_classes, dropout))
+
+
+@register("cnn2")
+def cnn2(num_classes: int = 200, dropout: float = 0.25, hidden: int = 128) -> nn.Module:
+    """Two 3x3 conv layers (32, 64) -> 2x2 max-pool -> dropout -> fc ``hidden`` -> dropout -> fc."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Dropout(dropout),
+        # 32x32x64 after the pool at 64 px; pooled to 8x8 to keep the fc layer small.
+        nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+        nn.Linear(64 * 8 * 8, hidden), nn.ReLU(inplace=True),
+        head(hidden, num_classes, dropout * 2))
+
+
+@register("cnn_deep")
+def cnn_deep(num_classes: int = 200, dropout: float = 0.0, width: int = 32) -> nn.Module:
+    """Eight 3x3 conv+BN+ReLU layers in four stages (w, 2w, 4w, 8w), max-pool between stages,
+    global average pooling, fc."""
+    w = width
+    layers, cin = [], 3
+    for i, c in enumerate((w, 2 * w, 4 * w, 8 * w)):
+        layers += [conv_bn(cin, c), conv_bn(c, c)]
+        if i < 3:
+            layers.append(nn.MaxPool2d(2))
+        cin = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head(cin, num_classes, dropout))
+
+
+@register("ting_m1")
+def ting_m1(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
+    """conv5-16 -> pool -> conv3-16 -> pool -> conv3-32 -> pool -> fc256 -> fc."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 256), nn.ReLU(inplace=True),
+        head(256, num_classes, dropout))
+
+
+@register("ting_m4")
+def ting_m4(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
+    """conv5-32 x2 -> pool -> conv3-64 x2 -> pool -> conv3-64, conv3-128 -> pool -> fc256 -> fc."""
+    def c(cin, cout, k):
+        return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
+    return nn.Sequential(
+        *c(3, 32, 5), *c(32, 32, 5), nn.MaxPool2d(2),
+        *c(32, 64, 3), *c(64, 64, 3), nn.MaxPool2d(2),
+        *c(64, 64, 3), *c(64, 128, 3), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+        nn.Linear(128 * 8 * 8, 256), nn.ReLU(inplace=True),
+        head(256, num_classes, dropout))
+
+
+@register("alexnet")
+def alexnet(num_classes: int = 200, dropout: float = 0.5) -> nn.Module:
+    """torchvision's AlexNet with a 64x64 stem: the 11x11 stride-4 conv becomes 5x5 stride 2
+    (so 64 px -> 32 -> 15 -> 7 -> 3 through the three max-pools) and the classifier reads a 3x3
+    map (256*3*3 inputs instead of 256*6*6)."""
+    m = torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
+    m.features[0] = nn.Conv2d(3, 64, kernel_size=5, stride=2, padding=2)
+    m.avgpool = nn.AdaptiveAvgPool2d(3)
+    m.classifier[1] = nn.Linear(256 * 3 * 3, 4096)
+    return m
+

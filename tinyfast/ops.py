@@ -1,0 +1,187 @@
+"""The fused augmentation op: ``tinyfast.ops.augment``.
+
+One compiled op (``torch.ops.tinyfast.augment``, C++ on CPU and CUDA, source in ``csrc/``) turns a
+batch of uint8 NHWC images into the augmented, normalised, channels-last batch a model consumes, in
+one pass over memory. Every loader except the torchvision baseline calls it, so the augmentation
+semantics live here and nowhere else; :func:`augment`'s docstring is their authority.
+
+The compiled extension is loaded when this module is imported. If it is missing (the package was
+not built), importing still works, :func:`available_backends` returns ``[]`` and :func:`augment`
+raises a ``RuntimeError`` saying how to build it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+try:  # registers torch.ops.tinyfast.* with the dispatcher
+    from tinyfast import _C  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only on an unbuilt checkout
+    _C = None
+    _LOAD_ERROR: ImportError | None = exc
+else:
+    _LOAD_ERROR = None
+
+__all__ = ["augment", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
+
+#: ITU-R BT.601 luma weights (R, G, B) used for the contrast mean and for saturation.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+_OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def is_built() -> bool:
+    """True when the compiled extension ``tinyfast._C`` could be imported."""
+    return _C is not None
+
+
+def compiled_backends() -> list[str]:
+    """Device types the extension has kernels for (``"cuda"`` even when no GPU is visible)."""
+    if _C is None:
+        return []
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    return [name for name, key in (("cpu", "CPU"), ("cuda", "CUDA")) if has("tinyfast::augment", key)]
+
+
+def available_backends() -> list[str]:
+    """Device types :func:`augment` can run on here: compiled in *and* a device present."""
+    return [b for b in compiled_backends() if b == "cpu" or (b == "cuda" and torch.cuda.is_available())]
+
+
+def _require_built() -> None:
+    if _C is None:
+        raise RuntimeError(
+            "tinyfast.ops: the compiled extension tinyfast._C is missing "
+            f"({_LOAD_ERROR}); build it with `pip install --no-build-isolation -e .` "
+            "from the repository root"
+        )
+
+
+def _three_floats(name: str, value) -> list[float]:
+    if isinstance(value, torch.Tensor):
+        # A CUDA tensor here costs one host sync; loaders pass Python floats instead.
+        value = value.detach().reshape(-1).tolist()
+    out = [float(v) for v in value]
+    if len(out) != 3:
+        raise ValueError(f"tinyfast.ops.augment: {name} must have 3 values (R, G, B), got {len(out)}")
+    return out
+
+
+def augment(
+    src: torch.Tensor,
+    theta: torch.Tensor,
+    color: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    *,
+    index: torch.Tensor | None = None,
+    out_size: tuple[int, int] | None = None,
+    dtype: torch.dtype = torch.float16,
+    fill: float = 0.0,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Gather, affine-warp, colour-jitter and normalise a batch of uint8 images in one pass.
+
+    Args:
+        src: uint8 ``(N, H, W, 3)`` contiguous (NHWC) images, on CPU or CUDA.
+        theta: float32 ``(B, 2, 3)``, per sample the *inverse* affine map from output pixel
+            ``(x, y, 1)`` to source pixel coordinates (flips are folded into it; build it with
+            :mod:`tinyfast.augment`).
+        color: float32 ``(B, 3)``, per sample the factors (brightness, contrast, saturation);
+            ``1.0`` leaves the image unchanged.
+        mean, std: 3 floats each (or 3-element tensors), per-channel statistics in ``[0, 1]`` units.
+        index: optional int64 ``(B,)`` rows of ``src`` to use (the gather is fused);
+            ``None`` uses every row (``B = N``).
+        out_size: ``(Ho, Wo)``; ``None`` keeps ``(H, W)``.
+        dtype: output dtype: ``torch.float16``, ``torch.bfloat16`` or ``torch.float32``.
+        fill: value, in ``0..255`` pixel units, of source pixels outside the image.
+        out: optional preallocated output, ``(B, 3, Ho, Wo)`` of ``dtype`` in channels-last layout
+            on ``src``'s device; it is written and returned.
+
+    Returns:
+        ``(B, 3, Ho, Wo)`` tensor of ``dtype`` on ``src``'s device, in ``torch.channels_last``
+        (a permuted view of a contiguous ``(B, Ho, Wo, 3)`` buffer).
+
+    Semantics (CPU and CUDA kernels compute exactly this in float32, the tests compare both with
+    a float64 reference of it). For output sample ``b`` with source image ``I = src[index[b]]``,
+    ``theta = T``, ``color = (cb, cc, cs)``, at every output pixel ``(x, y)`` (integers,
+    ``0 <= x < Wo``, ``0 <= y < Ho``) and channel ``c``:
+
+    1. **Sampling.** Pixel centres are at integer coordinates. ``sx = T00*x + T01*y + T02``,
+       ``sy = T10*x + T11*y + T12``; ``x0 = floor(sx)``, ``y0 = floor(sy)``,
+       ``fx = sx - x0``, ``fy = sy - y0``; with ``p(i, j) = I[j, i, c]`` when
+       ``0 <= i < W`` and ``0 <= j < H`` and ``fill`` otherwise, bilinear
+       ``v = (1-fy)*((1-fx)*p(x0,y0) + fx*p(x0+1,y0)) + fy*((1-fx)*p(x0,y0+1) + fx*p(x0+1,y0+1))``.
+       Coordinates are clamped to ``[-2, W+1]`` x ``[-2, H+1]`` first, which changes nothing
+       (every neighbour there is ``fill``) but keeps huge or infinite values defined.
+    2. **Brightness.** ``v = clamp(cb * v, 0, 255)``.
+    3. **Contrast.** ``v = clamp(cc * v + (1 - cc) * m, 0, 255)`` where ``m`` is the mean ITU-R 601
+       luminance (0.299 R + 0.587 G + 0.114 B) over *all H*W pixels of the source image* after
+       brightness, ``m = mean_ij lum(clamp(cb * I[i, j], 0, 255))``. The source, not the warped
+       output, is used because (a) it does not depend on the geometry, so the fill pixels a
+       rotation or shift brings in do not darken the mean, and (b) it is one block reduction over
+       the image already staged in shared memory, before any output is written, so the op stays
+       a single pass. (torchvision computes the mean over whatever image it is given; applied
+       before the geometric transforms, as here, the two agree.) ``m`` is only needed, and only
+       computed, when ``cc != 1``.
+    4. **Saturation.** ``g = lum(v_R, v_G, v_B)`` of this pixel, then
+       ``v = clamp(cs * v + (1 - cs) * g, 0, 255)``.
+    5. **Normalisation and rounding.** In float32, ``s_c = 1 / (255 * std_c)`` and
+       ``t_c = -mean_c / std_c`` (``mean``/``std`` first rounded to float32), then
+       ``out = v * s_c + t_c`` (a float32 multiply, then a float32 add, never fused), which is
+       ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. No intermediate
+       value is rounded to an integer (torchvision's uint8 colour ops truncate after each step).
+
+    Consequences relied on by the tests: identity parameters (``theta = [[1,0,0],[0,1,0]]``,
+    ``color = (1,1,1)``, same size) reproduce ``(src*s + t).to(dtype)`` bit for bit; a theta with
+    integer entries and 0/±1 rotation part (90° rotations, flips) is an exact pixel permutation.
+
+    Errors: wrong dtype, rank, channel count, a non-contiguous ``src``, an empty batch, shape
+    mismatches, ``fill`` outside ``[0, 255]``, ``std`` containing 0 and (for an index on the CPU)
+    an out-of-range index raise ``ValueError`` with one line naming the argument. A CUDA-resident
+    ``index`` is not checked on the host (that would cost a sync per batch): a sample whose index is
+    out of range is written as NaN instead of reading outside ``src``.
+
+    ``theta``, ``color`` and ``index`` on another device than ``src`` are copied to it. For
+    ``torch.compile(fullgraph=True)`` pass ``mean``/``std`` as Python floats.
+    """
+    _require_built()
+    if not isinstance(src, torch.Tensor):
+        raise ValueError(f"tinyfast.ops.augment: src must be a tensor, got {type(src).__name__}")
+    if dtype not in _OUT_DTYPES:
+        raise ValueError(f"tinyfast.ops.augment: dtype must be float16, bfloat16 or float32, got {dtype}")
+    mean_l = _three_floats("mean", mean)
+    std_l = _three_floats("std", std)
+    dev = src.device
+    if isinstance(theta, torch.Tensor) and theta.device != dev:
+        theta = theta.to(dev, non_blocking=True)
+    if isinstance(color, torch.Tensor) and color.device != dev:
+        color = color.to(dev, non_blocking=True)
+    if index is not None and isinstance(index, torch.Tensor) and index.device != dev:
+        index = index.to(dev, non_blocking=True)
+    if out_size is None:
+        if src.dim() != 4:
+            raise ValueError(f"tinyfast.ops.augment: src must be (N, H, W, 3), got shape {tuple(src.shape)}")
+        out_h, out_w = int(src.shape[1]), int(src.shape[2])
+    else:
+        out_h, out_w = (int(v) for v in out_size)
+    if out is not None:
+        torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w, float(fill), out)
+        return out
+    return torch.ops.tinyfast.augment(src, index, theta, color, mean_l, std_l, out_h, out_w, dtype, float(fill))
+
+
+if _C is not None:
+    # Shape/dtype propagation without running a kernel, so the op traces under torch.compile.
+
+    @torch.library.register_fake("tinyfast::augment")
+    def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill):
+        torch._check(src.dim() == 4 and src.dtype == torch.uint8, lambda: "src must be uint8 (N,H,W,3)")
+        batch = index.shape[0] if index is not None else src.shape[0]
+        buf = torch.empty((batch, out_h, out_w, 3), dtype=dtype, device=src.device)
+        return buf.permute(0, 3, 1, 2)
+
+    @torch.library.register_fake("tinyfast::augment_out")
+    def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out):
+        return None

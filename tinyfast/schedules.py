@@ -1,0 +1,103 @@
+"""Per-step learning-rate schedules with linear warm-up.
+
+The learning rate is a pure function of the global step (plus, for ``plateau``, a decay factor
+that changes at epoch ends), so resuming only needs the step and that factor. Kinds:
+
+* ``onecycle`` -- linear warm-up to the peak, then cosine annealing to ``min_lr`` (the warm-up is
+  the "one cycle" rise; by default a quarter of the run).
+* ``cosine`` -- warm-up, then cosine annealing to ``min_lr``.
+* ``step`` -- warm-up, then multiply by ``gamma`` every ``step_size`` epochs.
+* ``plateau`` -- warm-up, then multiply by ``gamma`` when val top-1 has not improved for
+  ``patience`` evaluations.
+* ``cyclic`` -- triangular cycles between ``min_lr`` and the peak, ``cycle_epochs`` long.
+* ``constant`` -- warm-up, then the peak.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Schedule"]
+
+
+class Schedule:
+    """Sets ``optimizer``'s learning rates for every step.
+
+    Args:
+        optimizer: its param groups' ``lr`` are overwritten (each group may carry an ``lr_scale``).
+        kind: see the module docstring.
+        peak_lr: the maximum learning rate.
+        total_steps, steps_per_epoch: length of the run.
+        warmup_steps: linear warm-up from ``peak_lr * warmup_start`` to ``peak_lr``.
+        min_lr: fraction of ``peak_lr`` reached at the end (cosine/onecycle) or the cycle floor.
+    """
+
+    def __init__(self, optimizer, kind: str, peak_lr: float, total_steps: int, steps_per_epoch: int,
+                 warmup_steps: int = 0, min_lr: float = 0.0, step_size: float = 10.0, gamma: float = 0.1,
+                 patience: int = 3, cycle_epochs: float = 4.0, warmup_start: float = 0.04):
+        if kind not in ("onecycle", "cosine", "step", "plateau", "cyclic", "constant"):
+            raise ValueError(f"unknown schedule {kind!r}")
+        self.optimizer = optimizer
+        self.kind = kind
+        self.peak = float(peak_lr)
+        self.total = max(1, int(total_steps))
+        self.spe = max(1, int(steps_per_epoch))
+        self.warmup = min(int(warmup_steps), self.total)
+        self.min_lr = float(min_lr)
+        self.step_size = max(1, round(step_size * self.spe))
+        self.gamma = float(gamma)
+        self.patience = int(patience)
+        self.cycle = max(2, round(cycle_epochs * self.spe))
+        self.warmup_start = float(warmup_start)
+        # plateau state
+        self.factor = 1.0
+        self.best = -math.inf
+        self.bad = 0
+        self.set_step(0)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for the update made at global step ``step`` (0-based)."""
+        p, lo = self.peak, self.peak * self.min_lr
+        if self.kind == "cyclic":
+            pos = (step % self.cycle) / self.cycle           # 0 -> 1 within a cycle
+            tri = 1.0 - abs(2.0 * pos - 1.0)                 # 0 -> 1 -> 0
+            return lo + (p - lo) * tri
+        if step < self.warmup:
+            a = (step + 1) / self.warmup
+            return p * (self.warmup_start + (1.0 - self.warmup_start) * a)
+        t = step - self.warmup
+        rest = max(1, self.total - self.warmup)
+        if self.kind in ("onecycle", "cosine"):
+            frac = min(1.0, t / rest)
+            return lo + (p - lo) * 0.5 * (1.0 + math.cos(math.pi * frac))
+        if self.kind == "step":
+            return p * self.gamma ** (t // self.step_size)
+        if self.kind == "plateau":
+            return p * self.factor
+        return p
+
+    def set_step(self, step: int) -> float:
+        """Write the learning rate of ``step`` into the optimizer; returns it."""
+        lr = self.lr_at(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        self.last_lr = lr
+        return lr
+
+    def epoch_end(self, metric: float | None) -> None:
+        """Report an evaluation (val top-1, higher is better); only ``plateau`` uses it."""
+        if self.kind != "plateau" or metric is None:
+            return
+        if metric > self.best + 1e-4:
+            self.best, self.bad = metric, 0
+        else:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.factor *= self.gamma
+                self.bad = 0
+
+    def state_dict(self) -> dict:
+        return {"factor": self.factor, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.factor, self.best, self.bad = state["factor"], state["best"], state["bad"]

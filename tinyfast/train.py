@@ -1,0 +1,170 @@
+"""``python -m tinyfast.train``: train a model (thin CLI over :class:`tinyfast.trainer.Trainer`).
+
+Examples::
+
+    python -m tinyfast.train --arch resnet18 --amp                 # default data, sensible defaults
+    python -m tinyfast.train --arch resnet18 --amp --data packed/ --epochs 40 --batch-size 512
+    python -m tinyfast.train --list                                # models and parameter counts
+    python -m tinyfast.train --name r18 --resume                   # continue runs/r18/last.pt
+    torchrun --nproc_per_node 4 -m tinyfast.train --arch resnet50 --amp --data packed/
+
+Options are generated from :class:`tinyfast.config.TrainConfig`; see ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from tinyfast.config import (ConfigError, TrainConfig, build_parser, config_from_args, explicit_fields,
+                             resolve_train_config)
+
+PROG = "python -m tinyfast.train"
+# Taken from the command line even when resuming (they steer this invocation, not the run).
+RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "log_every")
+# May be changed explicitly when resuming (the rest of the saved config is kept).
+RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader")
+
+__all__ = ["main", "train", "build_train_parser", "list_models_table"]
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    """The ``tinyfast.train`` argument parser (generated from :class:`TrainConfig`)."""
+    def extra(p):
+        p.add_argument("--list", action="store_true", help="list the models with parameter counts and exit")
+    return build_parser(TrainConfig, PROG, extra=extra)
+
+
+def list_models_table(num_classes: int = 200) -> str:
+    """One line per registered model: name and parameter count (for ``num_classes`` classes)."""
+    from tinyfast.models import count_parameters, get_model, list_models
+    lines = [f"{'model':<18}{'parameters':>14}"]
+    for name in list_models():
+        with torch.device("meta"):  # no memory, no init cost
+            n = count_parameters(get_model(name, num_classes=num_classes))
+        lines.append(f"{name:<18}{n:>14,}")
+    lines.append(f"(and tv:<name> for any torchvision classifier; counts for {num_classes} classes)")
+    return "\n".join(lines)
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConfig, dict]:
+    """The saved config of the checkpoint named by ``--resume``, with this command's runtime
+    fields and explicit overrides applied."""
+    from tinyfast.trainer import load_checkpoint
+    if cli.resume == "last":
+        if not cli.name:
+            raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")
+        path = Path(cli.out_dir) / cli.name / "last.pt"
+    else:
+        path = Path(cli.resume)
+    ck = load_checkpoint(path)
+    saved = TrainConfig(**{f.name: ck["config"][f.name] for f in dataclasses.fields(TrainConfig)
+                           if f.name in ck["config"]})
+    changes = {k: getattr(cli, k) for k in RUNTIME_FIELDS}
+    changes.update({k: getattr(cli, k) for k in RESUME_OVERRIDABLE if k in explicit})
+    # The run directory is where the checkpoint is, wherever it was moved.
+    changes.update(out_dir=str(path.parent.parent), name=path.parent.name)
+    ignored = sorted(k for k in explicit - set(changes) - {"name", "out_dir"}
+                     if getattr(cli, k) != getattr(saved, k))
+    if ignored:
+        log("note: resuming keeps the run's saved config; ignored: "
+            + ", ".join("--" + k.replace("_", "-") for k in ignored))
+    if "epochs" in explicit and cli.epochs != saved.epochs:
+        log(f"note: --epochs {cli.epochs} (was {saved.epochs}): the schedule is recomputed for the new length")
+    return dataclasses.replace(saved, **changes), ck
+
+
+def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
+    """Run (or resume) training for ``cfg``; returns the :class:`~tinyfast.trainer.Trainer` with its
+    ``result`` (the summary dict).
+
+    Initialises ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on
+    GPUs, gloo on CPU; the process group is destroyed before returning.
+    """
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from tinyfast.trainer import Trainer
+
+    rank, world, local_rank = _dist_env()
+    log = (lambda m: tqdm.write(m)) if rank == 0 else (lambda m: None)
+    cuda = torch.cuda.is_available()
+    own_group = False
+    if world > 1 and not dist.is_initialized():
+        use_nccl = cuda and not str(cfg.device or "").startswith("cpu")
+        if use_nccl:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if use_nccl else "gloo")
+        own_group = True
+    try:
+        ck = None
+        if cfg.resume:
+            cfg, ck = _resume_config(cfg, set(explicit), log)
+            if "device" not in explicit:
+                cfg = dataclasses.replace(cfg, device=None)
+            cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
+        else:
+            cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
+        if cfg.data is None:
+            from tinyfast.data import ensure_default_data
+            cfg = dataclasses.replace(cfg, data=str(ensure_default_data()))
+        if world > 1:
+            name = [cfg.name]
+            dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone
+            cfg = dataclasses.replace(cfg, name=name[0])
+        trainer = Trainer(cfg, log=log)
+        if ck is not None:
+            trainer.load_state_dict(ck)
+            log(f"resumed {trainer.run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+        else:
+            log(f"run {trainer.run_dir}: {cfg.arch} on {cfg.data} ({trainer.num_classes} classes), "
+                f"{cfg.epochs} epochs x {trainer.steps_per_epoch} steps, batch {cfg.batch_size}"
+                f"{f' ({world} x {cfg.batch_size // world})' if world > 1 else ''}, lr {cfg.lr:g}, "
+                f"{cfg.device}, amp {'off' if not trainer.amp else str(trainer.amp_dtype)[6:]}")
+        trainer.result = trainer.fit()
+        if trainer.result.get("best_val_top1") is not None:
+            log(f"done: best val top-1 {100 * trainer.result['best_val_top1']:.2f}%, "
+                f"wall time {trainer.result['wall_time']:.0f}s; outputs in {trainer.run_dir}")
+        return trainer
+    finally:
+        if own_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tinyfast.train``; returns the exit status."""
+    from tinyfast.data import PackError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_train_parser()
+    args = parser.parse_args(argv)  # bad flags: usage + one "error:" line, exit status 2
+    if args.list:
+        print(list_models_table())
+        return 0
+    cfg = config_from_args(TrainConfig, args)
+    try:
+        train(cfg, explicit_fields(TrainConfig, argv, PROG))
+    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
+        if os.environ.get("TINYFAST_DEBUG"):
+            raise
+        msg = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
