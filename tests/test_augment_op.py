@@ -17,8 +17,13 @@ STD = (0.277, 0.269, 0.282)
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-# Relative spacing of the output dtype: one rounding step of slack over float32's error.
-EPS = {torch.float32: 1e-3, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+# Relative tolerance per output dtype: float32 is held to 1e-4 (10x tighter than required; the
+# measured worst case is ~3e-5 relative), fp16/bf16 to one step of their spacing (rounding of a
+# float32 value that is itself within float32 error of the reference).
+EPS = {torch.float32: 1e-4, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+# Absolute floor for values near 0: float32 coordinate rounding (ulp of sx ~ 1e-5 at x ~ 130)
+# times a 255-step edge, normalised: measured worst 8e-5.
+ATOL = 2e-4
 
 
 def need(device):
@@ -107,7 +112,7 @@ def assert_matches(out, ref, dtype):
     o = out.double().cpu()
     assert not torch.isnan(o).any(), "unwritten (NaN-poisoned) or NaN output elements"
     err = (o - ref).abs()
-    tol = EPS[dtype] * ref.abs() + 1e-4
+    tol = EPS[dtype] * ref.abs() + ATOL
     bad = err > tol
     assert not bad.any(), (f"{int(bad.sum())} of {bad.numel()} elements off; worst "
                            f"{float((err - tol).max()):.3g} over tolerance")

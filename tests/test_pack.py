@@ -321,10 +321,18 @@ def test_ffcv_missing_is_a_clear_error_or_writes_beton(tree, tmp_path, capsys):
     assert rc == 0, err
     from ffcv.reader import Reader
 
-    tr = open_packed(out, "train")
-    reader = Reader(str(out / "train.beton"))
-    assert reader.num_samples == len(tr)
     verify(out)
+    for split in ("train", "test"):
+        ps = open_packed(out, split)
+        reader = Reader(str(out / f"{split}.beton"))
+        assert reader.num_samples == len(ps) and reader.field_names == ["image", "label"]
+        raw = np.fromfile(out / f"{split}.beton", np.uint8)
+        img, lab = reader.metadata["f0"], reader.metadata["f1"]
+        assert (img["mode"] == 1).all()  # FFCV 'raw' mode: the packed pixels, byte for byte
+        for i in range(len(ps)):
+            p = int(img["data_ptr"][i])
+            np.testing.assert_array_equal(raw[p:p + 64 * 64 * 3].reshape(64, 64, 3), ps.images[i])
+        np.testing.assert_array_equal(lab, ps.labels if ps.labels is not None else -np.ones(len(ps)))
 
 
 def _tmp_siblings(d):

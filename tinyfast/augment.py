@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 __all__ = ["AugParams", "Policy", "PRESETS", "affine_theta", "get_policy", "sample"]
@@ -125,6 +126,14 @@ class Policy:
         """Plain-dict form (for configs and run records)."""
         return asdict(self)
 
+    def _ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of the value each column of the uniform draw is mapped to (see _DRAWS)."""
+        tx, ty = self.translate
+        pairs = [self.rotate, (-tx, tx), (-ty, ty), self.zoom, self.shear, (0.0, 1.0), (0.0, 1.0),
+                 self.brightness, self.contrast, self.saturation]
+        arr = np.array(pairs, dtype=np.float64)
+        return arr[:, 0], arr[:, 1]
+
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                out_size: tuple[int, int] | None = None) -> AugParams:
         """Draw parameters for ``batch`` source images of ``height`` x ``width``.
@@ -144,39 +153,36 @@ class Policy:
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("Policy.sample: generator must be a CPU torch.Generator "
                              "(so a seed gives the same parameters whatever the device)")
-        u = torch.rand((batch, len(_DRAWS)), generator=generator, dtype=torch.float64)
-        col = {name: u[:, i] for i, name in enumerate(_DRAWS)}
-
-        def lerp(r: Range, t: torch.Tensor) -> torch.Tensor:
-            return r[0] + (r[1] - r[0]) * t
-
-        angle = lerp(self.rotate, col["rotate"])
-        shear = lerp(self.shear, col["shear"])
-        zoom = lerp(self.zoom, col["zoom"])
-        tx = lerp((-self.translate[0], self.translate[0]), col["translate_x"])
-        ty = lerp((-self.translate[1], self.translate[1]), col["translate_y"])
-        hflip = col["hflip"] < self.hflip
-        vflip = col["vflip"] < self.vflip
+        # One draw, then float64 NumPy: a few microseconds per call even for one sample (a
+        # DataLoader worker calls this per image), and the same code for any batch size.
+        u = torch.rand((batch, len(_DRAWS)), generator=generator, dtype=torch.float64).numpy()
+        lo, hi = self._ranges()
+        v = lo + (hi - lo) * u
         ho, wo = (height, width) if out_size is None else out_size
-        theta = affine_theta(angle, (tx * wo, ty * ho), zoom, shear, hflip, vflip,
+        theta = affine_theta(v[:, 0], (v[:, 1] * wo, v[:, 2] * ho), v[:, 3], v[:, 4],
+                             u[:, 5] < self.hflip, u[:, 6] < self.vflip,
                              in_size=(height, width), out_size=(ho, wo))
-        color = torch.stack([lerp(self.brightness, col["brightness"]),
-                             lerp(self.contrast, col["contrast"]),
-                             lerp(self.saturation, col["saturation"])], dim=1).to(torch.float32)
+        color = torch.from_numpy(v[:, 7:10].astype(np.float32))
         return AugParams(theta, color)
 
 
-def _snap(x: torch.Tensor) -> torch.Tensor:
+def _snap(x: np.ndarray) -> np.ndarray:
     # cos(90 deg) is 6e-17 in float64, not 0: snap such residues so right-angle rotations stay
     # exact pixel permutations in the kernel.
-    return torch.where(x.abs() < 1e-12, torch.zeros_like(x), x)
+    return np.where(np.abs(x) < 1e-12, 0.0, x)
+
+
+def _f64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
 def affine_theta(angle, translate, zoom, shear, hflip, vflip, *, in_size: tuple[int, int],
                  out_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Inverse affine matrices for :func:`tinyfast.ops.augment` from geometric parameters.
 
-    All arguments broadcast over a batch (tensors of shape ``(B,)`` or scalars).
+    All arguments broadcast over a batch (tensors/arrays of shape ``(B,)`` or scalars).
 
     Args:
         angle: counter-clockwise rotation in degrees.
@@ -191,29 +197,25 @@ def affine_theta(angle, translate, zoom, shear, hflip, vflip, *, in_size: tuple[
     """
     h, w = in_size
     ho, wo = in_size if out_size is None else out_size
-    f64 = dict(dtype=torch.float64)
-    angle, zoom, shear = (torch.as_tensor(v, **f64) for v in (angle, zoom, shear))
-    tx, ty = (torch.as_tensor(v, **f64) for v in translate)
-    hflip, vflip = torch.as_tensor(hflip, dtype=torch.bool), torch.as_tensor(vflip, dtype=torch.bool)
-    angle, zoom, shear, tx, ty, hflip, vflip = torch.broadcast_tensors(
-        angle, zoom, shear, tx, ty, hflip, vflip)
-    a = torch.deg2rad(angle)
-    cos, sin, tan = _snap(torch.cos(a)), _snap(torch.sin(a)), _snap(torch.tan(torch.deg2rad(shear)))
+    angle, zoom, shear, tx, ty = (_f64(v) for v in (angle, zoom, shear, *translate))
+    hflip, vflip = (np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=bool)
+                    for v in (hflip, vflip))
+    shape = np.broadcast(angle, zoom, shear, tx, ty, hflip, vflip).shape
+    a = np.deg2rad(angle)
+    cos, sin, tan = _snap(np.cos(a)), _snap(np.sin(a)), _snap(np.tan(np.deg2rad(shear)))
     # Inverse = F @ diag(W/(zoom*Wo), H/(zoom*Ho)) @ Sh^-1 @ R^-1, with
     # R^-1 = [[cos, -sin], [sin, cos]] (y down) and Sh^-1 = [[1, -tan], [0, 1]].
-    sh00, sh01 = cos - tan * sin, -sin - tan * cos
-    sh10, sh11 = sin, cos
-    fx = torch.where(hflip, -1.0, 1.0).to(torch.float64) * (w / wo) / zoom
-    fy = torch.where(vflip, -1.0, 1.0).to(torch.float64) * (h / ho) / zoom
-    m00, m01, m10, m11 = fx * sh00, fx * sh01, fy * sh10, fy * sh11
-    cxo, cyo = (wo - 1) / 2.0, (ho - 1) / 2.0
-    cxi, cyi = (w - 1) / 2.0, (h - 1) / 2.0
-    ox, oy = cxo + tx, cyo + ty  # output point that maps to the source centre
-    theta = torch.stack([
-        torch.stack([m00, m01, cxi - m00 * ox - m01 * oy], dim=-1),
-        torch.stack([m10, m11, cyi - m10 * ox - m11 * oy], dim=-1),
-    ], dim=-2)
-    return theta.reshape(-1, 2, 3).to(torch.float32)
+    fx = np.where(hflip, -w / wo, w / wo) / zoom
+    fy = np.where(vflip, -h / ho, h / ho) / zoom
+    theta = np.empty(shape + (6,), dtype=np.float64)
+    m00 = theta[..., 0] = fx * (cos - tan * sin)
+    m01 = theta[..., 1] = fx * (-sin - tan * cos)
+    m10 = theta[..., 3] = fy * sin
+    m11 = theta[..., 4] = fy * cos
+    ox, oy = (wo - 1) / 2.0 + tx, (ho - 1) / 2.0 + ty  # output point that maps to the source centre
+    theta[..., 2] = (w - 1) / 2.0 - m00 * ox - m01 * oy
+    theta[..., 5] = (h - 1) / 2.0 - m10 * ox - m11 * oy
+    return torch.from_numpy(theta.reshape(-1, 2, 3).astype(np.float32))
 
 
 PRESETS: dict[str, Policy] = {

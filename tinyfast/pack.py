@@ -499,13 +499,21 @@ def _mean_std(images: np.ndarray, chunk: int = 4096):
     return (mean / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
 
 
-def _write_shards(split_dir: Path, split: str, items, rows_src, images, labels, reencode, shard_size):
-    """WebDataset tar shards ``<split>-%05d.tar`` with ``%08d.jpg`` + ``%08d.cls`` per row."""
+def _write_shards(split_dir: Path, split: str, items, rows_src, images, labels, reencode, shard_size,
+                  progress=False):
+    """WebDataset tar shards ``<split>-%05d.tar`` with ``%08d.jpg`` + ``%08d.cls`` per row.
+
+    The key is the row index in ``images.npy``; ``.cls`` holds the label in ASCII (-1 for test).
+    ``.jpg`` holds the source file's bytes when it is a JPEG that decodes to the packed row (RGB or
+    grayscale, already ``size`` square); otherwise the packed row re-encoded (quality 95, 4:4:4).
+    """
     from PIL import Image
+    from tqdm.auto import tqdm
 
     jdir = split_dir / "jpeg"
     jdir.mkdir()
     names, n = [], len(rows_src)
+    bar = tqdm(total=n, unit="img", desc=f"{split} shards", leave=False, disable=not progress)
     for k, start in enumerate(range(0, n, shard_size)):
         name = f"{split}-{k:05d}.tar"
         with tarfile.open(jdir / name, "w", format=tarfile.USTAR_FORMAT) as tar:
@@ -524,7 +532,9 @@ def _write_shards(split_dir: Path, split: str, items, rows_src, images, labels, 
                     ti = tarfile.TarInfo(member)
                     ti.size, ti.mtime, ti.mode = len(payload), 0, 0o644
                     tar.addfile(ti, io.BytesIO(payload))
+        bar.update(min(n, start + shard_size) - start)
         names.append(f"{split}/jpeg/{name}")
+    bar.close()
     return names
 
 
@@ -540,6 +550,51 @@ class _RowsDataset:
     def __getitem__(self, i):
         lab = int(self.labels[i]) if self.labels is not None else -1
         return np.ascontiguousarray(self.images[i]), lab
+
+
+def _decode_split(pool, sdir: Path, items, size: int, task: int, skips: _Skips, bar):
+    """Decode ``items`` into ``sdir/images.npy`` (rows of skipped files dropped).
+
+    Returns (per-item decode results, indices of the kept items).
+    """
+    full = sdir / "images.full.npy"
+    arr = np.lib.format.open_memmap(full, mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3))
+    del arr  # workers map the file themselves and write their rows by index
+    tasks = [(str(full), size, list(range(i, min(i + task, len(items)))),
+              [it.path for it in items[i:i + task]]) for i in range(0, len(items), task)]
+    results = [None] * len(items)
+    for res in (pool.imap_unordered(_decode_task, tasks) if pool else map(_decode_task, tasks)):
+        for r in res:
+            results[r[0]] = r
+            if r[1] is not None:
+                skips.add(items[r[0]].path, r[1], r[3] if isinstance(r[3], str) else "")
+        if bar:
+            bar.update(len(res))
+    _MEMMAP.clear()
+    keep = [i for i, r in enumerate(results) if r[1] is None]
+    final = sdir / "images.npy"
+    if len(keep) == len(items):
+        os.replace(full, final)
+    else:  # compact: drop the rows of skipped files
+        src = np.load(full, mmap_mode="r")
+        dst = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(keep), size, size, 3))
+        kk = np.asarray(keep, np.int64)
+        for j in range(0, len(kk), 4096):
+            dst[j:j + 4096] = src[kk[j:j + 4096]]
+        dst.flush()
+        del dst, src
+        full.unlink()
+    return results, keep
+
+
+def _write_ffcv(path: Path, images, labels, size: int, workers: int) -> None:
+    """``<split>.beton`` by FFCV's own writer; 'raw' mode keeps the packed pixels exactly."""
+    DatasetWriter, RGBImageField, IntField = _ffcv_writer()
+    writer = DatasetWriter(str(path), {"image": RGBImageField(write_mode="raw", max_resolution=size),
+                                       "label": IntField()}, num_workers=workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        writer.from_indexed_dataset(_RowsDataset(images, labels))
 
 
 def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
@@ -558,6 +613,8 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
         raise PackError(f"--size must be positive, got {size}")
     if not 0.0 <= val_fraction < 1.0:
         raise PackError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if shard_size < 1:
+        raise PackError(f"--shard-size must be positive, got {shard_size}")
     if _check_out(out, overwrite, exist_ok):
         return read_manifest(out)
     if ffcv:
@@ -573,94 +630,48 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
     # test can interrupt a pack of a tiny tree part-way.
     task = 4 if os.environ.get("TINYFAST_PACK_TEST_DELAY") else _TASK
     total = sum(len(v) for v in plan.splits.values())
+    timings = {"scan": time.time() - t0, "decode": 0.0, "shards": 0.0, "ffcv": 0.0}
+    stats = {"modes": {}, "resized": [], "reencoded": 0, "mean_std": None}
     tmp = _temp_sibling(out, "tmp")
-    pool = None
+    pool = bar = None
     try:
         if total >= _INLINE_BELOW and workers > 1:
             pool = _pool(workers)
-        bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, unit="img", desc="decode", dynamic_ncols=True, smoothing=0.1)
-        files, split_meta = [], {}
-        modes, resized, reencoded = {}, [], 0
-        means = None
+        split_meta = {}
         for split, items in plan.splits.items():
             if not items:
                 continue
             sdir = tmp / split
             sdir.mkdir()
-            full = sdir / "images.full.npy"
-            arr = np.lib.format.open_memmap(full, mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3))
-            del arr  # workers map the file themselves
-            tasks = [(str(full), size, list(range(i, min(i + task, len(items)))),
-                      [it.path for it in items[i:i + task]]) for i in range(0, len(items), task)]
-            results = [None] * len(items)
-            it = pool.imap_unordered(_decode_task, tasks) if pool else map(_decode_task, tasks)
-            for res in it:
-                for r in res:
-                    results[r[0]] = r
-                    if r[1] is not None:
-                        skips.add(items[r[0]].path, r[1], r[3] if isinstance(r[3], str) else "")
-                if bar:
-                    bar.update(len(res))
-            _MEMMAP.clear()
-            keep = [i for i, r in enumerate(results) if r[1] is None]
+            t = time.time()
+            results, keep = _decode_split(pool, sdir, items, size, task, skips, bar)
+            timings["decode"] += time.time() - t
             if not keep:
                 shutil.rmtree(sdir)
                 plan.notes.append(f"{split}: no usable images")
                 continue
-            final = sdir / "images.npy"
-            if len(keep) == len(items):
-                os.replace(full, final)
-            else:  # compact: drop the rows of skipped files
-                srcarr = np.load(full, mmap_mode="r")
-                dst = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8, shape=(len(keep), size, size, 3))
-                kk = np.asarray(keep)
-                for j in range(0, len(kk), 4096):
-                    dst[j:j + 4096] = srcarr[kk[j:j + 4096]]
-                dst.flush()
-                del dst, srcarr
-                full.unlink()
-            images = np.load(final, mmap_mode="r")
-            for i in keep:
-                m = results[i][2]
-                if m != "RGB":
-                    modes[m] = modes.get(m, 0) + 1
-                if results[i][3] != (size, size):
-                    resized.append(Path(items[i].path).relative_to(src).as_posix())
-            labelled = split != "test"
-            labels = np.asarray([items[i].label for i in keep], np.int64) if labelled else None
-            if labelled:
-                np.save(sdir / "labels.npy", labels)
-            (sdir / "ids.txt").write_text("".join(items[i].id + "\n" for i in keep), encoding="utf-8")
-            meta = {"count": len(keep), "labelled": labelled}
-            if plan.has_boxes.get(split):
-                boxes = np.asarray([_map_box(items[i].box, results[i][3], size) for i in keep], np.int16)
-                np.save(sdir / "boxes.npy", boxes)
-                meta["boxes_missing"] = int((boxes[:, 0] < 0).sum())
+            split_meta[split] = _write_split(sdir, split, items, results, keep, plan, size, stats)
+            images = np.load(sdir / "images.npy", mmap_mode="r")
+            labels = np.load(sdir / "labels.npy") if split_meta[split]["labelled"] else None
             if split == "train":
-                means = _mean_std(images)
-            rflags = [results[i][4] for i in keep]
+                stats["mean_std"] = _mean_std(images)
+            t = time.time()
             if jpeg_shards:
-                if bar:
-                    bar.set_description(f"{split} shards")
-                meta["jpeg_shards"] = _write_shards(sdir, split, items, keep, images, labels, rflags, shard_size)
-                reencoded += sum(rflags)
+                rflags = [results[i][4] for i in keep]
+                split_meta[split]["jpeg_shards"] = _write_shards(
+                    sdir, split, items, keep, images, labels, rflags, shard_size, progress)
+                stats["reencoded"] += sum(rflags)
+            timings["shards"] += time.time() - t
+            t = time.time()
             if ffcv:
-                DatasetWriter, RGBImageField, IntField = _ffcv_writer()
-                writer = DatasetWriter(str(tmp / f"{split}.beton"),
-                                       {"image": RGBImageField(write_mode="raw", max_resolution=size),
-                                        "label": IntField()}, num_workers=workers)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    writer.from_indexed_dataset(_RowsDataset(images, labels))
-                meta["beton"] = f"{split}.beton"
+                _write_ffcv(tmp / f"{split}.beton", images, labels, size, workers)
+                split_meta[split]["beton"] = f"{split}.beton"
+            timings["ffcv"] += time.time() - t
             del images
-            split_meta[split] = meta
-            if bar:
-                bar.set_description("decode")
         if bar:
             bar.close()
         if pool:
@@ -669,48 +680,78 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
             pool = None
         if "train" not in split_meta:
             raise PackError(f"{src}: no usable training images")
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                files.append(p.relative_to(tmp).as_posix())
+        t = time.time()
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         hashes = {rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)} for rel in files}
-        from tinyfast import __version__
-
-        by_reason = {}
-        for s in skips.items:
-            by_reason[s["reason"]] = by_reason.get(s["reason"], 0) + 1
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "tinyfast": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": dict({"path": str(src), "layout": plan.layout}, **(source_info or {})),
-            "size": size,
-            "resize": RESIZE_FILTER,
-            "options": {"val_fraction": val_fraction, "seed": seed, "strict": strict,
-                        "jpeg_shards": jpeg_shards, "shard_size": shard_size, "ffcv": ffcv},
-            "classes": [{"wnid": c, "words": w} for c, w in zip(plan.classes, plan.words)],
-            "splits": split_meta,
-            "mean": means[0],
-            "std": means[1],
-            "converted_to_rgb": dict(sorted(modes.items())),
-            "resized": {"count": len(resized), "examples": resized[:50]},
-            "jpeg_reencoded": reencoded,
-            "skipped_count": by_reason,
-            "skipped": skips.items,
-            "notes": plan.notes,
-            "files": hashes,
-        }
+        timings["hash"] = time.time() - t
+        manifest = _build_manifest(src, plan, skips, split_meta, stats, hashes, size, source_info,
+                                   dict(val_fraction=val_fraction, seed=seed, strict=strict,
+                                        jpeg_shards=jpeg_shards, shard_size=shard_size, ffcv=ffcv))
         _write_json(tmp / MANIFEST, manifest)
         _install(tmp, out, overwrite, exist_ok)
     except BaseException:
+        if bar:
+            bar.close()
         if pool:
             pool.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     manifest = read_manifest(out)
     if log:
-        _summary(manifest, out, time.time() - t0, workers, log)
+        _summary(manifest, out, time.time() - t0, workers, timings, log)
     return manifest
+
+
+def _write_split(sdir: Path, split: str, items, results, keep, plan: Plan, size: int, stats: dict) -> dict:
+    """labels.npy, ids.txt and boxes.npy of one split; tallies colour modes and resizes."""
+    for i in keep:
+        mode, wh = results[i][2], results[i][3]
+        if mode != "RGB":
+            stats["modes"][mode] = stats["modes"].get(mode, 0) + 1
+        if wh != (size, size):
+            stats["resized"].append(items[i].path)
+    labelled = split != "test"
+    if labelled:
+        np.save(sdir / "labels.npy", np.asarray([items[i].label for i in keep], np.int64))
+    (sdir / "ids.txt").write_text("".join(items[i].id + "\n" for i in keep), encoding="utf-8")
+    meta = {"count": len(keep), "labelled": labelled}
+    if plan.has_boxes.get(split):
+        boxes = np.asarray([_map_box(items[i].box, results[i][3], size) for i in keep], np.int16)
+        np.save(sdir / "boxes.npy", boxes)
+        meta["boxes_missing"] = int((boxes[:, 0] < 0).sum())
+    return meta
+
+
+def _build_manifest(src: Path, plan: Plan, skips: _Skips, split_meta, stats, hashes, size, source_info,
+                    options) -> dict:
+    from tinyfast import __version__
+
+    by_reason = {}
+    for s in skips.items:
+        by_reason[s["reason"]] = by_reason.get(s["reason"], 0) + 1
+    resized = [str(Path(p).relative_to(src).as_posix()) for p in stats["resized"]]
+    mean, std = stats["mean_std"]
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "tinyfast": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": dict({"path": str(src), "layout": plan.layout}, **(source_info or {})),
+        "size": size,
+        "resize": RESIZE_FILTER,
+        "options": options,
+        "classes": [{"wnid": c, "words": w} for c, w in zip(plan.classes, plan.words)],
+        "splits": split_meta,
+        "mean": mean,
+        "std": std,
+        "converted_to_rgb": dict(sorted(stats["modes"].items())),
+        "resized": {"count": len(resized), "examples": resized[:50]},
+        "jpeg_reencoded": stats["reencoded"],
+        "skipped_count": by_reason,
+        "skipped": skips.items,
+        "notes": plan.notes,
+        "files": hashes,
+    }
 
 
 def _write_json(path: Path, obj) -> None:
@@ -742,7 +783,7 @@ def _install(tmp: Path, out: Path, overwrite: bool, exist_ok: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _summary(man: dict, out: Path, seconds: float, workers: int, log) -> None:
+def _summary(man: dict, out: Path, seconds: float, workers: int, timings: dict, log) -> None:
     n = sum(s["count"] for s in man["splits"].values())
     counts = "  ".join(f"{k} {v['count']}" for k, v in man["splits"].items())
     log(f"packed {man['source']['path']} -> {out}: {n} images in {seconds:.1f} s "
@@ -758,6 +799,8 @@ def _summary(man: dict, out: Path, seconds: float, workers: int, log) -> None:
         log("  skipped: none")
     if man["jpeg_reencoded"]:
         log(f"  jpeg shards: {man['jpeg_reencoded']} images re-encoded (not plain RGB/gray JPEG of the packed size)")
+    log("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if v >= 0.05 or k == "decode")
+        + f" (decode {n / max(timings['decode'], 1e-9):.0f} img/s)")
     total = sum(f["bytes"] for f in man["files"].values())
     log(f"  output {_fmt_bytes(total)} in {len(man['files'])} files; mean "
         + " ".join(f"{v:.4f}" for v in man["mean"]) + "  std " + " ".join(f"{v:.4f}" for v in man["std"]))

@@ -1,3 +1,234 @@
-"""placeholder"""
+"""``dali`` / ``dali-native``: NVIDIA DALI pipelines over the packed data (extra ``tinyfast[dali]``).
+
+Both feed DALI through an external source that follows the shared sampler of
+:mod:`tinyfast.loaders.base` (DALI's own readers shuffle and shard their own way, which would
+break the shared order, sharding and exact resume), with one of two sources:
+
+* ``source="pixels"`` (default): the packed uint8 rows, gathered from the memory-mapped ``.npy``;
+* ``source="jpeg"``: the original JPEG bytes, sliced zero-copy out of the WebDataset shards
+  (``DIR/<split>/jpeg/*.tar``, written by ``pack --jpeg-shards``; member ``%08d.jpg`` = row),
+  decoded by ``fn.decoders.image`` (device ``"mixed"``, i.e. nvJPEG, on a GPU; ``"cpu"`` otherwise).
+
+``dali`` then hands the pipeline's uint8 NHWC batch, on the loader's device, to
+``tinyfast.ops.augment`` through DLPack (no copy), with the parameters drawn by the shared sampler:
+identical pixels to the ``gpu`` loader. ``dali-native`` instead runs DALI's own operators:
+``fn.warp_affine`` (the same inverse matrices, shifted to DALI's pixel-corner convention),
+``fn.brightness_contrast`` (contrast about DALI's fixed centre 128, brightness applied after it),
+``fn.saturation`` and ``fn.crop_mirror_normalize`` -- the comparison point, with DALI's semantics
+(uint8 rounding between operators), so its pixels differ slightly from the fused op's.
+
+With ``device="cpu"`` the pipelines run on the CPU (``device_id=None``), so CI exercises them.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from typing import Iterator
+
+import numpy as np
+import torch
+
 from tinyfast.loaders import register
-register("dali")(None); register("dali-native")(None)
+from tinyfast.loaders.base import BaseLoader
+
+_EXTRA = "pip install 'tinyfast[dali]' (NVIDIA DALI, package nvidia-dali-cuda130)"
+
+
+def _import_dali():
+    try:
+        import nvidia.dali  # noqa: F401
+        from nvidia.dali import fn, pipeline_def, types
+    except ImportError as e:
+        raise ImportError(f"the 'dali' loaders need NVIDIA DALI, which is not installed ({e}); {_EXTRA}") from None
+    return fn, pipeline_def, types
+
+
+def dali_matrix(theta: torch.Tensor) -> np.ndarray:
+    """``tinyfast.ops`` inverse affine (pixel centres at integers) -> DALI ``warp_affine`` matrix
+    (``[0, 0]`` is the corner of the first pixel, so centres sit at ``+0.5``): float32 (B, 2, 3)."""
+    t = theta.to(torch.float64).clone()
+    a = t[:, :, :2]
+    t[:, :, 2] += 0.5 - a.sum(-1) * 0.5
+    return t.to(torch.float32).numpy()
+
+
+class _JpegShards:
+    """Row -> JPEG bytes of the WebDataset shards, as zero-copy slices of memory-mapped tars."""
+
+    def __init__(self, root, split: str, manifest: dict, n: int):
+        from tinyfast.data import PackError
+
+        shards = manifest["splits"][split].get("jpeg_shards") or []
+        if not shards:
+            raise PackError(f"{root / split / 'jpeg'}: no WebDataset shards (pack with --jpeg-shards, "
+                            "or use source='pixels')")
+        self.maps, where = [], {}
+        for k, rel in enumerate(shards):
+            path = root / rel
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    for m in tar:
+                        stem, _, ext = m.name.rpartition(".")
+                        if m.isfile() and ext.lower() in ("jpg", "jpeg") and stem.isdigit():
+                            where[int(stem)] = (k, m.offset_data, m.size)
+            except (tarfile.TarError, OSError) as e:
+                raise PackError(f"{path}: unreadable tar shard ({e})") from None
+            self.maps.append(np.memmap(path, dtype=np.uint8, mode="r"))
+        missing = [i for i in range(n) if i not in where]
+        if missing:
+            raise PackError(f"{root / split / 'jpeg'}: shards lack {len(missing)} rows (first: {missing[0]:08d}.jpg)")
+        self.where = [where[i] for i in range(n)]
+
+    def __call__(self, idx) -> list[np.ndarray]:
+        out = []
+        for i in idx:
+            k, off, size = self.where[i]
+            out.append(self.maps[k][off:off + size])
+        return out
+
+
+class DaliLoader(BaseLoader):
+    """DALI pipeline loader (see the module docstring).
+
+    Extra args:
+        native: use DALI's own augmentation operators (``dali-native``) instead of the fused op.
+        source: ``"pixels"`` (packed rows) or ``"jpeg"`` (WebDataset shards decoded by DALI).
+        prefetch: DALI's prefetch queue depth (default 2).
+    """
+
+    name = "dali"
+
+    def __init__(self, data_dir, split, batch_size, *, native: bool = False, source: str = "pixels",
+                 prefetch: int = 2, **kw):
+        super().__init__(data_dir, split, batch_size, **kw)
+        self._dali = _import_dali()
+        from tinyfast import ops
+
+        self._augment = ops.augment
+        if source not in ("pixels", "jpeg"):
+            raise ValueError(f"source must be 'pixels' or 'jpeg', got {source!r}")
+        self.native, self.source, self.prefetch = bool(native), source, int(prefetch)
+        self.name = "dali-native" if native else "dali"
+        self._jpeg = (_JpegShards(self.data_dir, split, self.packed.manifest, len(self.packed))
+                      if source == "jpeg" else None)
+        self.fill = float(self.policy.fill)
+        self._threads = max(1, self.num_workers)
+        self._pipe = None
+        self._reusable = False       # the pipeline ended its last pass cleanly and can be reset
+        self._plan = (0, 0, 0)       # (epoch, first batch, number of batches) fed by the source
+        self._ended = False
+        self._sizes = self.order.batch_sizes()
+
+    # ----- the pipeline ---------------------------------------------------------------------------
+    def _source(self, info):
+        """External source callback: inputs of the pass's ``info.iteration``-th batch."""
+        epoch, start, nb = self._plan
+        b = start + info.iteration
+        if b >= nb:
+            self._ended = True
+            raise StopIteration
+        idx = self.order.batch(epoch, b).numpy()
+        if self._jpeg is not None:
+            images = self._jpeg(idx)
+        else:
+            # Sorted gather from the memory map (sequential reads), then back to batch order.
+            order = np.argsort(idx, kind="stable")
+            rows = np.empty((len(idx),) + self.packed.images.shape[1:], np.uint8)
+            rows[order] = self.packed.images[idx[order]]
+            images = rows
+        if not (self.native and self.train):
+            return images
+        theta, color = self.aug_params(epoch, b, len(idx))
+        c = color.numpy()
+        return images, dali_matrix(theta), c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
+
+    def _build(self):
+        fn, pipeline_def, types = self._dali
+        gpu = self.device.type == "cuda"
+        augment = self.native and self.train
+        h, w = self.height, self.width
+        mean = [255.0 * m for m in self.mean]
+        std = [255.0 * s for s in self.std]
+        out_dtype = types.FLOAT16 if self.dtype == torch.float16 else types.FLOAT
+        jpeg = self._jpeg is not None
+
+        @pipeline_def(batch_size=self.batch_size, num_threads=self._threads,
+                      device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,
+                      seed=self.seed & 0x7FFFFFFF)
+        def pipe():
+            kw = dict(source=self._source, batch=True, batch_info=True)
+            if augment:
+                images, matrix, br, co, sa = fn.external_source(num_outputs=5, **kw)
+            else:
+                images = fn.external_source(**kw)
+            if jpeg:
+                images = fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
+            else:
+                images = fn.reshape(images, layout="HWC")
+                if gpu:
+                    images = images.gpu()
+            if not self.native:
+                return images
+            if augment:
+                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=self.fill,
+                                        interp_type=types.INTERP_LINEAR, inverse_map=True)
+                images = fn.brightness_contrast(images, brightness=br, contrast=co)
+                images = fn.saturation(images, saturation=sa)
+            return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mean=mean, std=std)
+
+        p = pipe()
+        p.build()
+        return p
+
+    # ----- batches --------------------------------------------------------------------------------
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        nb = len(self._sizes)
+        if start >= nb:
+            return
+        self._plan = (epoch, start, nb)
+        self._ended = False
+        if self._pipe is not None and self._reusable:
+            self._pipe.reset()
+        else:
+            # A pass abandoned mid-epoch leaves prefetched batches queued: start afresh.
+            self._pipe = None
+            self._pipe = self._build()
+        self._reusable = False
+        cuda = self.device.type == "cuda"
+        labels_all = self.labels_cpu
+        for b in range(start, nb):
+            stream = torch.cuda.current_stream(self.device).cuda_stream if cuda else None
+            (out,) = self._pipe.run(stream) if cuda else self._pipe.run()
+            batch = torch.from_dlpack(out.as_tensor())   # zero-copy view of DALI's output (NHWC)
+            idx = self.order.batch(epoch, b)
+            labels = self._to_device(labels_all.index_select(0, idx))
+            if self.native:
+                # DALI owns that buffer: copy out, to the requested dtype, channels-last.
+                images = batch.permute(0, 3, 1, 2).to(self.dtype, copy=True,
+                                                      memory_format=torch.channels_last)
+            else:
+                theta, color = self.aug_params(epoch, b, len(idx))
+                both = self._to_device(torch.cat([theta.reshape(-1, 6), color], dim=1))
+                images = self._augment(batch, both[:, :6].reshape(-1, 2, 3), both[:, 6:].contiguous(),
+                                       self.mean, self.std, dtype=self.dtype, fill=self.fill)
+            # Keep DALI's output alive until the next one: on a GPU the op reading it is queued,
+            # not done, when this batch is handed out.
+            hold = out  # noqa: F841
+            del batch
+            yield images, labels
+        self._reusable = self._ended
+
+
+@register("dali")
+def _dali(data_dir, split, batch_size, **kw):
+    return DaliLoader(data_dir, split, batch_size, native=False, **kw)
+
+
+@register("dali-native")
+def _dali_native(data_dir, split, batch_size, **kw):
+    return DaliLoader(data_dir, split, batch_size, native=True, **kw)

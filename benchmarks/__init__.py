@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python -m benchmarks.<name>``); shared helpers in :mod:`benchmarks.common`."""

@@ -1,0 +1,171 @@
+"""Helpers shared by the benchmark scripts: environment record, timing, tables, result files.
+
+Every result file carries the device, driver, torch/CUDA versions and git commit it was measured
+with (:func:`environment`); timings are medians after warm-up, taken with CUDA events on a GPU and
+``perf_counter`` after an explicit sync elsewhere (:func:`time_it`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
+
+
+def _run(cmd: Sequence[str]) -> str | None:
+    try:
+        return subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    """Human-readable name of ``device`` (GPU name, or the CPU model)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def gpu_driver() -> str | None:
+    """NVIDIA driver version, or None without nvidia-smi."""
+    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
+def git_commit() -> dict:
+    """Commit hash of the working tree and whether it has uncommitted changes (read-only git)."""
+    commit = _run(["git", "rev-parse", "HEAD"])
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def environment(devices: Sequence[str] = ("cpu",)) -> dict:
+    """Everything a result needs to be reproduced and compared."""
+    env = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git": git_commit(),
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        env["torchvision"] = None
+    if any(torch.device(d).type == "cuda" for d in devices) and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env["gpu"] = props.name
+        env["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
+        env["gpu_capability"] = f"{props.major}.{props.minor}"
+        env["driver"] = gpu_driver()
+    return env
+
+
+def sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], object], device: str | torch.device = "cpu", *, warmup: int = 3,
+            repeat: int = 10, inner: int = 1) -> dict:
+    """Time ``fn``: ``warmup`` untimed calls, then ``repeat`` timed runs of ``inner`` calls each.
+
+    GPU runs are timed with CUDA events around the ``inner`` calls (no host sync inside); CPU runs
+    with ``perf_counter``. Returns seconds *per call*: ``median``, ``min``, ``max`` and ``runs``.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    runs = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            runs.append(start.elapsed_time(end) / 1e3 / inner)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            runs.append((time.perf_counter() - t0) / inner)
+    return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "device"
+
+
+def default_result_path(name: str, device: str | torch.device = "cpu", ext: str = "json") -> Path:
+    """``benchmarks/results/<device>-<date>-<name>.<ext>``."""
+    day = _dt.date.today().isoformat()
+    return RESULTS_DIR / f"{slug(device_name(device))}-{day}-{name}.{ext}"
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Markdown table. ``columns``: (key, header, format spec such as ``",.0f"`` or ``""``)."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, rule]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = row.get(key)
+            cells.append("" if v is None else (format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""The model zoo: every registered model trains in channels-last at 64 and 32 px, agrees with a
+float64 contiguous reference, and the registry / init / pretrained loading behave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from tinyfast.models import (count_parameters, get_model, head_module, init_weights, layer_groups,
+                             list_models, load_pretrained, register)
+
+# The big ones still run, with the smallest batch BatchNorm allows (2).
+LARGE = {"densenet161", "vgg16", "vgg16_bn", "resnet50", "alexnet", "preact_resnet34", "resnet34"}
+NUM_CLASSES = 7
+
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_channels_last(name):
+    torch.manual_seed(0)
+    model = get_model(name, num_classes=NUM_CLASSES).to(memory_format=torch.channels_last)
+    batch = 2 if name in LARGE else 3
+    for size in (64, 32):
+        x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        assert out.shape == (batch, NUM_CLASSES)
+        model.zero_grad(set_to_none=True)
+        out.logsumexp(1).sum().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_channels_last_matches_float64_reference(name):
+    """Eval-mode logits in float32 channels-last equal a float64 contiguous run of the same model."""
+    torch.manual_seed(1)
+    model = get_model(name, num_classes=NUM_CLASSES).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.double()(x.double())
+        out = model.float().to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    scale = ref.abs().max().item() + 1e-6
+    assert (out.double() - ref).abs().max().item() <= 2e-3 * scale, name
+
+
+def test_registry_rejects_duplicates_and_unknown_names():
+    with pytest.raises(ValueError, match="already registered"):
+        register("resnet18")(lambda num_classes=200: nn.Linear(1, num_classes))
+    with pytest.raises(ValueError, match="reserved"):
+        register("tv:mine")(lambda num_classes=200: nn.Linear(1, num_classes))
+    with pytest.raises(KeyError, match="unknown model 'nope'.*resnet18"):
+        get_model("nope")
+    with pytest.raises(KeyError, match="unknown torchvision classifier"):
+        get_model("tv:nope")
+
+
+def test_resnet18_stem_and_parameter_count():
+    """ResNet-18 = torchvision's with the 7x7 conv (9408 weights) swapped for a 3x3 one (1728)."""
+    ours = get_model("resnet18", num_classes=200)
+    ref = torchvision.models.resnet18(num_classes=200)
+    assert count_parameters(ours) == count_parameters(ref) - 64 * 3 * 7 * 7 + 64 * 3 * 3 * 3
+    assert ours.conv1.kernel_size == (3, 3) and ours.conv1.stride == (1, 1)
+    assert isinstance(ours.maxpool, nn.Identity)
+    # 64 px in -> layer4 sees 8x8 (total stride 8).
+    feats = {}
+    ours.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("l4", o.shape))
+    ours.eval()(torch.zeros(1, 3, 64, 64))
+    assert feats["l4"][-2:] == (8, 8)
+
+
+def test_torchvision_models_by_name():
+    m = get_model("tv:resnet34", num_classes=5)
+    assert m.conv1.stride == (1, 1) and isinstance(m.maxpool, nn.Identity)
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    m = get_model("tv:efficientnet_b0", num_classes=5)
+    assert m.features[0][0].stride == (1, 1)
+    assert m(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_dropout_goes_before_the_head():
+    m = get_model("resnet18", num_classes=4, dropout=0.3)
+    assert isinstance(m.fc, nn.Sequential) and isinstance(m.fc[0], nn.Dropout) and m.fc[0].p == 0.3
+    assert head_module(m) is m.fc[1]
+
+
+def test_init_schemes_give_the_expected_spread():
+    m = init_weights(get_model("vgg_small", num_classes=10), "he")
+    conv = [c for c in m.modules() if isinstance(c, nn.Conv2d) and c.out_channels == 512][-1]
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.05)
+    m = init_weights(get_model("vgg_small", num_classes=10), "xavier")
+    lin = head_module(m)
+    bound = (6.0 / (lin.in_features + lin.out_features)) ** 0.5
+    assert lin.weight.abs().max().item() <= bound and lin.weight.abs().max().item() > 0.9 * bound
+    with pytest.raises(ValueError):
+        init_weights(m, "orthogonal")
+
+
+def test_load_pretrained_local_state_dict(tmp_path):
+    """A torchvision ImageNet-shaped state_dict: all matching tensors load; the 7x7 stem and the
+    1000-class head stay fresh."""
+    torch.manual_seed(0)
+    src = torchvision.models.resnet18()  # 1000 classes, 7x7 stem
+    path = tmp_path / "resnet18.pth"
+    torch.save(src.state_dict(), path)
+    model = get_model("resnet18", num_classes=10)
+    fc_before = model.fc.weight.clone()
+    loaded, skipped = load_pretrained(model, str(path))
+    assert set(skipped) == {"conv1.weight", "fc.weight", "fc.bias"}
+    assert torch.equal(model.layer3[1].conv2.weight, src.layer3[1].conv2.weight)
+    assert torch.equal(model.bn1.running_var, src.bn1.running_var)
+    assert torch.equal(model.fc.weight, fc_before)
+    assert len(loaded) == len(src.state_dict()) - 3
+    with pytest.raises(ValueError, match="no such"):
+        load_pretrained(model, str(tmp_path / "missing.pth"))
+    torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_pretrained(model, str(tmp_path / "other.pth"))
+
+
+def test_layer_groups_start_at_the_head():
+    m = get_model("resnet18", num_classes=10)
+    groups = layer_groups(m)
+    assert [id(p) for p in groups[0]] == [id(m.fc.weight), id(m.fc.bias)]
+    assert {id(p) for p in groups[1]} == {id(p) for p in m.layer4.parameters()}
+    assert sum(len(g) for g in groups) == len(list(m.parameters()))
