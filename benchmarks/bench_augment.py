@@ -112,7 +112,8 @@ def bench_cpu(args, policy, dtype, size, out_size) -> list[dict]:
     batch = src[:b]
 
     def op_batch():
-        return ops.augment(batch, p.theta, p.color, MEAN, STD, out_size=out_size, dtype=dtype, fill=policy.fill)
+        return ops.augment(batch, p.theta, p.color, MEAN, STD, out_size=out_size, dtype=dtype,
+                           fill=policy.fill)
 
     t = common.time_it(op_batch, "cpu", warmup=warm, repeat=rep)["median"]
     rows.append(_row("cpu", "tinyfast op", "batched kernel", b, threads, t, b, bytes_per_image))

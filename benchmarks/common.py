@@ -166,6 +166,11 @@ def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) 
         cells = []
         for key, _, fmt in columns:
             v = row.get(key)
-            cells.append("" if v is None else (format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v)))
+            if v is None:
+                cells.append("")
+            elif fmt and isinstance(v, (int, float)):
+                cells.append(format(v, fmt))
+            else:
+                cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

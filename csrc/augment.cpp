@@ -5,11 +5,13 @@
 // The semantics are those of the docstring of tinyfast.ops.augment (the authority); the CPU kernel
 // below is checked against an independent float64 PyTorch reference in tests/test_augment_op.py.
 //
-// CPU strategy: at::parallel_for over images; per image one optional pass over the source for the
-// contrast mean, then one pass over the output rows, in which the source coordinates advance
-// incrementally along a row, the bilinear taps take a branch-free interior path (all four taps
-// inside) or a checked border path, and the three channels are written next to each other
-// (channels-last), so each output byte is stored once, sequentially.
+// CPU strategy: at::parallel_for over images (grain one image). Per image: the contrast mean
+// (only when contrast != 1) in one vectorised pass over the bytes; the source converted once to a
+// float copy that stays in L2; then per output row three stages: bilinear sampling into planar
+// R, G, B rows (scalar gathers, coordinates advanced along the row, a branch-free interior path
+// and a checked border path), the colour steps on the planar rows (vectorised), and the
+// normalisation interleaved straight into the channels-last output row (float16 through F16C).
+// Each output byte is written once, sequentially.
 
 #include <Python.h>
 
@@ -159,6 +161,14 @@ inline int floor_nonneg2(float x, float& frac) {
   return i;
 }
 
+// Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load
+// time (GCC function multi-versioning): ~2x on the colour steps, no -march flag needed.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TINYFAST_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define TINYFAST_MULTIVERSION
+#endif
+
 // ---- float32 -> float16 rows ---------------------------------------------------------------
 // c10::Half's portable conversion costs ~10 ns per element; F16C (every x86-64 CPU since 2012)
 // converts 8 at a time with the same round-to-nearest-even result. Chosen at run time, so the
@@ -186,7 +196,7 @@ bool has_f16c() { return false; }
 // Mean over the image of lum(clamp(cb * pixel, 0, 255)). The bytes are walked contiguously in
 // blocks of 24 (a multiple of both the 3 channels and 8 SIMD lanes) into 24 partial sums, which
 // the compiler vectorises without reassociation flags.
-float mean_luma(const uint8_t* __restrict img, int64_t n_bytes, float cb) {
+TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_bytes, float cb) {
   constexpr int kBlock = 24;
   static constexpr float kW[kBlock] = {kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB,
                                        kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB,
@@ -209,7 +219,10 @@ float mean_luma(const uint8_t* __restrict img, int64_t n_bytes, float cb) {
 }
 
 // Bilinear samples of one output row into planar R, G, B buffers (the scalar, gather-bound part).
-void sample_row(const uint8_t* __restrict img, int64_t h, int64_t w, float fill, float t00,
+// `img` is the source as uint8, or as a float copy (exact: every uint8 is a float), which saves
+// twelve int-to-float conversions per output pixel.
+template <typename src_t>
+void sample_row(const src_t* __restrict img, int64_t h, int64_t w, float fill, float t00,
                 float t10, float bx, float by, int64_t n, float* __restrict R,
                 float* __restrict G, float* __restrict B) {
   const float xmax = static_cast<float>(w) + 1.f, ymax = static_cast<float>(h) + 1.f;
@@ -228,8 +241,8 @@ void sample_row(const uint8_t* __restrict img, int64_t h, int64_t w, float fill,
     const float gx = 1.f - fx, gy = 1.f - fy;
     const float w00 = gx * gy, w01 = fx * gy, w10 = gx * fy, w11 = fx * fy;
     if (static_cast<unsigned>(x0) < wi && static_cast<unsigned>(y0) < hi) {
-      const uint8_t* p = img + (y0 * w + x0) * 3;
-      const uint8_t* q = p + row;
+      const src_t* p = img + (y0 * w + x0) * 3;
+      const src_t* q = p + row;
       R[ox] = w00 * p[0] + w01 * p[3] + w10 * q[0] + w11 * q[3];
       G[ox] = w00 * p[1] + w01 * p[4] + w10 * q[1] + w11 * q[4];
       B[ox] = w00 * p[2] + w01 * p[5] + w10 * q[2] + w11 * q[5];
@@ -238,7 +251,7 @@ void sample_row(const uint8_t* __restrict img, int64_t h, int64_t w, float fill,
       const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(w);
       const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(h);
       const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(h);
-      const uint8_t* p = img + (static_cast<int64_t>(y0) * w + x0) * 3;  // only read if inside
+      const src_t* p = img + (static_cast<int64_t>(y0) * w + x0) * 3;  // only read if inside
       float v[3];
       for (int c = 0; c < 3; ++c) {
         const float a = (iy0 && ix0) ? p[c] : fill;
@@ -255,7 +268,7 @@ void sample_row(const uint8_t* __restrict img, int64_t h, int64_t w, float fill,
 }
 
 // Brightness, contrast, saturation on planar buffers: branch-free, so it vectorises.
-void colour_row(int64_t n, float cb, float cc, float cm, float cs, float* __restrict R,
+TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs, float* __restrict R,
                 float* __restrict G, float* __restrict B) {
   const float cs1 = 1.f - cs;
   for (int64_t i = 0; i < n; ++i) {
@@ -272,8 +285,9 @@ void colour_row(int64_t n, float cb, float cc, float cm, float cs, float* __rest
 
 // Multiply then add, never fused (setup.py builds with -ffp-contract=off), so the result is
 // bit-identical to the float32 formula in the docstring; interleaved to channels-last.
-void normalise_row(int64_t n, const Norm& nm, const float* __restrict R, const float* __restrict G,
-                   const float* __restrict B, float* __restrict out) {
+TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict R,
+                                         const float* __restrict G, const float* __restrict B,
+                                         float* __restrict out) {
   const float s0 = nm.scale[0], s1 = nm.scale[1], s2 = nm.scale[2];
   const float t0 = nm.shift[0], t1 = nm.shift[1], t2 = nm.shift[2];
   for (int64_t i = 0; i < n; ++i) {
@@ -291,7 +305,21 @@ void store_row(const float* in, scalar_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(in[i]);
 }
 
-// One image. `scratch` holds 6 * out_w floats (planar R, G, B and one interleaved row).
+TINYFAST_MULTIVERSION void to_float(const uint8_t* __restrict in, float* __restrict out, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) out[k] = static_cast<float>(in[k]);
+}
+
+// Sources up to this many bytes are converted to float once per image before sampling (the
+// float copy, 4x the bytes, stays in L2); larger ones are sampled from the uint8 bytes directly.
+constexpr int64_t kFloatCopyMaxBytes = 128 * 128 * 3;
+
+size_t scratch_floats(const AugmentDims& d) {
+  const int64_t img = d.h * d.w * 3;
+  return static_cast<size_t>(6 * d.out_w + (img <= kFloatCopyMaxBytes ? img : 0));
+}
+
+// One image. `scratch` holds scratch_floats() floats: planar R, G, B rows, one interleaved row,
+// then the float copy of the source.
 template <typename scalar_t>
 void augment_image(const uint8_t* img, const float* th, const float* col, const Norm& norm,
                    float fill, int64_t h, int64_t w, int64_t out_h, int64_t out_w, scalar_t* out,
@@ -306,9 +334,18 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   float* G = R + out_w;
   float* B = G + out_w;
   float* row = B + out_w;
+  const int64_t img_bytes = h * w * 3;
+  float* fimg = row + 3 * out_w;
+  const bool use_float = img_bytes <= kFloatCopyMaxBytes;
+  if (use_float) to_float(img, fimg, img_bytes);
   for (int64_t oy = 0; oy < out_h; ++oy) {
     const float fy_ = static_cast<float>(oy);
-    sample_row(img, h, w, fill, t00, t10, t01 * fy_ + t02, t11 * fy_ + t12, out_w, R, G, B);
+    const float bx = t01 * fy_ + t02, by = t11 * fy_ + t12;
+    if (use_float) {
+      sample_row(fimg, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
+    } else {
+      sample_row(img, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
+    }
     if (colour) colour_row(out_w, cb, cc, cm, cs, R, G, B);
     scalar_t* o = out + oy * out_w * 3;
     if constexpr (std::is_same_v<scalar_t, float>) {
@@ -338,7 +375,7 @@ void augment_cpu_into(const at::Tensor& src, const std::optional<at::Tensor>& in
         scalar_t* op = out_nhwc.data_ptr<scalar_t>();
         // One image is tens of microseconds of work: grain 1 image.
         at::parallel_for(0, d.batch, 1, [&](int64_t begin, int64_t end) {
-          std::vector<float> scratch(static_cast<size_t>(6 * d.out_w));
+          std::vector<float> scratch(scratch_floats(d));
           for (int64_t b = begin; b < end; ++b) {
             const int64_t r = ixp ? ixp[b] : b;
             augment_image<scalar_t>(sp + r * img_elems, tp + b * 6, cp + b * 3, norm, fill, d.h,

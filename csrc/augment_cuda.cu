@@ -15,7 +15,8 @@
 //   3. writes the output in groups of kPix pixels per thread (8 for 2-byte types, 4 for float),
 //      i.e. 48 bytes = three 16-byte stores; consecutive threads write consecutive groups, so a
 //      warp's three store instructions cover one contiguous 1.5 KiB span of channels-last output.
-//      A tail of Ho*Wo % kPix pixels (or a misaligned output) is written element by element.
+//      When an image's output is not a multiple of 16 bytes (Ho*Wo % kPix != 0) or the output
+//      buffer is not 16-byte aligned (a user-provided `out` view), it is written element by element.
 // Everything runs on the current CUDA stream; the launch never synchronises.
 //
 // Arithmetic follows the docstring of tinyfast.ops.augment. The final normalisation uses
@@ -265,6 +266,9 @@ void augment_cuda_into(const at::Tensor& src, const std::optional<at::Tensor>& i
   TORCH_CHECK_VALUE(src.is_cuda(), "tinyfast.ops.augment: CUDA kernel called with src on ",
                     src.device());
   TORCH_CHECK_VALUE(d.batch <= 0x7fffffff, "tinyfast.ops.augment: batch too large for one launch");
+  // Pixel offsets inside one image are 32-bit in the kernel.
+  TORCH_CHECK_VALUE(d.h * d.w * 3 < (int64_t{1} << 31) && d.out_h * d.out_w * 3 < (int64_t{1} << 31),
+                    "tinyfast.ops.augment: images over 2^31 bytes are not supported on CUDA");
   c10::cuda::CUDAGuard guard(src.device());
   const at::Tensor theta = theta_.contiguous();
   const at::Tensor color = color_.contiguous();

@@ -244,7 +244,8 @@ def test_nonfinite_theta_gives_fill(device):
     need(device)
     src = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
     inf, nan = float("inf"), float("nan")
-    theta = torch.tensor([[[inf, 0, 0], [0, 1, 0]], [[1, 0, 1e30], [0, 1, -1e30]], [[nan, 0, 0], [0, nan, 0]]])
+    theta = torch.tensor([[[inf, 0, 0], [0, 1, 0]], [[1, 0, 1e30], [0, 1, -1e30]],
+                          [[nan, 0, 0], [0, nan, 0]]])
     out = ops.augment(src.to(device), theta, torch.ones(3, 3), MEAN, STD, dtype=torch.float32, fill=200.0)
     expect = normalise_f32(torch.full((3, 8, 8, 3), 200, dtype=torch.uint8), torch.float32)
     torch.testing.assert_close(out.cpu(), expect, rtol=1e-6, atol=1e-6)
@@ -304,7 +305,8 @@ def test_torch_compile_fullgraph_cpu():
 
     torch._dynamo.reset()
     got = step(src, index, theta, color)
-    want = ops.augment(src, theta, color, MEAN, STD, index=index, out_size=(6, 5), dtype=torch.float32) * 2 + 1
+    want = ops.augment(src, theta, color, MEAN, STD, index=index, out_size=(6, 5),
+                       dtype=torch.float32) * 2 + 1
     assert torch.equal(got, want)
     assert got.is_contiguous(memory_format=torch.channels_last)
 
@@ -382,3 +384,11 @@ def test_cuda_device_mismatch_raises():
 def test_backends_listed():
     assert "cpu" in ops.available_backends()
     assert set(ops.available_backends()) <= set(ops.compiled_backends())
+
+
+@pytest.mark.cuda
+def test_cpu_index_for_cuda_src_is_checked_before_the_copy():
+    need("cuda")
+    g = _good()
+    with pytest.raises(ValueError, match="out of range"):
+        ops.augment(g["src"].cuda(), g["theta"], g["color"], MEAN, STD, index=torch.tensor([0, 1, 2, 4]))

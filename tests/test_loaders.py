@@ -39,7 +39,14 @@ def packed(tmp_path_factory) -> Path:
     return out
 
 
-_CACHE: dict = {}
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Tiny per-sample tensors: on a loaded 2-core machine torch's thread pool costs ~10x more
+    than it saves (DataLoader workers use one thread each for the same reason)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def make(name, data, split="train", batch_size=16, **kw):

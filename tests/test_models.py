@@ -11,9 +11,17 @@ from torch import nn
 from tinyfast.models import (count_parameters, get_model, head_module, init_weights, layer_groups,
                              list_models, load_pretrained, register)
 
-# The big ones still run, with the smallest batch BatchNorm allows (2).
+# The big ones still run, on a single image (every BatchNorm still sees >= 4 values per channel).
 LARGE = {"densenet161", "vgg16", "vgg16_bn", "resnet50", "alexnet", "preact_resnet34", "resnet34"}
 NUM_CLASSES = 7
+
+
+@pytest.fixture(autouse=True)
+def _no_onednn():
+    """Use ATen's own CPU convolutions here: oneDNN JIT-compiles a kernel for every new conv shape
+    (DenseNet has ~120), which costs 4-5x the compute of these one-image passes (measured)."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
 
 
 
@@ -21,7 +29,7 @@ NUM_CLASSES = 7
 def test_forward_backward_channels_last(name):
     torch.manual_seed(0)
     model = get_model(name, num_classes=NUM_CLASSES).to(memory_format=torch.channels_last)
-    batch = 2 if name in LARGE else 3
+    batch = 1 if name in LARGE else 2
     for size in (64, 32):
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
         out = model(x)
@@ -33,9 +41,10 @@ def test_forward_backward_channels_last(name):
         assert sum(g.abs().sum().item() for g in grads) > 0
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [n for n in list_models() if n not in LARGE | {"mobilenet_v2"}])
 def test_channels_last_matches_float64_reference(name):
-    """Eval-mode logits in float32 channels-last equal a float64 contiguous run of the same model."""
+    """Eval-mode logits in float32 channels-last equal a float64 contiguous run of the same model
+    (the large models and MobileNet's float64 depthwise convolutions are too slow on CPU)."""
     torch.manual_seed(1)
     model = get_model(name, num_classes=NUM_CLASSES).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -66,7 +75,11 @@ def test_resnet18_stem_and_parameter_count():
     assert isinstance(ours.maxpool, nn.Identity)
     # 64 px in -> layer4 sees 8x8 (total stride 8).
     feats = {}
-    ours.layer4.register_forward_hook(lambda m, i, o: feats.setdefault("l4", o.shape))
+
+    def hook(module, inputs, output):
+        feats["l4"] = output.shape
+
+    ours.layer4.register_forward_hook(hook)
     ours.eval()(torch.zeros(1, 3, 64, 64))
     assert feats["l4"][-2:] == (8, 8)
 

@@ -96,15 +96,17 @@ def augment(
         out_size: ``(Ho, Wo)``; ``None`` keeps ``(H, W)``.
         dtype: output dtype: ``torch.float16``, ``torch.bfloat16`` or ``torch.float32``.
         fill: value, in ``0..255`` pixel units, of source pixels outside the image.
-        out: optional preallocated output, ``(B, 3, Ho, Wo)`` of ``dtype`` in channels-last layout
-            on ``src``'s device; it is written and returned.
+        out: optional preallocated output, ``(B, 3, Ho, Wo)`` in channels-last layout on ``src``'s
+            device, float16/bfloat16/float32 (its dtype is used, ``dtype`` is ignored); it is
+            written and returned.
 
     Returns:
         ``(B, 3, Ho, Wo)`` tensor of ``dtype`` on ``src``'s device, in ``torch.channels_last``
         (a permuted view of a contiguous ``(B, Ho, Wo, 3)`` buffer).
 
-    Semantics (CPU and CUDA kernels compute exactly this in float32, the tests compare both with
-    a float64 reference of it). For output sample ``b`` with source image ``I = src[index[b]]``,
+    Semantics (the CPU and CUDA kernels evaluate this in float32, the tests compare both with a
+    float64 reference of it; only the normalisation's rounding is pinned down bit for bit).
+    For output sample ``b`` with source image ``I = src[index[b]]``,
     ``theta = T``, ``color = (cb, cc, cs)``, at every output pixel ``(x, y)`` (integers,
     ``0 <= x < Wo``, ``0 <= y < Ho``) and channel ``c``:
 
@@ -139,9 +141,10 @@ def augment(
 
     Errors: wrong dtype, rank, channel count, a non-contiguous ``src``, an empty batch, shape
     mismatches, ``fill`` outside ``[0, 255]``, ``std`` containing 0 and (for an index on the CPU)
-    an out-of-range index raise ``ValueError`` with one line naming the argument. A CUDA-resident
-    ``index`` is not checked on the host (that would cost a sync per batch): a sample whose index is
-    out of range is written as NaN instead of reading outside ``src``.
+    an out-of-range index raise ``ValueError`` with one line naming the argument (a CPU index for
+    a CUDA ``src`` is checked before it is copied). A CUDA-resident ``index`` is not checked on the
+    host (that would cost a sync per batch): a sample whose index is out of range is written as NaN
+    instead of reading outside ``src``.
 
     ``theta``, ``color`` and ``index`` on another device than ``src`` are copied to it. For
     ``torch.compile(fullgraph=True)`` pass ``mean``/``std`` as Python floats.
@@ -159,6 +162,13 @@ def augment(
     if isinstance(color, torch.Tensor) and color.device != dev:
         color = color.to(dev, non_blocking=True)
     if index is not None and isinstance(index, torch.Tensor) and index.device != dev:
+        if index.device.type == "cpu" and src.dim() >= 1 and index.numel() and not index.is_floating_point():
+            # Free to check here, impossible without a sync once it is on the GPU.
+            lo, hi = int(index.min()), int(index.max())
+            if lo < 0 or hi >= src.shape[0]:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"tinyfast.ops.augment: index value {bad} is out of range for src "
+                                 f"with {src.shape[0]} rows")
         index = index.to(dev, non_blocking=True)
     if out_size is None:
         if src.dim() != 4:
@@ -167,9 +177,11 @@ def augment(
     else:
         out_h, out_w = (int(v) for v in out_size)
     if out is not None:
-        torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w, float(fill), out)
+        torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w,
+                                       float(fill), out)
         return out
-    return torch.ops.tinyfast.augment(src, index, theta, color, mean_l, std_l, out_h, out_w, dtype, float(fill))
+    return torch.ops.tinyfast.augment(src, index, theta, color, mean_l, std_l, out_h, out_w, dtype,
+                                      float(fill))
 
 
 if _C is not None:

@@ -277,8 +277,6 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
             if bar:
                 bar.update(len(args[3]))
     else:
-        import multiprocessing as mp
-
         with ProcessPoolExecutor(workers, mp_context=_mp_context()) as ex:
             futs = {ex.submit(_task, args): i for i, (_, args) in enumerate(tasks)}
             from concurrent.futures import as_completed

@@ -23,6 +23,7 @@ With ``device="cpu"`` the pipelines run on the CPU (``device_id=None``), so CI e
 from __future__ import annotations
 
 import tarfile
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -85,6 +86,20 @@ class _JpegShards:
             k, off, size = self.where[i]
             out.append(self.maps[k][off:off + size])
         return out
+
+
+class _Source:
+    """The external source callback, holding the loader weakly: a bound method would make a
+    loader <-> pipeline cycle that keeps DALI's threads and buffers alive until a GC pass."""
+
+    def __init__(self, loader):
+        self.loader = weakref.ref(loader)
+
+    def __call__(self, info):
+        loader = self.loader()
+        if loader is None:
+            raise StopIteration
+        return loader._source(info)
 
 
 class DaliLoader(BaseLoader):
@@ -151,12 +166,13 @@ class DaliLoader(BaseLoader):
         std = [255.0 * s for s in self.std]
         out_dtype = types.FLOAT16 if self.dtype == torch.float16 else types.FLOAT
         jpeg = self._jpeg is not None
+        native, fill, source = self.native, self.fill, _Source(self)  # no `self` in the graph closure
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self._threads,
                       device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,
                       seed=self.seed & 0x7FFFFFFF)
         def pipe():
-            kw = dict(source=self._source, batch=True, batch_info=True)
+            kw = dict(source=source, batch=True, batch_info=True)
             if augment:
                 images, matrix, br, co, sa = fn.external_source(num_outputs=5, **kw)
             else:
@@ -167,10 +183,10 @@ class DaliLoader(BaseLoader):
                 images = fn.reshape(images, layout="HWC")
                 if gpu:
                     images = images.gpu()
-            if not self.native:
+            if not native:
                 return images
             if augment:
-                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=self.fill,
+                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=fill,
                                         interp_type=types.INTERP_LINEAR, inverse_map=True)
                 images = fn.brightness_contrast(images, brightness=br, contrast=co)
                 images = fn.saturation(images, saturation=sa)

@@ -1,0 +1,424 @@
+"""The whole benchmark suite in one command: ``python -m benchmarks``.
+
+On any CUDA GPU it records the machine (GPU name, SM count, memory, driver, CUDA, torch, DALI/FFCV
+versions, CPU cores, git commit), measures the ceilings (device-to-device copy GB/s, matmul
+TFLOP/s), then
+
+  a. loaders: images/sec with training augmentation of every registered loader (the ``torch``
+     baseline swept over DataLoader workers from 0 to the core count), warm-up + median of runs;
+  b. the fused op: GB/s and images/sec against the copy ceiling, batch-size sweep
+     (``benchmarks.bench_augment``);
+  c. training: images/sec of a train step (forward, backward, SGD step) per architecture, fed by
+     each loader and by a fixed batch already on the device (the ceiling), with channels-last + AMP
+     on and off;
+  d. time to a target val top-1 with ``python -m tinyfast.train`` on the packed data.
+
+It writes ``benchmarks/results/<device>-<date>.json``, the same as a Markdown table (``.md``) and
+a PNG bar chart. ``--quick`` is the reduced CPU mode (tiny data, few batches; about a minute on two
+cores) that CI runs to check the report's structure.
+
+    python -m benchmarks                       # everything, on the GPU when there is one
+    python -m benchmarks --data data/packed    # on a packed dataset (default: built-in synthetic)
+    python -m benchmarks --quick --out /tmp/b  # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import common
+
+SECTIONS = ("loaders", "op", "train", "tta")
+FULL_ARCHS = "resnet18,resnet50,vgg16,densenet161,mobilenet_v2"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto (cuda when visible), cpu, cuda, cuda:N")
+    p.add_argument("--data", default=None, help="packed dataset (default: the built-in synthetic set)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--loaders", default=None, help="comma-separated loaders (default: all registered)")
+    p.add_argument("--archs", default=None, help=f"comma-separated architectures (default: {FULL_ARCHS})")
+    p.add_argument("--batch-size", type=int, default=None, help="loader/train batch (default 256, quick 16)")
+    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 50, quick 3)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs, median reported (default 3, quick 1)")
+    p.add_argument("--target", type=float, default=None,
+                   help="val top-1 for time-to-accuracy (default 0.5; quick 0.0: just the epoch time)")
+    p.add_argument("--tta-arch", default=None, help="architecture of the time-to-accuracy run (default "
+                   "resnet18, quick cnn2)")
+    p.add_argument("--tta-epochs", type=int, default=None, help="epoch cap of that run (default 16, quick 1)")
+    p.add_argument("--quick", action="store_true", help="reduced CPU smoke mode (tiny data, few batches)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default benchmarks/results); files <device>-<date>.{json,md,png}")
+    return p
+
+
+# ----------------------------------------------------------------------------- environment
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def environment(device: torch.device) -> dict:
+    """common.environment() plus SM count and the optional loaders' versions."""
+    env = common.environment([str(device)])
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu_sm_count"] = props.multi_processor_count
+    from importlib import metadata
+
+    for key, dists in (("dali", ("nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-dali-cuda110")),
+                       ("ffcv", ("ffcv",)), ("numpy", ("numpy",)), ("pillow", ("pillow",))):
+        env[f"{key}_version"] = None  # recorded as absent unless a distribution is installed
+        for dist in dists:
+            try:
+                env[f"{key}_version"] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return env
+
+
+def ceilings(device: torch.device, quick: bool) -> dict:
+    """Device copy bandwidth (bytes read + written) and dense matmul throughput."""
+    n = (64 if quick else (1024 if device.type == "cuda" else 256)) * 2 ** 20
+    a = torch.ones(n, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    t = common.time_it(lambda: b.copy_(a), device, warmup=2, repeat=3 if quick else 10)["median"]
+    copy_gbs = 2 * n / t / 1e9
+    del a, b
+    mm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    k = 512 if quick else (8192 if device.type == "cuda" else 2048)
+    x = torch.randn(k, k, device=device, dtype=mm_dtype)
+    y = torch.randn(k, k, device=device, dtype=mm_dtype)
+    t = common.time_it(lambda: x @ y, device, warmup=2, repeat=3 if quick else 10)["median"]
+    return {"copy_gb_per_s": copy_gbs, "copy_bytes": 2 * n, "matmul_tflop_per_s": 2 * k ** 3 / t / 1e12,
+            "matmul_dtype": str(mm_dtype).replace("torch.", ""), "matmul_n": k}
+
+
+# ----------------------------------------------------------------------------- a. loaders
+
+def bench_loaders(data: Path, device: torch.device, names: list[str], args) -> list[dict]:
+    from tinyfast import loaders
+
+    cores = os.cpu_count() or 1
+    sweep = sorted({0, 1, cores} if args.quick else set(range(0, cores + 1)))
+    rows = []
+    for name in names:
+        workers = sweep if name == "torch" else [None]
+        for w in workers:
+            row = {"loader": name, "workers": w, "device": str(device), "batch_size": args.batch_size}
+            try:
+                r = loaders.throughput(name, data, "train", args.batch_size, device, policy="default",
+                                       batches=args.batches, warmup=2 if args.quick else 5,
+                                       runs=args.runs, num_workers=w)
+                row.update(images_per_sec=r["images_per_sec"], runs=r["runs"], seconds_build=r["seconds_build"])
+            except (ImportError, ValueError, RuntimeError, OSError) as exc:
+                row["skipped"] = str(exc).splitlines()[0][:200]
+            rows.append(row)
+            print(_fmt_loader(row), flush=True)
+    base = [r for r in rows if r["loader"] == "torch" and "images_per_sec" in r]
+    if base:
+        best = max(r["images_per_sec"] for r in base)
+        for r in rows:
+            if "images_per_sec" in r:
+                r["speedup_vs_torch_best"] = r["images_per_sec"] / best
+    return rows
+
+
+def _fmt_loader(r: dict) -> str:
+    w = "-" if r.get("workers") is None else r["workers"]
+    if "skipped" in r:
+        return f"  loader {r['loader']:<12} workers {w!s:>3}: skipped ({r['skipped']})"
+    return f"  loader {r['loader']:<12} workers {w!s:>3}: {r['images_per_sec']:>12,.0f} images/s"
+
+
+# ----------------------------------------------------------------------------- b. op
+
+def bench_op(device: torch.device, args, out_dir: Path) -> dict:
+    from benchmarks import bench_augment
+
+    argv = ["--device", device.type, "--out", str(out_dir / "augment.json")]
+    if args.quick:
+        argv.append("--quick")
+    with contextlib.redirect_stdout(sys.stderr):
+        report = bench_augment.main(argv)
+    return {"rows": report["results"], "summary": report["summary"]}
+
+
+# ----------------------------------------------------------------------------- c. training
+
+def _train_steps(model, opt, batches, device, amp: bool, channels_last: bool, steps: int, warmup: int,
+                 runs: int) -> float:
+    """Median images/sec of ``steps`` SGD steps; ``batches`` is an endless iterator of (x, y)."""
+    amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        x, y = next(batches)
+        x = x.to(memory_format=fmt)
+        if not amp:
+            x = x.float()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return x.shape[0]
+
+    for _ in range(warmup):
+        step()
+    common.sync(device)
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        n = sum(step() for _ in range(steps))
+        common.sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def _endless(loader):
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def bench_train(data: Path, device: torch.device, archs: list[str], feeds: list[str], args) -> list[dict]:
+    from tinyfast import loaders
+    from tinyfast.data import open_packed
+    from tinyfast.models import get_model
+
+    num_classes = open_packed(data, "train").num_classes
+    rows = []
+    bs = args.batch_size
+    for arch in archs:
+        for cl_amp in (True, False):
+            model = get_model(arch, num_classes=num_classes).to(device)
+            if cl_amp:
+                model = model.to(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            for feed in ["synthetic"] + feeds:
+                row = {"arch": arch, "feed": feed, "channels_last_amp": cl_amp, "batch_size": bs,
+                       "device": str(device)}
+                try:
+                    if feed == "synthetic":  # the ceiling: one fixed batch already on the device
+                        x = torch.randn(bs, 3, 64, 64, device=device).to(memory_format=torch.channels_last)
+                        y = torch.randint(0, num_classes, (bs,), device=device)
+                        it = iter(lambda: (x, y), None)
+                    else:
+                        it = _endless(loaders.build(feed, data, "train", bs, device=device, policy="default",
+                                                    dtype=torch.bfloat16 if cl_amp else torch.float32))
+                    row["images_per_sec"] = _train_steps(model, opt, it, device, cl_amp, cl_amp, args.batches,
+                                                         1 if args.quick else 5, args.runs)
+                except (ImportError, ValueError, RuntimeError, OSError) as exc:
+                    row["skipped"] = str(exc).splitlines()[0][:200]
+                rows.append(row)
+                got = f"{row['images_per_sec']:,.0f} images/s" if "images_per_sec" in row else f"skipped ({row['skipped']})"
+                print(f"  train {arch:<13} cl+amp={cl_amp!s:<5} feed {feed:<12}: {got}", flush=True)
+            del model, opt
+    ceiling = {(r["arch"], r["channels_last_amp"]): r.get("images_per_sec") for r in rows if r["feed"] == "synthetic"}
+    for r in rows:
+        c = ceiling.get((r["arch"], r["channels_last_amp"]))
+        if c and "images_per_sec" in r:
+            r["fraction_of_ceiling"] = r["images_per_sec"] / c
+    return rows
+
+
+# ----------------------------------------------------------------------------- d. time to accuracy
+
+def bench_tta(data: Path, device: torch.device, args, work: Path) -> dict:
+    from tinyfast import train
+
+    run_dir = work / "tta"
+    argv = ["--arch", args.tta_arch, "--data", str(data), "--epochs", str(args.tta_epochs),
+            "--out-dir", str(work), "--name", "tta", "--device", str(device), "--amp", "--no-progress"]
+    if args.quick:
+        argv += ["--batch-size", str(args.batch_size)]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = train.main(argv)
+    wall = time.perf_counter() - t0
+    metrics = []
+    for path in run_dir.rglob("metrics.jsonl"):
+        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = {"arch": args.tta_arch, "target_top1": args.target, "epochs_run": len(metrics), "wall_s": wall,
+           "exit_code": rc, "reached": False, "command": "python -m tinyfast.train " + " ".join(argv)}
+    elapsed = 0.0
+    for m in metrics:
+        elapsed += float(m.get("epoch_time", 0.0))
+        top1 = m.get("val_top1")
+        if top1 is not None and top1 >= args.target:
+            out.update(reached=True, epoch=m.get("epoch"), train_seconds_to_target=elapsed, val_top1=top1)
+            break
+    if metrics:
+        out["final_val_top1"] = metrics[-1].get("val_top1")
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def markdown(report: dict) -> str:
+    env, ce = report["environment"], report["ceilings"]
+    lines = [f"# tinyfast benchmarks: {report['device_name']}", "",
+             f"- date {env['date']}, commit {env['git']['commit']}{' (dirty)' if env['git']['dirty'] else ''}",
+             f"- torch {env['torch']} (CUDA {env['torch_cuda']}), driver {env.get('driver')}, "
+             f"DALI {env.get('dali_version')}, FFCV {env.get('ffcv_version')}, CPU {env['cpu']} x{env['cpu_count']}",
+             f"- command: `{report['command']}`",
+             f"- ceilings: copy {ce['copy_gb_per_s']:.1f} GB/s, matmul ({ce['matmul_dtype']}) "
+             f"{ce['matmul_tflop_per_s']:.2f} TFLOP/s", ""]
+    if report.get("loaders"):
+        lines += ["## Loaders (images/s, training augmentation)", "",
+                  common.format_table(report["loaders"], [("loader", "loader", ""), ("workers", "workers", ""),
+                                      ("images_per_sec", "images/s", ",.0f"),
+                                      ("speedup_vs_torch_best", "x best torch", ".1f"), ("skipped", "note", "")]), ""]
+    if report.get("op"):
+        lines += ["## Fused op", "", common.format_table(report["op"]["rows"], [
+            ("device", "device", ""), ("impl", "implementation", ""), ("mode", "mode", ""), ("batch", "batch", ""),
+            ("images_per_s", "images/s", ",.0f"), ("gb_per_s", "GB/s", ".2f")]), ""]
+        for k, v in report["op"]["summary"].items():
+            lines.append(f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}")
+        lines.append("")
+    if report.get("train"):
+        lines += ["## Training (images/s of SGD steps)", "", common.format_table(report["train"], [
+            ("arch", "arch", ""), ("channels_last_amp", "channels-last+AMP", ""), ("feed", "fed by", ""),
+            ("images_per_sec", "images/s", ",.0f"), ("fraction_of_ceiling", "of ceiling", ".2f"),
+            ("skipped", "note", "")]), ""]
+    if report.get("tta"):
+        t = report["tta"]
+        lines += ["## Time to accuracy", "",
+                  f"- `{t['command']}`",
+                  f"- target top-1 {t['target_top1']}: " + (
+                      f"reached at epoch {t['epoch']} after {t['train_seconds_to_target']:.1f} s of training"
+                      if t["reached"] else f"not reached in {t['epochs_run']} epochs"),
+                  f"- final val top-1 {t.get('final_val_top1')}, wall {t['wall_s']:.1f} s", ""]
+    return "\n".join(lines)
+
+
+def bar_chart(report: dict, path: Path) -> Path | None:
+    """Loader images/s (log scale) and training fraction of ceiling, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lrows = [r for r in report.get("loaders", []) if "images_per_sec" in r]
+    trows = [r for r in report.get("train", []) if "images_per_sec" in r and r["channels_last_amp"]]
+    if not lrows and not trows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    if lrows:
+        labels = [r["loader"] + (f" w{r['workers']}" if r["workers"] is not None else "") for r in lrows]
+        axes[0].bar(labels, [r["images_per_sec"] for r in lrows], color="tab:blue")
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("images / s")
+        axes[0].set_title("loaders (training augmentation)")
+        axes[0].tick_params(axis="x", rotation=45)
+    if trows:
+        labels = [f"{r['arch']}\n{r['feed']}" for r in trows]
+        axes[1].bar(labels, [r["images_per_sec"] for r in trows], color="tab:orange")
+        axes[1].set_ylabel("images / s")
+        axes[1].set_title("training step, channels-last + AMP")
+        axes[1].tick_params(axis="x", rotation=60, labelsize=7)
+    fig.suptitle(f"tinyfast — {report['device_name']}")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None) -> dict:
+    args = get_args_parser().parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        get_args_parser().error(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        get_args_parser().error("--device cuda: no CUDA device is visible")
+    q = args.quick
+    args.batch_size = args.batch_size or (16 if q else 256)
+    args.batches = args.batches or (3 if q else 50)
+    args.runs = args.runs or (1 if q else 3)
+    args.target = 0.0 if args.target is None and q else (0.5 if args.target is None else args.target)
+    args.tta_epochs = args.tta_epochs or (1 if q else 16)
+    args.tta_arch = args.tta_arch or ("cnn2" if q else "resnet18")
+    for name, v in (("--batch-size", args.batch_size), ("--batches", args.batches), ("--runs", args.runs),
+                    ("--tta-epochs", args.tta_epochs)):
+        if v <= 0:
+            get_args_parser().error(f"{name} must be positive, got {v}")
+    out_dir = args.out or common.RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from tinyfast import loaders
+    from tinyfast.data import ensure_default_data
+
+    with tempfile.TemporaryDirectory(prefix="tinyfast-bench-") as work:
+        work = Path(work)
+        if args.data:
+            data = Path(args.data)
+        elif q:
+            from tinyfast.pack import main as pack_main
+
+            data = work / "data"
+            with contextlib.redirect_stdout(sys.stderr):
+                argv_pack = ["--synthetic", "--classes", "4", "--per-class", "24", "--val-per-class", "8",
+                             "--out", str(data), "--tree", str(work / "tree"), "--jpeg-shards", "--quiet"]
+                if _has("ffcv"):
+                    argv_pack.append("--ffcv")
+                rc = pack_main(argv_pack)
+            if rc:
+                raise SystemExit(f"error: packing the quick synthetic set failed ({rc})")
+        else:
+            data = ensure_default_data()
+        names = args.loaders.split(",") if args.loaders else loaders.list_loaders()
+        archs = (args.archs or ("cnn2" if q else FULL_ARCHS)).split(",")
+        print(f"tinyfast benchmarks on {common.device_name(device)} ({device}); data {data}", flush=True)
+        report = {"device_name": common.device_name(device), "device": str(device), "quick": q,
+                  "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "data": str(data), "environment": environment(device), "ceilings": ceilings(device, q)}
+        print(f"  ceilings: copy {report['ceilings']['copy_gb_per_s']:.1f} GB/s, matmul "
+              f"{report['ceilings']['matmul_tflop_per_s']:.2f} TFLOP/s", flush=True)
+        if "loaders" in sections:
+            report["loaders"] = bench_loaders(data, device, names, args)
+        if "op" in sections:
+            report["op"] = bench_op(device, args, work)
+        if "train" in sections:
+            feeds = [n for n in names if n != "torch"] if not q else [n for n in ("gpu",) if n in names]
+            report["train"] = bench_train(data, device, archs, feeds + (["torch"] if "torch" in names else []), args)
+        if "tta" in sections:
+            report["tta"] = bench_tta(data, device, args, work)
+
+    stem = f"{common.slug(report['device_name'])}-{report['environment']['date'][:10]}"
+    paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    common.write_json(paths["json"], report)
+    text = markdown(report)
+    common.atomic_write_text(paths["md"], text + "\n")
+    if bar_chart(report, paths["png"]) is None:
+        paths.pop("png")
+    print(text)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    report["paths"] = {k: str(v) for k, v in paths.items()}
+    return report
+
+
+if __name__ == "__main__":
+    main()
