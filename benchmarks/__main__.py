@@ -355,12 +355,11 @@ def main(argv=None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         get_args_parser().error("--device cuda: no CUDA device is visible")
     q = args.quick
-    args.batch_size = args.batch_size or (16 if q else 256)
-    args.batches = args.batches or (3 if q else 50)
-    args.runs = args.runs or (1 if q else 3)
-    args.target = 0.0 if args.target is None and q else (0.5 if args.target is None else args.target)
-    args.tta_epochs = args.tta_epochs or (1 if q else 16)
-    args.tta_arch = args.tta_arch or ("cnn2" if q else "resnet18")
+    defaults = {"batch_size": (16, 256), "batches": (3, 50), "runs": (1, 3), "target": (0.0, 0.5),
+                "tta_epochs": (1, 16), "tta_arch": ("cnn2", "resnet18")}
+    for key, (quick_value, full_value) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick_value if q else full_value)
     for name, v in (("--batch-size", args.batch_size), ("--batches", args.batches), ("--runs", args.runs),
                     ("--tta-epochs", args.tta_epochs)):
         if v <= 0:

@@ -11,6 +11,7 @@ raises a ``RuntimeError`` saying how to build it.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -58,10 +59,21 @@ def _require_built() -> None:
         )
 
 
+# Device-resident mean/std tensors already read back: reading one costs a host sync, so it is done
+# once per tensor (and again only if the tensor is modified in place).
+_DEVICE_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _three_floats(name: str, value) -> list[float]:
     if isinstance(value, torch.Tensor):
-        # A CUDA tensor here costs one host sync; loaders pass Python floats instead.
-        value = value.detach().reshape(-1).tolist()
+        if value.device.type == "cpu":
+            value = value.detach().reshape(-1).tolist()
+        else:
+            hit = _DEVICE_STATS.get(value)
+            if hit is None or hit[0] != value._version:
+                hit = (value._version, value.detach().reshape(-1).tolist())
+                _DEVICE_STATS[value] = hit
+            value = hit[1]
     out = [float(v) for v in value]
     if len(out) != 3:
         raise ValueError(f"tinyfast.ops.augment: {name} must have 3 values (R, G, B), got {len(out)}")
@@ -90,7 +102,8 @@ def augment(
             :mod:`tinyfast.augment`).
         color: float32 ``(B, 3)``, per sample the factors (brightness, contrast, saturation);
             ``1.0`` leaves the image unchanged.
-        mean, std: 3 floats each (or 3-element tensors), per-channel statistics in ``[0, 1]`` units.
+        mean, std: 3 floats each, per-channel statistics in ``[0, 1]`` units. 3-element tensors are
+            accepted too; a device tensor is read back (one host sync) the first time it is seen.
         index: optional int64 ``(B,)`` rows of ``src`` to use (the gather is fused);
             ``None`` uses every row (``B = N``).
         out_size: ``(Ho, Wo)``; ``None`` keeps ``(H, W)``.
