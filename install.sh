@@ -55,4 +55,4 @@ spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
 say "pip install -e '$spec' (compiling the extension)"
 pip install -q --no-build-isolation -e "$spec" 2>&1 | quiet
-.venv/bin/python -c "import tinyfast, tinyfast.ops as o; print('[install] tinyfast', tinyfast.__version__, '| kernels:', ', '.join(o.available_backends()))"
+.venv/bin/python -c "import tinyfast, tinyfast.ops as o; print('[install] tinyfast', tinyfast.__version__, '| kernels compiled:', ', '.join(o.compiled_backends()) or 'NONE', '| usable here:', ', '.join(o.available_backends()) or 'none')"
