@@ -9,7 +9,7 @@ image to its packed row.
 from __future__ import annotations
 
 import importlib.util
-from collections import Counter
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +230,12 @@ def test_torch_workers_do_not_change_batches(packed):
     b = run_epoch(make("torch-npy", packed, "train", 16, num_workers=2, **kw))
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    ld = make("torch-npy", packed, "train", 16, num_workers=2, **kw)
+    with ld:
+        next(iter(ld))
+        procs = list(ld._dl._iterator._workers)
+        assert all(p.is_alive() for p in procs)
+    assert not any(p.is_alive() for p in procs)   # close() stops the persistent workers
 
 
 def test_torch_baseline_augments(packed):
@@ -376,3 +382,12 @@ def test_cuda_gpu_fallback_matches_resident(packed):
     b = run_epoch(make("gpu", packed, "train", 16, resident=False, **kw))
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("name, module, extra", [("dali", "nvidia.dali", "tinyfast[dali]"),
+                                                 ("dali-native", "nvidia.dali", "tinyfast[dali]"),
+                                                 ("ffcv", "ffcv.loader", "tinyfast[ffcv]")])
+def test_missing_optional_library_names_the_extra(name, module, extra, packed, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, module, None)   # import of it now fails
+    with pytest.raises(ImportError, match=re.escape(extra)):
+        L.build(name, packed, "val", 4, num_workers=0)

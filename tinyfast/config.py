@@ -117,7 +117,7 @@ class TrainConfig:
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS)", choices=_presets)
     optimizer: str = opt("sgd", "optimizer (sgd is Nesterov by default)", choices=OPTIMIZERS)
-    lr: float | None = opt(None, "peak learning rate for the GLOBAL batch (default: sgd 0.2 x B/512, "
+    lr: float | None = opt(None, "peak learning rate for the GLOBAL batch B (default: sgd 0.2 x sqrt(B/512), "
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
     momentum: float = opt(0.9, "SGD momentum / Adam beta1", type=_fraction)
     nesterov: bool = opt(True, "Nesterov momentum (SGD)")
@@ -162,7 +162,9 @@ class TrainConfig:
                                    "OUT_DIR/NAME/last.pt", nargs="?", const="last", metavar="CKPT")
     stop_at_step: int | None = opt(None, "stop after this global step, saving a resumable last.pt "
                                          "(the schedule is unchanged)", type=_positive_int)
-    log_every: int = opt(50, "steps between progress-bar updates (each one host sync)", type=_positive_int)
+    log_every: int | None = opt(None, "steps between progress-bar loss updates, each one host sync "
+                                      "(default: 50 on a GPU; every step on CPU, where it costs nothing)",
+                                type=_positive_int)
     eval_every: int = opt(1, "epochs between evaluations (the last epoch is always evaluated)",
                           type=_positive_int)
     progress: bool = opt(True, "show progress bars")
@@ -281,8 +283,8 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     """Fill the ``None`` ("chosen at run time") fields of ``cfg``.
 
     GPU runs default to a real schedule (30 epochs, batch 512); CPU runs to a quick one (3 epochs,
-    batch 64) on the small synthetic set. The learning rate scales with the global batch: linearly
-    for SGD, with its square root for the Adam family.
+    batch 64) on the small synthetic set. The default learning rate scales with the square root of
+    the global batch (0.2 for SGD, 2e-3 for the Adam family at 512).
 
     Raises:
         ConfigError: inconsistent settings (batch not divisible by the world size, ...).
@@ -299,10 +301,10 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
     if cfg.lr is not None:
         lr = cfg.lr
-    elif cfg.optimizer == "sgd":
-        lr = 0.2 * batch / 512
     else:
-        lr = 2e-3 * (batch / 512) ** 0.5
+        # Square-root scaling with the global batch: linear scaling overshoots for the large
+        # batches of multi-GPU runs and undershoots for the small ones of a CPU run.
+        lr = (0.2 if cfg.optimizer == "sgd" else 2e-3) * (batch / 512) ** 0.5
     if cfg.warmup is not None:
         warmup = cfg.warmup
     elif cfg.schedule == "onecycle":
@@ -319,4 +321,5 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         raise ConfigError(f"--mix-prob must be in [0, 1], got {cfg.mix_prob}")
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
+                               log_every=cfg.log_every or (50 if on_gpu else 1),
                                name=name, eval_batch_size=cfg.eval_batch_size or 2 * (batch // world_size))

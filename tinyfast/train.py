@@ -117,7 +117,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
             cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
         if cfg.data is None:
             from tinyfast.data import ensure_default_data
-            cfg = dataclasses.replace(cfg, data=str(ensure_default_data()))
+            cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
         if world > 1:
             name = [cfg.name]
             dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone

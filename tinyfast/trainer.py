@@ -379,6 +379,7 @@ class Trainer:
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.wall_start = time.perf_counter()
         self.wall_before = 0.0      # wall time of earlier (resumed) segments
+        self._plotted = time.perf_counter()
 
     # ----- setup helpers --------------------------------------------------------------------------
     def _build_loader(self, split: str):
@@ -559,15 +560,21 @@ class Trainer:
             self._log_epoch(row)
             if self.is_main:
                 write_history(self.history, self.run_dir)
-                try:
-                    from tinyfast.plots import plot_history
-                    plot_history(self.history, self.run_dir / "curves.png", title=f"{cfg.arch} ({cfg.name})")
-                except Exception as e:  # a plotting problem must never kill a training run
-                    self.log(f"warning: could not draw curves.png ({e.__class__.__name__}: {e})")
+                # Drawing takes ~0.5-1 s: at most once a minute, and after the last epoch.
+                if epoch + 1 == cfg.epochs or self.stopped_early or time.perf_counter() - self._plotted > 60:
+                    self._plot()
             self.save("last.pt", also_best=improved)
             if self.stopped_early:
                 return self.summary(final=False)
         return self.summary(final=True)
+
+    def _plot(self) -> None:
+        try:
+            from tinyfast.plots import plot_history
+            plot_history(self.history, self.run_dir / "curves.png", title=f"{self.cfg.arch} ({self.cfg.name})")
+        except Exception as e:  # a plotting problem must never kill a training run
+            self.log(f"warning: could not draw curves.png ({e.__class__.__name__}: {e})")
+        self._plotted = time.perf_counter()
 
     def _log_epoch(self, r: dict) -> None:
         val = (f"  val loss {r['val_loss']:.3f} top-1 {100 * r['val_top1']:.2f}% top-5 {100 * r['val_top5']:.2f}%"

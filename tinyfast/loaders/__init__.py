@@ -147,19 +147,23 @@ def throughput(name: str, data_dir, split: str = "train", batch_size: int = 256,
             except StopIteration:
                 state["it"] = None
 
-    for _ in range(warmup):
-        next_batch()
-    _sync(dev)
-    rates = []
-    for _ in range(runs):
-        n = 0
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            images, _labels = next_batch()
-            n += images.shape[0]
+    try:
+        for _ in range(warmup):
+            next_batch()
         _sync(dev)
-        rates.append(n / (time.perf_counter() - t0))
-    state["it"] = None  # shut down worker pools before returning
+        rates = []
+        for _ in range(runs):
+            n = 0
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                images, _labels = next_batch()
+                n += images.shape[0]
+            _sync(dev)
+            rates.append(n / (time.perf_counter() - t0))
+    finally:
+        # Stop worker processes/threads now: left running they would slow the next measurement.
+        state["it"] = None
+        loader.close()
     return {"loader": name, "images_per_sec": statistics.median(rates), "runs": rates,
             "batch_size": batch_size, "batches": batches, "device": str(dev),
             "seconds_build": seconds_build}

@@ -256,6 +256,15 @@ class BaseLoader:
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release worker processes/threads now rather than at garbage collection (optional)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ----- helpers for subclasses -----------------------------------------------------------------
     def aug_params(self, epoch: int, b: int, n: int):
         """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.

@@ -37,7 +37,6 @@ _EXTRA = "pip install 'tinyfast[dali]' (NVIDIA DALI, package nvidia-dali-cuda130
 
 def _import_dali():
     try:
-        import nvidia.dali  # noqa: F401
         from nvidia.dali import fn, pipeline_def, types
     except ImportError as e:
         raise ImportError(f"the 'dali' loaders need NVIDIA DALI, which is not installed ({e}); {_EXTRA}") from None
@@ -128,7 +127,7 @@ class DaliLoader(BaseLoader):
                       if source == "jpeg" else None)
         self.fill = float(self.policy.fill)
         self._threads = max(1, self.num_workers)
-        self._pipe = None
+        self._pipe = self._hold = None
         self._reusable = False       # the pipeline ended its last pass cleanly and can be reset
         self._plan = (0, 0, 0)       # (epoch, first batch, number of batches) fed by the source
         self._ended = False
@@ -196,6 +195,10 @@ class DaliLoader(BaseLoader):
         p.build()
         return p
 
+    def close(self) -> None:
+        """Drop the pipeline (its threads and buffers)."""
+        self._pipe, self._reusable, self._hold = None, False, None
+
     # ----- batches --------------------------------------------------------------------------------
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cpu":
@@ -234,7 +237,7 @@ class DaliLoader(BaseLoader):
                                        self.mean, self.std, dtype=self.dtype, fill=self.fill)
             # Keep DALI's output alive until the next one: on a GPU the op reading it is queued,
             # not done, when this batch is handed out.
-            hold = out  # noqa: F841
+            self._hold = out
             del batch
             yield images, labels
         self._reusable = self._ended

@@ -30,6 +30,7 @@ reproducible and resumable whatever the number of workers.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -125,18 +126,20 @@ class _BatchKeys:
     """Batch sampler over the loader's current epoch: lists of ``(index, seed)`` keys.
 
     The ``DataLoader`` keeps it across epochs (persistent workers); it reads the epoch and the first
-    batch from the loader each time it is iterated.
+    batch from the loader each time it is iterated. It holds the loader weakly: a reference cycle
+    would leave the worker processes to the cyclic garbage collector, whose shutdown of them
+    waits out the workers' 5 s status timeouts.
     """
 
     def __init__(self, loader: "TorchLoader"):
-        self.loader = loader
+        self._loader = weakref.ref(loader)
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
-        return max(0, len(self.loader) - self.start)
+        return max(0, len(self._loader()) - self.start)
 
     def __iter__(self):
-        ld = self.loader
+        ld = self._loader()
         sizes = ld.order.batch_sizes()
         for b in range(self.start, len(sizes)):
             idx = ld.order.batch(self.epoch, b).tolist()
@@ -210,6 +213,13 @@ class TorchLoader(BaseLoader):
                             "jpeg_root=..., or use the 'torch-npy' loader)")
         paths = [str(where(i)) for i in range(len(ids))]
         return paths
+
+    def close(self) -> None:
+        """Stop the persistent worker processes."""
+        it = getattr(self._dl, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._dl._iterator = None
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._keys.epoch, self._keys.start = epoch, start

@@ -1,0 +1,118 @@
+"""``tinyfast.evaluate`` / ``tinyfast.predict`` against an independent forward pass: the packed
+uint8 images normalised by hand (float64 arithmetic), fed to the checkpoint's model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyfast.config import TrainConfig
+from tinyfast.data import open_packed
+from tinyfast.evaluate import main as evaluate_main
+from tinyfast.predict import main as predict_main
+from tinyfast.train import train
+from tinyfast.trainer import load_checkpoint, model_from_checkpoint
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Data (3 classes, 32 px) and two short runs: ting_m1 with EMA, cnn2 without."""
+    from tinyfast.pack import pack_synthetic
+    root = tmp_path_factory.mktemp("evaluate")
+    data = root / "synth"
+    pack_synthetic(data, classes=3, per_class=32, val_per_class=12, test_count=14, size=32, seed=1,
+                   progress=False, log=None)
+    common = dict(data=str(data), epochs=2, batch_size=16, out_dir=str(root / "runs"), progress=False,
+                  device="cpu", optimizer="adam", lr=2e-3)
+    a = train(TrainConfig(arch="ting_m1", name="a", ema=0.8, **common))
+    b = train(TrainConfig(arch="cnn2", name="b", **common))
+    return {"data": str(data), "a": Path(a.run_dir) / "last.pt", "b": Path(b.run_dir) / "last.pt",
+            "a_val_top1": a.history[-1]["val_top1"]}
+
+
+def _reference_probs(ckpt: Path, data: str, split: str, weights: str = "auto") -> np.ndarray:
+    ck = load_checkpoint(ckpt)
+    model = model_from_checkpoint(ck, weights)
+    sp = open_packed(data, split)
+    mean, std = np.array(sp.mean), np.array(sp.std)
+    x = (np.asarray(sp.images, dtype=np.float64) / 255.0 - mean) / std       # (N, H, W, 3)
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        return model(x).softmax(1).double().numpy()
+
+
+def test_evaluate_one_and_an_ensemble(runs, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    assert evaluate_main([str(runs["a"]), str(runs["b"]), "--output", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    labels = open_packed(runs["data"], "val").labels
+    assert res["n"] == len(labels) == 36
+    pa = _reference_probs(runs["a"], runs["data"], "val")
+    pb = _reference_probs(runs["b"], runs["data"], "val")
+    for m, p in zip(res["models"], (pa, pb)):
+        assert m["top1"] == pytest.approx((p.argmax(1) == labels).mean(), abs=1.5 / len(labels))
+    ens = (pa + pb) / 2
+    assert res["ensemble"]["top1"] == pytest.approx((ens.argmax(1) == labels).mean(), abs=1.5 / len(labels))
+    assert res["models"][0]["top5"] == 1.0  # 3 classes
+    # The trainer's own evaluation of run a (EMA weights) gave the same top-1.
+    assert res["models"][0]["top1"] == pytest.approx(runs["a_val_top1"])
+    assert "ensemble of 2" in capsys.readouterr().out
+
+
+def test_evaluate_raw_weights_differ_from_ema(runs, tmp_path):
+    out_raw, out_ema = tmp_path / "raw.json", tmp_path / "ema.json"
+    assert evaluate_main([str(runs["a"]), "--weights", "raw", "--output", str(out_raw), "--no-progress"]) == 0
+    assert evaluate_main([str(runs["a"]), "--weights", "ema", "--output", str(out_ema), "--no-progress"]) == 0
+    labels = open_packed(runs["data"], "val").labels
+    raw = _reference_probs(runs["a"], runs["data"], "val", weights="raw")
+    assert json.loads(out_raw.read_text())["models"][0]["top1"] == pytest.approx(
+        (raw.argmax(1) == labels).mean(), abs=1.5 / len(labels))
+
+
+def test_predict_writes_ids_and_wnids_in_packed_order(runs, tmp_path):
+    out = tmp_path / "pred.csv"
+    assert predict_main([str(runs["a"]), str(runs["b"]), "--output", str(out), "--no-progress"]) == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0] == ["id", "label"]
+    sp = open_packed(runs["data"], "test")
+    assert [r[0] for r in rows[1:]] == [Path(i).name for i in sp.ids] and len(rows) == 15
+    assert rows[1][0] == "test_0.JPEG"
+    ens = (_reference_probs(runs["a"], runs["data"], "test") + _reference_probs(runs["b"], runs["data"], "test")) / 2
+    want = [sp.classes[i] for i in ens.argmax(1)]
+    got = [r[1] for r in rows[1:]]
+    # Float rounding may flip a near-tie; everything else must agree.
+    assert sum(g != w for g, w in zip(got, want)) <= 1
+    assert set(got) <= set(sp.classes)
+
+
+def test_predict_topk(runs, tmp_path):
+    out = tmp_path / "top2.csv"
+    assert predict_main([str(runs["b"]), "--output", str(out), "--topk", "2", "--no-progress"]) == 0
+    rows = list(csv.reader(out.read_text().splitlines()))[1:]
+    assert all(len(r[1].split()) == 2 and len(set(r[1].split())) == 2 for r in rows)
+
+
+def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert evaluate_main([str(junk), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(junk) in err[0] and err[0].startswith("python -m tinyfast.evaluate: error:")
+    assert predict_main([str(tmp_path / "none.pt"), "--output", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such checkpoint" in err[0]
+    assert not (tmp_path / "p.csv").exists()
+    with pytest.raises(SystemExit) as e:
+        evaluate_main([str(runs["a"]), "--split", "test"])  # unlabelled: not a choice
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        evaluate_main([])
+    assert "required: CKPT" in capsys.readouterr().err
+    assert evaluate_main([str(runs["a"]), "--weights", "ema", "--no-progress"]) == 0
+    assert evaluate_main([str(runs["b"]), "--weights", "ema", "--no-progress"]) == 2
+    assert "no EMA weights" in capsys.readouterr().err
