@@ -50,7 +50,11 @@ def _extension():
     include_dirs = [os.path.join(here, "csrc")]
     if _with_cuda() and cu:
         os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list()
-        nvcc = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
+        # No --use_fast_math: it implies -ftz=true, -prec-div=false, -prec-sqrt=false and
+        # -fmad=true, so CUDA results could drift from the CPU kernel's. -fmad=false is nvcc's
+        # -ffp-contract=off: a*b+c stays a rounded multiply then a rounded add, as on the CPU (the
+        # kernel also spells its float32 steps with __fmul_rn/__fadd_rn, so this is belt and braces).
+        nvcc = ["-O3", "-std=c++20", "-fmad=false", "-lineinfo"]
         return CUDAExtension(
             "tinyfast._C",
             cpp + cu,

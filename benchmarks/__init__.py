@@ -1,1 +1,1 @@
-"""Benchmark scripts (``python -m benchmarks.<name>``); shared helpers in :mod:`benchmarks.common`."""
+"""Benchmark scripts (``python -m benchmarks.<name>``); shared code in :mod:`benchmarks.common`."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -42,6 +42,7 @@ FULL_ARCHS = "resnet18,resnet50,vgg16,densenet161,mobilenet_v2"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The ``python -m benchmarks`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda when visible), cpu, cuda, cuda:N")
@@ -111,9 +112,12 @@ def ceilings(device: torch.device, quick: bool) -> dict:
 # ----------------------------------------------------------------------------- a. loaders
 
 def bench_loaders(data: Path, device: torch.device, names: list[str], args) -> list[dict]:
+    """Section a: one row per loader (the ``torch`` baseline once per worker count), measured or
+    skipped with the reason; measured rows also get their speed-up over the best baseline row."""
     from tinyfast import loaders
+    from tinyfast._util import cpu_count
 
-    cores = os.cpu_count() or 1
+    cores = cpu_count()
     sweep = sorted({0, 1, cores} if args.quick else set(range(0, cores + 1)))
     rows = []
     for name in names:
@@ -148,6 +152,7 @@ def _fmt_loader(r: dict) -> str:
 # ----------------------------------------------------------------------------- b. op
 
 def bench_op(device: torch.device, args, out_dir: Path) -> dict:
+    """Section b: :mod:`benchmarks.bench_augment` on ``device``; its rows and summary."""
     from benchmarks import bench_augment
 
     argv = ["--device", device.type, "--out", str(out_dir / "augment.json")]
@@ -200,6 +205,8 @@ def _endless(loader):
 
 
 def bench_train(data: Path, device: torch.device, archs: list[str], feeds: list[str], args) -> list[dict]:
+    """Section c: train-step images/s per architecture, with and without channels-last + AMP, fed
+    by a fixed on-device batch (the ceiling) and by each loader in ``feeds``."""
     from tinyfast import loaders
     from tinyfast.data import open_packed
     from tinyfast.models import get_model
@@ -216,18 +223,23 @@ def bench_train(data: Path, device: torch.device, archs: list[str], feeds: list[
             for feed in ["synthetic"] + feeds:
                 row = {"arch": arch, "feed": feed, "channels_last_amp": cl_amp, "batch_size": bs,
                        "device": str(device)}
+                loader = None
                 try:
                     if feed == "synthetic":  # the ceiling: one fixed batch already on the device
                         x = torch.randn(bs, 3, 64, 64, device=device).to(memory_format=torch.channels_last)
                         y = torch.randint(0, num_classes, (bs,), device=device)
                         it = iter(lambda: (x, y), None)
                     else:
-                        it = _endless(loaders.build(feed, data, "train", bs, device=device, policy="default",
-                                                    dtype=torch.bfloat16 if cl_amp else torch.float32))
+                        loader = loaders.build(feed, data, "train", bs, device=device, policy="default",
+                                               dtype=torch.bfloat16 if cl_amp else torch.float32)
+                        it = _endless(loader)
                     row["images_per_sec"] = _train_steps(model, opt, it, device, cl_amp, cl_amp, args.batches,
                                                          1 if args.quick else 5, args.runs)
                 except (ImportError, ValueError, RuntimeError, OSError) as exc:
                     row["skipped"] = str(exc).splitlines()[0][:200]
+                finally:
+                    if loader is not None:  # stop its workers now: left running they slow the next row
+                        loader.close()
                 rows.append(row)
                 got = f"{row['images_per_sec']:,.0f} images/s" if "images_per_sec" in row else f"skipped ({row['skipped']})"
                 print(f"  train {arch:<13} cl+amp={cl_amp!s:<5} feed {feed:<12}: {got}", flush=True)
@@ -243,6 +255,7 @@ def bench_train(data: Path, device: torch.device, archs: list[str], feeds: list[
 # ----------------------------------------------------------------------------- d. time to accuracy
 
 def bench_tta(data: Path, device: torch.device, args, work: Path) -> dict:
+    """Section d: run ``python -m tinyfast.train`` in-process and read when val top-1 reached the target."""
     from tinyfast import train
 
     run_dir = work / "tta"
@@ -274,6 +287,7 @@ def bench_tta(data: Path, device: torch.device, args, work: Path) -> dict:
 # ----------------------------------------------------------------------------- report
 
 def markdown(report: dict) -> str:
+    """The report as Markdown: environment, ceilings and one table per section."""
     env, ce = report["environment"], report["ceilings"]
     lines = [f"# tinyfast benchmarks: {report['device_name']}", "",
              f"- date {env['date']}, commit {env['git']['commit']}{' (dirty)' if env['git']['dirty'] else ''}",
@@ -337,14 +351,17 @@ def bar_chart(report: dict, path: Path) -> Path | None:
         axes[1].tick_params(axis="x", rotation=60, labelsize=7)
     fig.suptitle(f"tinyfast — {report['device_name']}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    common.atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 def main(argv=None) -> dict:
+    """Run the selected sections, write ``<device>-<date>.{json,md,png}``; returns the report."""
     args = get_args_parser().parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]

@@ -43,6 +43,7 @@ COLUMNS = [
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    """The ``python -m benchmarks.bench_augment`` argument parser."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -94,6 +95,7 @@ def _row(device, impl, mode, batch, threads, t_per_call, images_per_call, bytes_
 
 
 def bench_cpu(args, policy, dtype, size, out_size) -> list[dict]:
+    """CPU rows: the batched op, the copy ceiling, the op per sample and torchvision v2 per sample."""
     from tinyfast import ops
 
     rows = []
@@ -157,6 +159,8 @@ def bench_cpu(args, policy, dtype, size, out_size) -> list[dict]:
 
 
 def bench_cuda(args, policy, dtype, size, out_size) -> list[dict]:
+    """CUDA rows per batch size: the op (contiguous and with the fused gather), the copy ceiling
+    and torchvision v2 on the whole batch."""
     from tinyfast import ops
 
     dev = torch.device("cuda")
@@ -206,6 +210,7 @@ def bench_cuda(args, policy, dtype, size, out_size) -> list[dict]:
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Ratios derived from the rows: per-sample speed-up over v2, and fractions of the copy ceiling."""
     def find(device, impl, mode, batch=None):
         for r in rows:
             if (r["device"], r["impl"], r["mode"]) == (device, impl, mode) and batch in (None, r["batch"]):

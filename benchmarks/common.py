@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: environment record, timing, tables, result files.
+"""Shared by the benchmark scripts: environment record, timing, tables, result files.
 
 Every result file carries the device, driver, torch/CUDA versions and git commit it was measured
 with (:func:`environment`); timings are medians after warm-up, taken with CUDA events on a GPU and
@@ -13,12 +13,14 @@ import platform
 import re
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+# Re-exported: the benchmark scripts write their reports through these (one implementation).
+from tinyfast.metrics import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -95,6 +97,7 @@ def environment(devices: Sequence[str] = ("cpu",)) -> dict:
 
 
 def sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a host clock reading counts it."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -129,6 +132,7 @@ def time_it(fn: Callable[[], object], device: str | torch.device = "cpu", *, war
 
 
 def slug(text: str) -> str:
+    """``text`` as a lower-case file-name fragment (``[a-z0-9-]``, at most 48 characters)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "device"
 
 
@@ -138,23 +142,10 @@ def default_result_path(name: str, device: str | torch.device = "cpu", ext: str 
     return RESULTS_DIR / f"{slug(device_name(device))}-{day}-{name}.{ext}"
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json(path: str | Path, payload: dict) -> Path:
-    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    """Write ``payload`` as indented JSON, atomically (temp file + rename); returns the path."""
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return Path(path)
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:

@@ -9,9 +9,11 @@
 //
 // Work decomposition: one thread block per output image. The block
 //   1. copies its source image into shared memory as uint8 with 16-byte loads (global path
-//      instead when the image exceeds 48 KiB of shared memory),
+//      instead when the image exceeds 48 KiB; an image of exactly 48 KiB, 128x128, plus the
+//      reduction scratch needs the dynamic shared-memory opt-in, set in launch()),
 //   2. if the contrast factor is not 1, computes the image's mean luminance (after brightness)
-//      with a block reduction (warp shuffles, then one value per warp in shared memory),
+//      with a block reduction (float per-thread partials flushed to double, warp shuffles, then
+//      one value per warp in shared memory; the mean itself is divided in double, as on the CPU),
 //   3. writes the output in groups of kPix pixels per thread (8 for 2-byte types, 4 for float),
 //      i.e. 48 bytes = three 16-byte stores; consecutive threads write consecutive groups, so a
 //      warp's three store instructions cover one contiguous 1.5 KiB span of channels-last output.
@@ -19,9 +21,13 @@
 //      buffer is not 16-byte aligned (a user-provided `out` view), it is written element by element.
 // Everything runs on the current CUDA stream; the launch never synchronises.
 //
-// Arithmetic follows the docstring of tinyfast.ops.augment. The final normalisation uses
-// __fmul_rn/__fadd_rn so that it is neither fused into an FMA nor approximated under
-// --use_fast_math: identity parameters then give the same bits as the CPU kernel.
+// Arithmetic follows the docstring of tinyfast.ops.augment and is written, operation for
+// operation and in the same order, as the CPU kernel (augment.cpp, built with -ffp-contract=off):
+// every float32 product and sum goes through mul()/add() (__fmul_rn/__fadd_rn), which nvcc never
+// contracts into an FMA and never approximates, whatever the flags; the clamps are the CPU's
+// selects (NaN -> lower bound). The per-pixel result is therefore the CPU's bit for bit; only
+// the contrast mean's summation order differs. setup.py also builds without --use_fast_math and
+// with -fmad=false, so nothing else in this file is contracted or flushed to zero either.
 //
 // Testing: tests/test_augment_op.py runs the same correctness tests on "cpu" and "cuda" (marked
 // `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
@@ -43,8 +49,15 @@
 namespace tinyfast {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxStaticSmem = 48 * 1024;  // needs no opt-in on any architecture
+constexpr int kThreads = 256;  // every launch uses exactly this block size
+constexpr int kWarps = kThreads / 32;
+static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps: full-mask shuffles");
+// Sources up to this many bytes are staged in shared memory. The default per-block limit is
+// 48 KiB for static + dynamic shared memory together, so with the reduction scratch a 48 KiB
+// image needs the opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize, available on sm_70+).
+constexpr int kSmemMaxImageBytes = 48 * 1024;
+constexpr int kDefaultSmemLimit = 48 * 1024;
+constexpr int kStaticSmemBytes = (kWarps + 1) * static_cast<int>(sizeof(double));  // `red`
 
 // Output element types: storage bits, pixels per 48-byte group, float -> bits conversion.
 struct OutF32 {
@@ -79,7 +92,16 @@ struct Params {
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
-__device__ __forceinline__ float clamp255(float v) { return fminf(fmaxf(v, 0.f), 255.f); }
+// One float32 multiply / add, rounded to nearest even on its own: never contracted into an FMA,
+// never flushed or approximated by flags. Used for every step the CPU kernel evaluates.
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+
+// The CPU's clamp: two selects, NaN -> 0 (a comparison with NaN is false).
+__device__ __forceinline__ float clamp255(float v) {
+  v = 0.f < v ? v : 0.f;
+  return v < 255.f ? v : 255.f;
+}
 
 // Everything a thread needs for one pixel, loaded once per block.
 struct Sample {
@@ -88,28 +110,37 @@ struct Sample {
   bool color;            // false: all factors exactly 1, colour steps skipped (they are no-ops)
 };
 
-// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats.
+// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats. Same operations
+// in the same order as sample_row / colour_row / normalise_row in augment.cpp.
 __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Params& p,
                                       const Sample& s, int ox, int oy, float v[3]) {
   const float fx_ = static_cast<float>(ox), fy_ = static_cast<float>(oy);
-  float sx = fmaf(s.t00, fx_, fmaf(s.t01, fy_, s.t02));
-  float sy = fmaf(s.t10, fx_, fmaf(s.t11, fy_, s.t12));
-  // fmaxf/fminf return the non-NaN operand: NaN coordinates become -2 (all taps fill).
-  sx = fminf(fmaxf(sx, -2.f), static_cast<float>(p.w) + 1.f);
-  sy = fminf(fmaxf(sy, -2.f), static_cast<float>(p.h) + 1.f);
+  // CPU: bx = t01*y + t02 per row, then sx = t00*x + bx (each step rounded).
+  float sx = add(mul(s.t00, fx_), add(mul(s.t01, fy_), s.t02));
+  float sy = add(mul(s.t10, fx_), add(mul(s.t11, fy_), s.t12));
+  // Clamp to [-2, W+1] x [-2, H+1] with NaN-safe selects (NaN -> -2: every tap is fill), so
+  // floorf and the float -> int conversions below only ever see small finite values.
+  const float xmax = static_cast<float>(p.w) + 1.f, ymax = static_cast<float>(p.h) + 1.f;
+  sx = sx > -2.f ? sx : -2.f;
+  sx = sx < xmax ? sx : xmax;
+  sy = sy > -2.f ? sy : -2.f;
+  sy = sy < ymax ? sy : ymax;
   const float flx = floorf(sx), fly = floorf(sy);
   const int x0 = static_cast<int>(flx), y0 = static_cast<int>(fly);
-  const float fx = sx - flx, fy = sy - fly;
+  const float fx = sx - flx, fy = sy - fly;  // the CPU's x - floor(x), same rounding
   const float gx = 1.f - fx, gy = 1.f - fy;
-  const float w00 = gx * gy, w01 = fx * gy, w10 = gx * fy, w11 = fx * fy;
+  const float w00 = mul(gx, gy), w01 = mul(fx, gy), w10 = mul(gx, fy), w11 = mul(fx, fy);
   const int row = p.w * 3;
   if (static_cast<unsigned>(x0) < static_cast<unsigned>(p.w - 1) &&
       static_cast<unsigned>(y0) < static_cast<unsigned>(p.h - 1)) {
+    // Interior: all four taps inside; the offset is < H*W*3 < 2^31 (checked on the host).
     const uint8_t* a = img + (y0 * p.w + x0) * 3;
     const uint8_t* c = a + row;
 #pragma unroll
     for (int k = 0; k < 3; ++k) {
-      v[k] = w00 * a[k] + w01 * a[3 + k] + w10 * c[k] + w11 * c[3 + k];
+      v[k] = add(add(add(mul(w00, static_cast<float>(a[k])), mul(w01, static_cast<float>(a[3 + k]))),
+                     mul(w10, static_cast<float>(c[k]))),
+                 mul(w11, static_cast<float>(c[3 + k])));
     }
   } else {
     const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(p.w);
@@ -123,36 +154,40 @@ __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Par
       const float b = (iy0 && ix1) ? static_cast<float>(img[base + 3 + k]) : p.fill;
       const float c = (iy1 && ix0) ? static_cast<float>(img[base + row + k]) : p.fill;
       const float d = (iy1 && ix1) ? static_cast<float>(img[base + row + 3 + k]) : p.fill;
-      v[k] = w00 * a + w01 * b + w10 * c + w11 * d;
+      v[k] = add(add(add(mul(w00, a), mul(w01, b)), mul(w10, c)), mul(w11, d));
     }
   }
-  if (s.color) {
+  if (s.color) {  // all factors exactly 1: the steps are exact no-ops, skipped as on the CPU
 #pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(s.cb * v[k]);
+    for (int k = 0; k < 3; ++k) v[k] = clamp255(mul(s.cb, v[k]));
 #pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(s.cc * v[k] + s.cm);
-    const float g = (1.f - s.cs) * (kLumaR * v[0] + kLumaG * v[1] + kLumaB * v[2]);
+    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cc, v[k]), s.cm));
+    const float g = mul(1.f - s.cs,
+                        add(add(mul(kLumaR, v[0]), mul(kLumaG, v[1])), mul(kLumaB, v[2])));
 #pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(s.cs * v[k] + g);
+    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cs, v[k]), g));
   }
+  // out = v * s_c + t_c: a float32 multiply, then a float32 add, never fused (the docstring).
 #pragma unroll
-  for (int k = 0; k < 3; ++k) v[k] = __fadd_rn(__fmul_rn(v[k], p.norm.scale[k]), p.norm.shift[k]);
+  for (int k = 0; k < 3; ++k) v[k] = add(mul(v[k], p.norm.scale[k]), p.norm.shift[k]);
 }
 
-__device__ __forceinline__ float block_sum(float v, float* red) {
+// Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
+// full shuffle masks and both barriers are reached by all threads). Returns the sum to all.
+__device__ __forceinline__ double block_sum(double v, double* red) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) red[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    v = lane < (kThreads / 32) ? red[lane] : 0.f;
+    v = lane < kWarps ? red[lane] : 0.0;
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) red[0] = v;
+    if (lane == 0) red[kWarps] = v;  // own slot: no read/write overlap with red[0..kWarps)
   }
   __syncthreads();
-  return red[0];
+  return red[kWarps];
 }
 
 template <typename Out, bool kSmem>
@@ -160,9 +195,9 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   using Bits = typename Out::Bits;
   constexpr int kPix = Out::kPix;
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ float red[kThreads / 32];
+  __shared__ double red[kWarps + 1];
 
-  const int b = blockIdx.x;
+  const int64_t b = blockIdx.x;
   const int tid = threadIdx.x;
   const int64_t out_pix = static_cast<int64_t>(p.out_h) * p.out_w;
   Bits* out = static_cast<Bits*>(p.out) + static_cast<int64_t>(b) * out_pix * 3;
@@ -170,13 +205,14 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   const int64_t r = p.index ? p.index[b] : b;
   if (r < 0 || r >= p.n) {
     // A device-resident index cannot be range-checked on the host without a sync: never read
-    // outside src, and make the bad sample impossible to miss.
+    // outside src, and make the bad sample impossible to miss. (Uniform over the block, and
+    // before any barrier: the whole block returns.)
     for (int64_t e = tid; e < out_pix * 3; e += kThreads) out[e] = Out::nan();
     return;
   }
 
-  const int img_bytes = p.h * p.w * 3;
-  const uint8_t* gimg = p.src + r * static_cast<int64_t>(img_bytes);
+  const int img_bytes = p.h * p.w * 3;  // < 2^31 (checked on the host)
+  const uint8_t* gimg = p.src + r * static_cast<int64_t>(img_bytes);  // 64-bit image offset
   const uint8_t* img = gimg;
   if (kSmem) {
     if ((reinterpret_cast<uintptr_t>(gimg) & 15) == 0 && (img_bytes & 15) == 0) {
@@ -198,14 +234,28 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   s.cb = col[0]; s.cc = col[1]; s.cs = col[2];
   s.color = !(s.cb == 1.f && s.cc == 1.f && s.cs == 1.f);
   s.cm = 0.f;
-  if (s.cc != 1.f) {  // uniform across the block: every thread reaches the barriers
-    float acc = 0.f;
-    for (int i = tid; i < p.h * p.w; i += kThreads) {
-      acc += kLumaR * clamp255(s.cb * img[3 * i]) + kLumaG * clamp255(s.cb * img[3 * i + 1]) +
-             kLumaB * clamp255(s.cb * img[3 * i + 2]);
+  if (s.cc != 1.f) {  // uniform across the block (same global value): every thread reaches the barriers
+    // CPU: float products and partial sums, flushed to double, mean = float(total / (H*W)).
+    const int hw = p.h * p.w;
+    double acc = 0.0;
+    float part = 0.f;
+    int since_flush = 0;
+    for (int i = tid; i < hw; i += kThreads) {
+      const uint8_t* q = img + 3 * i;
+      const float lum = add(add(mul(kLumaR, clamp255(mul(s.cb, static_cast<float>(q[0])))),
+                                mul(kLumaG, clamp255(mul(s.cb, static_cast<float>(q[1]))))),
+                            mul(kLumaB, clamp255(mul(s.cb, static_cast<float>(q[2])))));
+      part = add(part, lum);
+      if (++since_flush == 64) {  // keep float partials below ~2^14: no precision loss for big images
+        acc += part;
+        part = 0.f;
+        since_flush = 0;
+      }
     }
-    const float total = block_sum(acc, red);
-    s.cm = (1.f - s.cc) * (total / static_cast<float>(p.h * p.w));
+    acc += part;
+    const double total = block_sum(acc, red);
+    const float m = static_cast<float>(total / static_cast<double>(hw));
+    s.cm = mul(1.f - s.cc, m);
   }
 
   const int64_t groups = p.vec ? out_pix / kPix : 0;
@@ -252,8 +302,16 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
 template <typename Out>
 void launch(const Params& p, int64_t batch, cudaStream_t stream) {
   const int64_t img_bytes = static_cast<int64_t>(p.h) * p.w * 3;
-  if (img_bytes <= kMaxStaticSmem) {
-    augment_kernel<Out, true><<<static_cast<unsigned>(batch), kThreads, img_bytes, stream>>>(p);
+  if (img_bytes <= kSmemMaxImageBytes) {
+    auto* kernel = augment_kernel<Out, true>;
+    // (1 KiB of slack over the scratch's size, in case the compiler pads static shared memory.)
+    if (img_bytes + kStaticSmemBytes + 1024 > kDefaultSmemLimit) {
+      // Opt in above the default 48 KiB (static + dynamic). Always the same value, so concurrent
+      // callers cannot lower it under each other; it applies to the current device (the guard's).
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          kSmemMaxImageBytes));
+    }
+    kernel<<<static_cast<unsigned>(batch), kThreads, static_cast<size_t>(img_bytes), stream>>>(p);
   } else {
     augment_kernel<Out, false><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(p);
   }

@@ -93,6 +93,8 @@ class Policy:
         else:
             tx, ty = (abs(float(v)) for v in self.translate)
             set_(self, "translate", (tx, ty))
+        if not all(math.isfinite(v) for v in self.translate):
+            raise ValueError(f"Policy.translate: must be finite, got {self.translate}")
         set_(self, "zoom", _pair("zoom", self.zoom))
         if self.zoom[0] <= 0:
             raise ValueError(f"Policy.zoom: factors must be > 0, got {self.zoom}")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyfast._util import cpu_count, mp_context
 from tinyfast.data import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, PackError, is_packed, read_manifest,
                            sha256_file, verify)
 
@@ -58,6 +59,8 @@ _INLINE_BELOW = 600  # fewer images than this: decode in-process (pool start-up 
 # ------------------------------------------------------------------------------------------ plan
 @dataclass
 class Item:
+    """One source image to pack: where it is, its stored name, label and box."""
+
     path: str  # absolute source path
     id: str  # name stored in ids.txt
     label: int = -1
@@ -66,6 +69,8 @@ class Item:
 
 @dataclass
 class Plan:
+    """What a scan found: the layout, classes (label order), each split's items and the skips."""
+
     layout: str
     classes: list
     words: list
@@ -422,18 +427,10 @@ def _decode_task(args):
 
 
 def _pool(workers: int):
-    from tinyfast.synthetic import _mp_context
-
-    return _mp_context().Pool(workers)
+    return mp_context().Pool(workers)
 
 
 # ------------------------------------------------------------------------------------------ pack
-def _cpu_count() -> int:
-    from tinyfast.synthetic import _cpu_count as c
-
-    return c()
-
-
 def _temp_sibling(out: Path, tag: str) -> Path:
     """A fresh private directory next to ``out``; stale ones of dead processes are removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -643,12 +640,12 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
     if ffcv:
         _ffcv_writer()
     if src == out or out in src.parents:
-        raise PackError(f"{out}: --out must not be SRC or inside it")
+        raise PackError(f"{out}: --out must not be SRC or contain it (packing would replace the source)")
     skips = _Skips(src, strict)
     plan = scan(src, skips, val_fraction, seed)
     if not plan.splits.get("train"):
         raise PackError(f"{src}: not a dataset (no training images found)")
-    workers = max(1, workers or _cpu_count())
+    workers = max(1, workers or cpu_count())
     # Test hook: TINYFAST_PACK_TEST_DELAY makes each decode task (then of 4 images) sleep, so a
     # test can interrupt a pack of a tiny tree part-way.
     task = 4 if os.environ.get("TINYFAST_PACK_TEST_DELAY") else _TASK
@@ -778,13 +775,14 @@ def _build_manifest(src: Path, plan: Plan, skips: _Skips, split_meta, stats, has
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as f:
+    # No temp file + rename here: ``path`` is inside the private temporary directory, which
+    # _install renames into place only once everything in it is complete. fsync so that the
+    # manifest, written last, is on disk before that rename.
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _install(tmp: Path, out: Path, overwrite: bool, exist_ok: bool) -> None:
@@ -839,6 +837,12 @@ def pack_synthetic(out, classes: int = 200, per_class: int = 500, val_per_class:
     """
     from tinyfast import synthetic
 
+    # Checked before anything is generated: bad sizes would otherwise fail deep in the renderer.
+    for name, value, least in (("--classes", classes, 1), ("--per-class", per_class, 1),
+                               ("--val-per-class", val_per_class, 0), ("--size", size, 1),
+                               ("--test-count", 0 if test_count is None else test_count, 0)):
+        if value < least:
+            raise PackError(f"{name} must be >= {least}, got {value}")
     out = Path(out).absolute()
     if _check_out(out, overwrite, exist_ok):
         return read_manifest(out)
@@ -870,6 +874,7 @@ def pack_synthetic(out, classes: int = 200, per_class: int = 500, val_per_class:
 
 # ------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m tinyfast.pack`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m tinyfast.pack",
         description="Pack Tiny ImageNet (or an ImageFolder, or a built-in synthetic set) into "

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+
+from tinyfast._util import cpu_count, mp_context
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross", "star", "bar", "crescent", "frame",
           "half-disc")
@@ -264,7 +266,7 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
                           (str(root), code, k // _CHUNK, labels[k:k + _CHUNK].tolist(),
                            [f"{split}/images/{p}" for p in part], classes, seed, size)))
     total = classes * per_class + len(val_labels) + len(test_labels)
-    workers = workers or _cpu_count()
+    workers = workers or cpu_count()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -277,10 +279,8 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
             if bar:
                 bar.update(len(args[3]))
     else:
-        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as ex:
+        with ProcessPoolExecutor(workers, mp_context=mp_context()) as ex:
             futs = {ex.submit(_task, args): i for i, (_, args) in enumerate(tasks)}
-            from concurrent.futures import as_completed
-
             for fut in as_completed(futs):
                 i = futs[fut]
                 results[i] = fut.result()
@@ -301,20 +301,3 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
         (root / "train" / wn[c] / f"{wn[c]}_boxes.txt").write_text("".join(train_lines[c]))
     (root / "val" / "val_annotations.txt").write_text("".join(val_lines))
     return root
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _mp_context():
-    """fork is fastest, but unsafe once torch (and its thread pools) is loaded: then spawn."""
-    import multiprocessing as mp
-    import sys
-
-    if sys.platform == "linux" and "torch" not in sys.modules:
-        return mp.get_context("fork")
-    return mp.get_context("spawn")

@@ -172,6 +172,7 @@ def throughput(name: str, data_dir, split: str = "train", batch_size: int = 256,
 def main(argv=None) -> int:
     """``python -m tinyfast.loaders --bench [--data DIR] [--loaders a,b] ...``: images/sec table."""
     import argparse
+    import sys
 
     from tinyfast.data import PackError, ensure_default_data
 
@@ -196,12 +197,11 @@ def main(argv=None) -> int:
     try:
         data = args.data or ensure_default_data()
     except PackError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     names = args.loaders.split(",") if args.loaders else list_loaders()
     workers = [int(w) for w in args.workers.split(",")] if args.workers else [None]
     print(f"{'loader':<14}{'workers':>8}{'images/s':>12}   (device {args.device}, batch {args.batch_size})")
-    failed = 0
     for name in names:
         for w in (workers if name.startswith(("torch", "ffcv", "dali")) else [None]):
             try:
@@ -209,7 +209,6 @@ def main(argv=None) -> int:
                                batches=args.batches, warmup=args.warmup, runs=args.runs, num_workers=w)
             except (ImportError, PackError, ValueError, RuntimeError) as e:
                 print(f"{name:<14}{'':>8}{'skipped':>12}   {str(e).splitlines()[0]}")
-                failed += 1
                 continue
             print(f"{name:<14}{'-' if w is None else w:>8}{r['images_per_sec']:>12.0f}")
     return 0

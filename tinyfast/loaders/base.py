@@ -34,12 +34,13 @@ the same order with the same augmentation parameters for a given ``seed``:
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from tinyfast._util import cpu_count
 
 _STATE_VERSION = 1
 
@@ -52,14 +53,6 @@ def derive_seed(*values: int) -> int:
     """
     packed = struct.pack(f"<{len(values)}q", *(int(v) for v in values))
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") >> 1
-
-
-def cpu_count() -> int:
-    """CPU cores this process may use (the default number of workers)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class ShardedOrder:
@@ -206,8 +199,6 @@ class BaseLoader:
         labels = self.packed.labels
         self.labels_cpu = (torch.from_numpy(labels.astype("int64", copy=False)).clone()
                            if labels is not None else torch.full((len(self.packed),), -1, dtype=torch.int64))
-        self.mean_t = torch.tensor(self.mean, dtype=torch.float32)
-        self.std_t = torch.tensor(self.std, dtype=torch.float32)
 
     # ----- the contract ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -265,7 +256,7 @@ class BaseLoader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ----- helpers for subclasses -----------------------------------------------------------------
+    # ----- for subclasses --------------------------------------------------------------------------
     def aug_params(self, epoch: int, b: int, n: int):
         """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
 
@@ -274,6 +265,25 @@ class BaseLoader:
         """
         g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
         return self.policy.sample(n, self.height, self.width, g)
+
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
+
+        The pinned block comes from torch's caching host allocator, which does not hand it out
+        again before the copy has completed, so the caller may drop ``t`` at once.
+        """
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def device_aug_params(self, epoch: int, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
+
+        Both travel in one ``(n, 9)`` host-to-device copy.
+        """
+        theta, color = self.aug_params(epoch, b, n)
+        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
+        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, data_dir='{self.data_dir}', split={self.split!r}, "

@@ -200,11 +200,6 @@ class DaliLoader(BaseLoader):
         self._pipe, self._reusable, self._hold = None, False, None
 
     # ----- batches --------------------------------------------------------------------------------
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
-
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         nb = len(self._sizes)
         if start >= nb:
@@ -225,16 +220,15 @@ class DaliLoader(BaseLoader):
             (out,) = self._pipe.run(stream) if cuda else self._pipe.run()
             batch = torch.from_dlpack(out.as_tensor())   # zero-copy view of DALI's output (NHWC)
             idx = self.order.batch(epoch, b)
-            labels = self._to_device(labels_all.index_select(0, idx))
+            labels = self.to_device(labels_all.index_select(0, idx))
             if self.native:
                 # DALI owns that buffer: copy out, to the requested dtype, channels-last.
                 images = batch.permute(0, 3, 1, 2).to(self.dtype, copy=True,
                                                       memory_format=torch.channels_last)
             else:
-                theta, color = self.aug_params(epoch, b, len(idx))
-                both = self._to_device(torch.cat([theta.reshape(-1, 6), color], dim=1))
-                images = self._augment(batch, both[:, :6].reshape(-1, 2, 3), both[:, 6:].contiguous(),
-                                       self.mean, self.std, dtype=self.dtype, fill=self.fill)
+                theta, color = self.device_aug_params(epoch, b, len(idx))
+                images = self._augment(batch, theta, color, self.mean, self.std, dtype=self.dtype,
+                                       fill=self.fill)
             # Keep DALI's output alive until the next one: on a GPU the op reading it is queued,
             # not done, when this batch is handed out.
             self._hold = out

@@ -100,11 +100,6 @@ class FFCVLoader(BaseLoader):
         self._ffcv.traversal_order = _SharedOrder(self._ffcv)
         self.fill = float(self.policy.fill)
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
-
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sizes = self.order.batch_sizes()
         if start >= len(sizes):
@@ -113,10 +108,8 @@ class FFCVLoader(BaseLoader):
         self._pending = self.order.indices(epoch)[start * bs:sum(sizes)].numpy().astype(np.uint64)
         for b, (images, labels) in enumerate(self._ffcv, start):
             n = images.shape[0]
-            theta, color = self.aug_params(epoch, b, n)
-            both = self._to_device(torch.cat([theta.reshape(n, 6), color], dim=1))
-            out = self._augment(images, both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous(),
-                                self.mean, self.std, dtype=self.dtype, fill=self.fill)
+            theta, color = self.device_aug_params(epoch, b, n)
+            out = self._augment(images, theta, color, self.mean, self.std, dtype=self.dtype, fill=self.fill)
             # FFCV reuses its output buffers for later batches: copy the labels out.
             yield out, labels.reshape(n).to(torch.int64, copy=True)
 

@@ -24,9 +24,21 @@ from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader
 
 
-def _pinned(t: torch.Tensor) -> torch.Tensor:
-    # Pinned memory needs CUDA; on CPU-only machines the plain tensor is what gets used.
-    return t.pin_memory() if torch.cuda.is_available() else t
+_CHUNK_BYTES = 64 << 20  # rows read from the memory map per copy while loading the split
+
+
+def _load_rows(images: np.ndarray, device: torch.device, pin: bool) -> torch.Tensor:
+    """The memory-mapped uint8 rows as one tensor on ``device`` (in pinned host memory if ``pin``).
+
+    Read in chunks straight into the destination, so the host never holds a second full copy of
+    the split (1.2 GB for Tiny ImageNet's train split).
+    """
+    out = torch.empty(images.shape, dtype=torch.uint8, device=device, pin_memory=pin)
+    step = max(1, _CHUNK_BYTES // max(1, images[:1].nbytes))
+    for i in range(0, len(images), step):
+        # np.array: a writable copy of the chunk (the memmap is read-only).
+        out[i:i + step].copy_(torch.from_numpy(np.array(images[i:i + step])))
+    return out
 
 
 @register("gpu")
@@ -52,38 +64,19 @@ class GPULoader(BaseLoader):
         if resident == "auto":
             resident = self._fits(images.nbytes, resident_fraction)
         self.resident = bool(resident)
-        # np.array reads the memory-mapped file into RAM once (a copy; the memmap is read-only).
-        host = torch.from_numpy(np.array(images))
+        cuda = self.device.type == "cuda"
         if self.resident:
-            self.src = host.to(self.device)
-            self.src_host = None
+            self.src, self.src_host = _load_rows(images, self.device, pin=False), None
         else:
-            self.src = None
-            self.src_host = _pinned(host)
-        del host
+            self.src, self.src_host = None, _load_rows(images, torch.device("cpu"), pin=cuda)
         self.labels_dev = self.labels_cpu.to(self.device)
-        self.mean_dev = self.mean_t.to(self.device)
-        self.std_dev = self.std_t.to(self.device)
-        self.fill = float(getattr(self.policy, "fill", 0.0))
+        self.fill = float(self.policy.fill)
 
     def _fits(self, nbytes: int, fraction: float) -> bool:
         if self.device.type != "cuda":
             return True
         free, _total = torch.cuda.mem_get_info(self.device)
         return nbytes <= fraction * free
-
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return t
-        return _pinned(t).to(self.device, non_blocking=True)
-
-    def _params(self, epoch: int, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw batch ``b``'s parameters on the host and start their copy: (theta, color) on device."""
-        theta, color = self.aug_params(epoch, b, n)
-        # One copy for both: (n, 6 + 3) float32.
-        both = torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1)
-        both = self._to_device(both)
-        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
 
     def _rows(self, idx_cpu: torch.Tensor) -> torch.Tensor:
         """Non-resident path: gather the rows on the host into pinned memory, copy asynchronously."""
@@ -104,13 +97,13 @@ class GPULoader(BaseLoader):
         if start >= nb:
             return
         idx_cpu = order.indices(epoch)
-        idx_dev = self._to_device(idx_cpu)           # once per epoch
+        idx_dev = self.to_device(idx_cpu)            # once per epoch
         bs = order.batch_size
 
         def prepare(b):
             n = sizes[b]
             sl = slice(b * bs, b * bs + n)
-            theta, color = self._params(epoch, b, n)
+            theta, color = self.device_aug_params(epoch, b, n)
             rows = None if self.resident else self._rows(idx_cpu[sl])
             return sl, theta, color, rows
 
@@ -119,10 +112,10 @@ class GPULoader(BaseLoader):
             sl, theta, color, rows = nxt
             idx = idx_dev[sl]
             if self.resident:
-                images = self._augment(self.src, theta, color, self.mean_dev, self.std_dev, index=idx,
+                images = self._augment(self.src, theta, color, self.mean, self.std, index=idx,
                                        dtype=self.dtype, fill=self.fill)
             else:
-                images = self._augment(rows, theta, color, self.mean_dev, self.std_dev,
+                images = self._augment(rows, theta, color, self.mean, self.std,
                                        dtype=self.dtype, fill=self.fill)
             labels = self.labels_dev.index_select(0, idx)
             # Batch b's kernel is queued; prepare b + 1 while it (and the caller's step) runs.

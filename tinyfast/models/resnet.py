@@ -23,7 +23,7 @@ def small_stem_resnet(model: nn.Module) -> nn.Module:
 
 
 def _tv_resnet(name: str, num_classes: int, dropout: float) -> nn.Module:
-    m = small_stem_resnet(getattr(torchvision.models, name)(num_classes=num_classes))
+    m = small_stem_resnet(getattr(torchvision.models, name)(num_classes=num_classes, zero_init_residual=True))
     if dropout > 0:
         replace_linear(m, "fc", num_classes, dropout)
     return m

@@ -1,0 +1,30 @@
+"""Process-level utilities shared by packing, synthetic data and the loaders.
+
+Kept free of torch on purpose: :func:`mp_context` picks ``fork`` only while torch is not loaded,
+so importing this module must not load it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (its affinity mask on Linux), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def mp_context():
+    """The multiprocessing context for worker pools.
+
+    fork is fastest, but unsafe once torch (and its thread pools) is loaded: then spawn.
+    """
+    import multiprocessing as mp
+
+    if sys.platform == "linux" and "torch" not in sys.modules:
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
