@@ -129,6 +129,7 @@ SHAPES = [  # (n, h, w, b, out_size)
     (6, 64, 64, 5, (64, 64)),
     (4, 13, 10, 7, (9, 11)),      # odd sizes, Ho*Wo % 8 != 0: the CUDA tail path
     (3, 130, 129, 3, (33, 40)),   # > 48 KiB source: the CUDA global-memory path
+    (2, 128, 128, 2, (64, 64)),   # exactly 48 KiB staged: needs the shared-memory opt-in on CUDA
 ]
 
 
@@ -392,3 +393,22 @@ def test_cpu_index_for_cuda_src_is_checked_before_the_copy():
     g = _good()
     with pytest.raises(ValueError, match="out of range"):
         ops.augment(g["src"].cuda(), g["theta"], g["color"], MEAN, STD, index=torch.tensor([0, 1, 2, 4]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_buffer_at_unaligned_offset(device, dtype):
+    """An ``out=`` view starting one element into its storage (not 16-byte aligned) is written whole."""
+    need(device)
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(11)
+    n, h, w, b, out_size = 4, 64, 64, 4, (64, 64)
+    src, theta, color, index = random_case(gen, n, h, w, b, out_size, True)
+    ref = reference(src, theta, color, MEAN, STD, index, out_size, 0.0)
+    flat = torch.full((1 + b * out_size[0] * out_size[1] * 3,), float("nan"), dtype=dtype, device=dev)
+    buf = flat[1:].view(b, *out_size, 3).permute(0, 3, 1, 2)
+    assert buf.storage_offset() == 1
+    ops.augment(src.to(dev), theta.to(dev), color.to(dev), MEAN, STD, index=index.to(dev),
+                out_size=out_size, dtype=dtype, out=buf)
+    assert_matches(buf, ref, dtype)
+    assert torch.isnan(flat[0]), "nothing is written before the view"
