@@ -20,8 +20,12 @@ NUM_CLASSES = 7
 def _no_onednn():
     """Use ATen's own CPU convolutions here: oneDNN JIT-compiles a kernel for every new conv shape
     (DenseNet has ~120), which costs 4-5x the compute of these one-image passes (measured)."""
-    with torch.backends.mkldnn.flags(enabled=False):
+    prev = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
         yield
+    finally:
+        torch.backends.mkldnn.enabled = prev
 
 
 

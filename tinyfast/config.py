@@ -111,7 +111,7 @@ class TrainConfig:
     device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)")
     epochs: int | None = opt(None, "epochs (default: 30 on a GPU, 3 on CPU)", type=_positive_int)
     batch_size: int | None = opt(None, "GLOBAL batch size, split across DDP ranks (default: 512 on a "
-                                       "GPU, 64 on CPU)", type=_positive_int)
+                                       "GPU, 32 on CPU)", type=_positive_int)
     eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
                                       type=_positive_int)
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
@@ -250,6 +250,9 @@ def build_parser(cls, prog: str, *, extra: Callable[[argparse.ArgumentParser], N
     line of a long config fills a screen above the one line that matters.
     """
     doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None
+    if doc:  # "``python -m x``: does y." -> "Does y." (the prog is already in the usage line)
+        doc = re.sub(r"^``[^`]*``:\s*", "", doc)
+        doc = doc[:1].upper() + doc[1:]
     parser = argparse.ArgumentParser(prog=prog, description=doc, usage=usage or "%(prog)s [options]")
     if extra is not None:
         extra(parser)
@@ -283,7 +286,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     """Fill the ``None`` ("chosen at run time") fields of ``cfg``.
 
     GPU runs default to a real schedule (30 epochs, batch 512); CPU runs to a quick one (3 epochs,
-    batch 64) on the small synthetic set. The default learning rate scales with the square root of
+    batch 32: more updates for the few images a CPU gets through) on the small synthetic set. The default learning rate scales with the square root of
     the global batch (0.2 for SGD, 2e-3 for the Adam family at 512).
 
     Raises:
@@ -296,7 +299,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         device = f"cuda:{local_rank}"
     on_gpu = device.startswith("cuda")
     epochs = cfg.epochs or (30 if on_gpu else 3)
-    batch = cfg.batch_size or (512 if on_gpu else 64)
+    batch = cfg.batch_size or (512 if on_gpu else 32)
     if batch % world_size:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
     if cfg.lr is not None:
