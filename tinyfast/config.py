@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
+import sys
 import time
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +32,26 @@ AMP_DTYPES = ("auto", "bf16", "fp16")
 
 class ConfigError(ValueError):
     """A configuration that parses but cannot run (reported as one ``error:`` line)."""
+
+
+def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
+    """Run a command's body ``fn(*args)``; expected failures become one ``PROG: error: ...`` line.
+
+    Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra),
+    or ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
+    """
+    from tinyfast.data import PackError
+
+    try:
+        return 0, fn(*args)
+    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
+        if os.environ.get("TINYFAST_DEBUG"):
+            raise
+        print(f"{prog}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130, None
 
 
 def opt(default, help: str, **meta) -> Any:

@@ -9,14 +9,13 @@ Several checkpoints are also scored as an ensemble: the average of their softmax
 from __future__ import annotations
 
 import json
-import os
 import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from tinyfast.config import ConfigError, EvalConfig, build_parser, config_from_args
+from tinyfast.config import ConfigError, EvalConfig, build_parser, config_from_args, run_command
 
 PROG = "python -m tinyfast.evaluate"
 __all__ = ["main", "evaluate_checkpoints", "ensemble_probs"]
@@ -84,18 +83,13 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tinyfast.evaluate``; returns the exit status."""
-    from tinyfast.data import PackError
     from tinyfast.metrics import atomic_write_text
 
     parser = build_parser(EvalConfig, PROG, usage="%(prog)s CKPT [CKPT ...] [options]")
     cfg = config_from_args(EvalConfig, parser.parse_args(argv))
-    try:
-        res = evaluate_checkpoints(cfg)
-    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
-        if os.environ.get("TINYFAST_DEBUG"):
-            raise
-        print(f"{PROG}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
+    status, res = run_command(PROG, evaluate_checkpoints, cfg)
+    if status:
+        return status
     print(f"{res['split']} of {res['data']}: {res['n']} images")
     print(f"{'checkpoint':<50}{'top-1':>9}{'top-5':>9}")
     for m in res["models"]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from tinyfast.config import ConfigError, PredictConfig, build_parser, config_from_args
+from tinyfast.config import PredictConfig, build_parser, config_from_args, run_command
 
 PROG = "python -m tinyfast.predict"
 __all__ = ["main", "predict"]
@@ -38,18 +37,13 @@ def predict(cfg: PredictConfig) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tinyfast.predict``; returns the exit status."""
-    from tinyfast.data import PackError
     from tinyfast.metrics import atomic_write_text
 
     parser = build_parser(PredictConfig, PROG, usage="%(prog)s CKPT [CKPT ...] [options]")
     cfg = config_from_args(PredictConfig, parser.parse_args(argv))
-    try:
-        rows = predict(cfg)
-    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
-        if os.environ.get("TINYFAST_DEBUG"):
-            raise
-        print(f"{PROG}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2
+    status, rows = run_command(PROG, predict, cfg)
+    if status:
+        return status
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "label"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tinyfast.config import (ConfigError, TrainConfig, build_parser, config_from_args, explicit_fields,
+from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
                              resolve_train_config)
 
 PROG = "python -m tinyfast.train"
@@ -143,8 +143,6 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tinyfast.train``; returns the exit status."""
-    from tinyfast.data import PackError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_train_parser()
     args = parser.parse_args(argv)  # bad flags: usage + one "error:" line, exit status 2
@@ -152,18 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         print(list_models_table())
         return 0
     cfg = config_from_args(TrainConfig, args)
-    try:
-        train(cfg, explicit_fields(TrainConfig, argv, PROG))
-    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
-        if os.environ.get("TINYFAST_DEBUG"):
-            raise
-        msg = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    status, _ = run_command(PROG, train, cfg, explicit_fields(TrainConfig, argv, PROG))
+    return status
 
 
 if __name__ == "__main__":
