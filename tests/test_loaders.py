@@ -261,7 +261,7 @@ def fused_reference(ld, epoch, b):
     theta, color = ld.aug_params(epoch, b, len(idx))
     src = torch.from_numpy(np.array(ps.images))
     return ops.augment(src, theta, color, ps.mean, ps.std, index=idx, dtype=ld.dtype,
-                       fill=ld.policy.fill), torch.from_numpy(ps.labels)[idx]
+                       fill=ld.policy.fill, out_size=ld.out_size), torch.from_numpy(ps.labels)[idx]
 
 
 @pytest.mark.parametrize("name", FUSED)
@@ -273,6 +273,40 @@ def test_fused_loaders_identical_pixels(name, packed):
         want_x, want_y = fused_reference(ld, 1, b)
         assert torch.equal(x, want_x), f"{name}: batch {b} differs from ops.augment on the packed rows"
         assert torch.equal(y, want_y)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_set_out_size_resamples_in_the_op(name, packed):
+    """Progressive resizing: the fused op writes the smaller size directly, with parameters drawn
+    for that output size from the batch's own seed."""
+    from tinyfast import ops
+    from tinyfast.augment import get_policy
+
+    ld = make(name, packed, "train", 16, train=True, policy="standard", seed=3)
+    assert ld.can_resize
+    ld.set_out_size((32, 40))
+    x, y = run_epoch(ld, epoch=0)[0]
+    assert x.shape == (16, 3, 32, 40) and x.is_contiguous(memory_format=torch.channels_last)
+    ps = open_packed(packed, "train")
+    idx = ld.order.batch(0, 0)
+    g = torch.Generator().manual_seed(derive_seed(3, 0, 0, 0))
+    theta, color = get_policy("standard").sample(len(idx), 64, 64, g, out_size=(32, 40))
+    want = ops.augment(torch.from_numpy(np.array(ps.images)), theta, color, ps.mean, ps.std, index=idx,
+                       out_size=(32, 40), dtype=ld.dtype, fill=get_policy("standard").fill)
+    assert torch.equal(x, want)
+    assert torch.equal(y, torch.from_numpy(ps.labels)[idx])
+    ld.set_out_size(None)
+    assert run_epoch(ld, epoch=0)[0][0].shape[-2:] == (64, 64)
+    with pytest.raises(ValueError, match=">= 1"):
+        ld.set_out_size((0, 8))
+
+
+@pytest.mark.parametrize("name", ["torch", "torch-npy", "dali-native"])
+def test_loaders_without_the_op_refuse_out_size(name, packed):
+    ld = make(name, packed, "train", 16)
+    assert not ld.can_resize
+    with pytest.raises(ValueError, match="cannot change its output size"):
+        ld.set_out_size((32, 32))
 
 
 def test_dali_native_close_to_fused(packed):

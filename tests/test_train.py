@@ -148,6 +148,7 @@ def test_freeze_unfreeze_and_progressive_resizing(data, tmp_path):
     tr._apply_freeze(0)
     m = tr.train_one_epoch(0)
     assert m["image_size"] == 16
+    assert tr.train_loader.out_size == (16, 16)  # the fused op resampled; no extra resize pass
     head = {"13.weight", "13.bias"}  # ting_m1's final Linear
     after = tr.model.state_dict()
     for k in before:

@@ -430,10 +430,9 @@ class Trainer:
 
     def _set_train_size(self, size: int) -> bool:
         """Ask the loader for ``size`` px output; returns True if the trainer must resize instead."""
-        setter = getattr(self.train_loader, "set_out_size", None)
         full = int(getattr(self.train_loader, "height", 0) or 0)
-        if setter is not None:
-            setter(None if size == full else (size, size))
+        if getattr(self.train_loader, "can_resize", False):
+            self.train_loader.set_out_size(None if size == full else (size, size))
             return False
         return bool(size) and size != full
 

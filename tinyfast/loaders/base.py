@@ -159,6 +159,11 @@ class BaseLoader:
     """
 
     name = "base"
+    #: True where batches come out of the fused op, which can write any output size
+    #: (:meth:`set_out_size`); the torchvision baselines and ``dali-native`` cannot.
+    can_resize = False
+    #: ``(Ho, Wo)`` of the batches; ``None`` = the packed size. See :meth:`set_out_size`.
+    out_size: tuple[int, int] | None = None
 
     def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
@@ -264,7 +269,35 @@ class BaseLoader:
         evaluation gets the identity (plain normalisation).
         """
         g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
-        return self.policy.sample(n, self.height, self.width, g)
+        return self.policy.sample(n, self.height, self.width, g, out_size=self.out_size)
+
+    def set_out_size(self, size: tuple[int, int] | None) -> None:
+        """Deliver ``(Ho, Wo)`` images from the next batch on (``None``: the packed size).
+
+        The fused op resamples straight to that size (progressive resizing costs no extra pass);
+        the augmentation is the same geometry, drawn for the new output size.
+
+        Raises:
+            ValueError: this loader cannot resize (``can_resize`` is False) or ``size`` is invalid.
+        """
+        if not self.can_resize:
+            raise ValueError(f"the {self.name!r} loader cannot change its output size")
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise ValueError(f"set_out_size: sizes must be >= 1, got {size}")
+            if size == (self.height, self.width):
+                size = None
+        self.out_size = size
+
+    def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
+                      index: torch.Tensor | None = None) -> torch.Tensor:
+        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
+        output size (the single place the loaders call the op)."""
+        from tinyfast import ops
+
+        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=self.out_size,
+                           dtype=self.dtype, fill=float(self.policy.fill))
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).

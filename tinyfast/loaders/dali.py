@@ -116,12 +116,10 @@ class DaliLoader(BaseLoader):
                  prefetch: int = 2, **kw):
         super().__init__(data_dir, split, batch_size, **kw)
         self._dali = _import_dali()
-        from tinyfast import ops
-
-        self._augment = ops.augment
         if source not in ("pixels", "jpeg"):
             raise ValueError(f"source must be 'pixels' or 'jpeg', got {source!r}")
         self.native, self.source, self.prefetch = bool(native), source, int(prefetch)
+        self.can_resize = not self.native  # DALI's own warp_affine keeps the packed size here
         self.name = "dali-native" if native else "dali"
         self._jpeg = (_JpegShards(self.data_dir, split, self.packed.manifest, len(self.packed))
                       if source == "jpeg" else None)
@@ -227,8 +225,7 @@ class DaliLoader(BaseLoader):
                                                       memory_format=torch.channels_last)
             else:
                 theta, color = self.device_aug_params(epoch, b, len(idx))
-                images = self._augment(batch, theta, color, self.mean, self.std, dtype=self.dtype,
-                                       fill=self.fill)
+                images = self.fused_augment(batch, theta, color)
             # Keep DALI's output alive until the next one: on a GPU the op reading it is queued,
             # not done, when this batch is handed out.
             self._hold = out

@@ -57,6 +57,7 @@ class FFCVLoader(BaseLoader):
     """
 
     name = "ffcv"
+    can_resize = True
 
     def __init__(self, data_dir, split, batch_size, *, beton=None, os_cache: bool = True,
                  batches_ahead: int = 3, **kw):
@@ -64,9 +65,6 @@ class FFCVLoader(BaseLoader):
         from tinyfast.data import PackError
 
         api = _import_ffcv()
-        from tinyfast import ops
-
-        self._augment = ops.augment
         path = self.data_dir / f"{split}.beton" if beton is None else Path(beton)
         if not path.is_file():
             raise PackError(f"{path}: missing (pack with python -m tinyfast.pack ... --ffcv)")
@@ -109,7 +107,7 @@ class FFCVLoader(BaseLoader):
         for b, (images, labels) in enumerate(self._ffcv, start):
             n = images.shape[0]
             theta, color = self.device_aug_params(epoch, b, n)
-            out = self._augment(images, theta, color, self.mean, self.std, dtype=self.dtype, fill=self.fill)
+            out = self.fused_augment(images, theta, color)
             # FFCV reuses its output buffers for later batches: copy the labels out.
             yield out, labels.reshape(n).to(torch.int64, copy=True)
 

@@ -53,13 +53,11 @@ class GPULoader(BaseLoader):
     """
 
     name = "gpu"
+    can_resize = True
 
     def __init__(self, data_dir, split, batch_size, *, resident="auto", resident_fraction: float = 0.5,
                  **kw):
         super().__init__(data_dir, split, batch_size, **kw)
-        from tinyfast import ops  # the compiled extension; imported when a loader is built
-
-        self._augment = ops.augment
         images = self.packed.images
         if resident == "auto":
             resident = self._fits(images.nbytes, resident_fraction)
@@ -112,11 +110,9 @@ class GPULoader(BaseLoader):
             sl, theta, color, rows = nxt
             idx = idx_dev[sl]
             if self.resident:
-                images = self._augment(self.src, theta, color, self.mean, self.std, index=idx,
-                                       dtype=self.dtype, fill=self.fill)
+                images = self.fused_augment(self.src, theta, color, index=idx)
             else:
-                images = self._augment(rows, theta, color, self.mean, self.std,
-                                       dtype=self.dtype, fill=self.fill)
+                images = self.fused_augment(rows, theta, color)
             labels = self.labels_dev.index_select(0, idx)
             # Batch b's kernel is queued; prepare b + 1 while it (and the caller's step) runs.
             nxt = prepare(b + 1) if b + 1 < nb else None
