@@ -385,27 +385,6 @@ void augment_cpu_into(const at::Tensor& src, const std::optional<at::Tensor>& in
       });
 }
 
-at::Tensor augment_cpu(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                       const at::Tensor& theta, const at::Tensor& color,
-                       c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                       int64_t out_w, c10::ScalarType dtype, double fill) {
-  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
-  at::Tensor out = alloc_out(d, dtype, src);
-  augment_cpu_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
-                   out.permute({0, 2, 3, 1}));
-  return out;
-}
-
-void augment_out_cpu(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                     const at::Tensor& theta, const at::Tensor& color,
-                     c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                     int64_t out_w, double fill, const at::Tensor& out) {
-  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
-  check_out(out, d, src);
-  augment_cpu_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
-                   out.permute({0, 2, 3, 1}));
-}
-
 }  // namespace
 
 TORCH_LIBRARY(tinyfast, m) {
@@ -418,8 +397,8 @@ TORCH_LIBRARY(tinyfast, m) {
 }
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("augment", &augment_cpu);
-  m.impl("augment_out", &augment_out_cpu);
+  m.impl("augment", &tinyfast::augment_entry<augment_cpu_into>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cpu_into>);
 }
 
 }  // namespace tinyfast

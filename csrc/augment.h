@@ -50,4 +50,35 @@ Norm make_norm(c10::ArrayRef<double> mean, c10::ArrayRef<double> std);
 // channels-last view.
 at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tensor& src);
 
+// What each backend implements: write `out_nhwc` (a (B, Ho, Wo, 3) view of the output), every
+// argument already validated.
+using AugmentInto = void (*)(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                             const at::Tensor& theta, const at::Tensor& color, const Norm& norm,
+                             float fill, const AugmentDims& d, const at::Tensor& out_nhwc);
+
+// The op's two entries (functional and out=) for a backend's kernel: validate, allocate or check
+// the output, run. One definition for CPU and CUDA, registered as `&augment_entry<kernel>`.
+template <AugmentInto Into>
+at::Tensor augment_entry(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                         const at::Tensor& theta, const at::Tensor& color,
+                         c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
+                         int64_t out_w, c10::ScalarType dtype, double fill) {
+  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
+  at::Tensor out = alloc_out(d, dtype, src);
+  Into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
+       out.permute({0, 2, 3, 1}));
+  return out;
+}
+
+template <AugmentInto Into>
+void augment_out_entry(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                       const at::Tensor& theta, const at::Tensor& color,
+                       c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
+                       int64_t out_w, double fill, const at::Tensor& out) {
+  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
+  check_out(out, d, src);
+  Into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
+       out.permute({0, 2, 3, 1}));
+}
+
 }  // namespace tinyfast

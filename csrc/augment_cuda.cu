@@ -358,32 +358,11 @@ void augment_cuda_into(const at::Tensor& src, const std::optional<at::Tensor>& i
   }
 }
 
-at::Tensor augment_cuda(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                        const at::Tensor& theta, const at::Tensor& color,
-                        c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                        int64_t out_w, c10::ScalarType dtype, double fill) {
-  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
-  at::Tensor out = alloc_out(d, dtype, src);
-  augment_cuda_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
-                    out.permute({0, 2, 3, 1}));
-  return out;
-}
-
-void augment_out_cuda(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                      const at::Tensor& theta, const at::Tensor& color,
-                      c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                      int64_t out_w, double fill, const at::Tensor& out) {
-  const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
-  check_out(out, d, src);
-  augment_cuda_into(src, index, theta, color, make_norm(mean, std), static_cast<float>(fill), d,
-                    out.permute({0, 2, 3, 1}));
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
-  m.impl("augment", &augment_cuda);
-  m.impl("augment_out", &augment_out_cuda);
+  m.impl("augment", &tinyfast::augment_entry<augment_cuda_into>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cuda_into>);
 }
 
 }  // namespace tinyfast

@@ -123,7 +123,6 @@ class DaliLoader(BaseLoader):
         self.name = "dali-native" if native else "dali"
         self._jpeg = (_JpegShards(self.data_dir, split, self.packed.manifest, len(self.packed))
                       if source == "jpeg" else None)
-        self.fill = float(self.policy.fill)
         self._threads = max(1, self.num_workers)
         self._pipe = self._hold = None
         self._reusable = False       # the pipeline ended its last pass cleanly and can be reset
@@ -163,7 +162,7 @@ class DaliLoader(BaseLoader):
         std = [255.0 * s for s in self.std]
         out_dtype = types.FLOAT16 if self.dtype == torch.float16 else types.FLOAT
         jpeg = self._jpeg is not None
-        native, fill, source = self.native, self.fill, _Source(self)  # no `self` in the graph closure
+        native, fill, source = self.native, float(self.policy.fill), _Source(self)  # no `self` in the graph closure
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self._threads,
                       device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,

@@ -96,7 +96,6 @@ class FFCVLoader(BaseLoader):
                 return loader._pending
 
         self._ffcv.traversal_order = _SharedOrder(self._ffcv)
-        self.fill = float(self.policy.fill)
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sizes = self.order.batch_sizes()

@@ -68,7 +68,6 @@ class GPULoader(BaseLoader):
         else:
             self.src, self.src_host = None, _load_rows(images, torch.device("cpu"), pin=cuda)
         self.labels_dev = self.labels_cpu.to(self.device)
-        self.fill = float(self.policy.fill)
 
     def _fits(self, nbytes: int, fraction: float) -> bool:
         if self.device.type != "cuda":
