@@ -1,4 +1,5 @@
-// tinyfast::augment: schema, argument checks and the CPU kernel.
+// tinyfast::augment: schema, argument checks, the raw-pointer CPU kernel (augment_cpu_raw, see
+// augment_kernels.h for its contract) and the op registrations that call it.
 //
 // Layout: src is uint8 (N, H, W, 3) contiguous (NHWC); the output is written as a contiguous
 // (B, Ho, Wo, 3) buffer and returned as its (B, 3, Ho, Wo) permuted view, i.e. channels-last.
@@ -15,15 +16,19 @@
 
 #include <Python.h>
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -32,6 +37,7 @@
 #endif
 
 #include "augment.h"
+#include "augment_pixel.h"
 
 extern "C" {
 // The extension is imported as the Python module tinyfast._C; importing it runs the static
@@ -46,7 +52,39 @@ namespace tinyfast {
 
 namespace {
 const char* const kOp = "tinyfast.ops.augment: ";
+// First row of a CPU float tensor (rows = dim 0) holding a non-finite value, as "[v0, v1, ...]".
+bool finite_rows(const at::Tensor& t, int64_t& bad_row, std::string& values) {
+  const at::Tensor f = t.reshape({t.size(0), -1});
+  const auto acc = f.accessor<float, 2>();
+  for (int64_t i = 0; i < f.size(0); ++i) {
+    bool ok = true;
+    for (int64_t j = 0; j < f.size(1); ++j) ok = ok && std::isfinite(acc[i][j]);
+    if (!ok) {
+      bad_row = i;
+      std::ostringstream os;
+      for (int64_t j = 0; j < f.size(1); ++j) os << (j ? ", " : "[") << acc[i][j];
+      values = os.str() + "]";
+      return false;
+    }
+  }
+  return true;
 }
+
+// Host-resident parameters are free to check; a device tensor is not read (that would cost a
+// sync per batch): there non-finite values give fill pixels or NaN, as documented.
+void check_finite_params(const at::Tensor& theta, const at::Tensor& color) {
+  int64_t bad = 0;
+  std::string v;
+  if (theta.device().is_cpu()) {
+    TORCH_CHECK_VALUE(finite_rows(theta, bad, v), kOp, "theta[", bad,
+                      "] has a non-finite value ", v, "; parameters must be finite");
+  }
+  if (color.device().is_cpu()) {
+    TORCH_CHECK_VALUE(finite_rows(color, bad, v), kOp, "color[", bad,
+                      "] has a non-finite value ", v, "; parameters must be finite");
+  }
+}
+}  // namespace
 
 void check_out_dtype(c10::ScalarType dtype) {
   TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, kOp,
@@ -101,6 +139,7 @@ AugmentDims check_augment_args(const at::Tensor& src, const std::optional<at::Te
                     " but src is on ", dev);
   TORCH_CHECK_VALUE(color.device() == dev, kOp, "color is on ", color.device(),
                     " but src is on ", dev);
+  check_finite_params(theta, color);
   TORCH_CHECK_VALUE(mean.size() == 3 && std.size() == 3, kOp,
                     "mean and std must have 3 values, got ", mean.size(), " and ", std.size());
   for (int c = 0; c < 3; ++c) {
@@ -125,21 +164,97 @@ void check_out(const at::Tensor& out, const AugmentDims& d, const at::Tensor& sr
                     "(B, Ho, Wo, 3) buffer");
 }
 
-Norm make_norm(c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
-  Norm n;
-  for (int c = 0; c < 3; ++c) {
-    const float m = static_cast<float>(mean[c]);
-    const float s = static_cast<float>(std[c]);
-    n.scale[c] = 1.0f / (255.0f * s);
-    n.shift[c] = -m / s;
-  }
-  return n;
-}
-
 at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tensor& src) {
   check_out_dtype(dtype);
-  return at::empty({d.batch, d.out_h, d.out_w, 3}, src.options().dtype(dtype))
-      .permute({0, 3, 1, 2});
+  int64_t elems = 0, bytes = 0;
+  const int64_t elt = static_cast<int64_t>(c10::elementSize(dtype));
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(d.batch * 3, d.out_h, &elems) &&
+                        !__builtin_mul_overflow(elems, d.out_w, &elems) &&
+                        !__builtin_mul_overflow(elems, elt, &bytes),
+                    kOp, "out_size (", d.out_h, ", ", d.out_w, ") is too large: ", d.batch,
+                    " images of that size overflow a 64-bit byte count");
+  try {
+    return at::empty({d.batch, d.out_h, d.out_w, 3}, src.options().dtype(dtype))
+        .permute({0, 3, 1, 2});
+  } catch (const c10::OutOfMemoryError& e) {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, kOp, "out_size (", d.out_h, ", ", d.out_w,
+                     ") needs ", bytes, " bytes for ", d.batch, " images on ", src.device(),
+                     ", which could not be allocated");
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, kOp, "out_size (", d.out_h, ", ", d.out_w, ") needs ", bytes, " bytes for ",
+                d.batch, " images on ", src.device(), ", which could not be allocated");
+  }
+}
+
+
+std::string augment_args_error(const KernelArgs& a, bool cuda) {
+  auto mul_ok = [](int64_t x, int64_t y, int64_t z, int64_t limit) {
+    int64_t r = 0;
+    return x > 0 && y > 0 && z > 0 && !__builtin_mul_overflow(x, y, &r) &&
+           !__builtin_mul_overflow(r, z, &r) && r < limit;
+  };
+  constexpr int64_t kBig = int64_t{1} << 62;
+  if (!a.src || !a.theta || !a.color || !a.out) return "src, theta, color and out must be non-null";
+  if (a.n <= 0 || a.h <= 0 || a.w <= 0) return "src is empty (n, h and w must be positive)";
+  if (a.batch <= 0) return "empty batch (B = 0)";
+  if (!a.index && a.batch > a.n) return "batch exceeds n and there is no index";
+  if (a.out_h <= 0 || a.out_w <= 0) return "out_size must be positive";
+  if (!mul_ok(a.h, a.w, 3, kBig) || !mul_ok(a.batch, a.out_h * 3, a.out_w, kBig))
+    return "image sizes overflow 64-bit offsets";
+  if (a.theta_stride0 != 0 && a.theta_stride0 < 6) return "theta_stride0 must be 0 or >= 6";
+  if (a.color_stride0 != 0 && a.color_stride0 < 3) return "color_stride0 must be 0 or >= 3";
+  if (a.out_dtype < kOutFloat32 || a.out_dtype > kOutBFloat16)
+    return "out_dtype must be 0 (float32), 1 (float16) or 2 (bfloat16)";
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(a.mean[c]) || !std::isfinite(a.std[c]) || a.std[c] == 0.f)
+      return "mean/std must be finite and std non-zero";
+  }
+  if (!(a.fill >= 0.f && a.fill <= 255.f)) return "fill must be in [0, 255] (pixel units)";
+  if (cuda) {
+    if (a.batch > 0x7fffffff) return "batch too large for one CUDA launch (at most 2^31 - 1)";
+    if (!mul_ok(a.h, a.w, 3, int64_t{1} << 31) || !mul_ok(a.out_h, a.out_w, 3, int64_t{1} << 31))
+      return "images of 2^31 bytes or more are not supported on CUDA";
+  }
+  return "";
+}
+
+PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                          const at::Tensor& theta, const at::Tensor& color,
+                          c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
+                          const AugmentDims& d, const at::Tensor& out_nhwc) {
+  PreparedCall c;
+  // Samples may be any (non-overlapping) stride apart; inside one the values must be dense.
+  const bool theta_ok = theta.stride(2) == 1 && theta.stride(1) == 3 &&
+                        (d.batch == 1 || theta.stride(0) == 0 || theta.stride(0) >= 6);
+  c.theta = theta_ok ? theta : theta.contiguous();
+  const bool color_ok =
+      color.stride(1) == 1 && (d.batch == 1 || color.stride(0) == 0 || color.stride(0) >= 3);
+  c.color = color_ok ? color : color.contiguous();
+  if (index.has_value() && index->defined()) c.index = index->contiguous();
+  KernelArgs& a = c.args;
+  a.src = src.data_ptr<uint8_t>();
+  a.n = d.n;
+  a.h = d.h;
+  a.w = d.w;
+  a.index = c.index.defined() ? c.index.data_ptr<int64_t>() : nullptr;
+  a.batch = d.batch;
+  a.theta = c.theta.data_ptr<float>();
+  a.theta_stride0 = d.batch == 1 ? 6 : c.theta.stride(0);
+  a.color = c.color.data_ptr<float>();
+  a.color_stride0 = d.batch == 1 ? 3 : c.color.stride(0);
+  for (int k = 0; k < 3; ++k) {
+    a.mean[k] = static_cast<float>(mean[k]);
+    a.std[k] = static_cast<float>(std[k]);
+  }
+  a.fill = static_cast<float>(fill);
+  a.out_h = d.out_h;
+  a.out_w = d.out_w;
+  a.out = out_nhwc.data_ptr();
+  const auto dt = out_nhwc.scalar_type();
+  a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
+  const std::string err = augment_args_error(a, src.is_cuda());
+  TORCH_CHECK_VALUE(err.empty(), kOp, err);
+  return c;
 }
 
 namespace {
@@ -313,7 +428,7 @@ TINYFAST_MULTIVERSION void to_float(const uint8_t* __restrict in, float* __restr
 // float copy, 4x the bytes, stays in L2); larger ones are sampled from the uint8 bytes directly.
 constexpr int64_t kFloatCopyMaxBytes = 128 * 128 * 3;
 
-size_t scratch_floats(const AugmentDims& d) {
+size_t scratch_floats(const KernelArgs& d) {
   const int64_t img = d.h * d.w * 3;
   return static_cast<size_t>(6 * d.out_w + (img <= kFloatCopyMaxBytes ? img : 0));
 }
@@ -357,35 +472,42 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   }
 }
 
-void augment_cpu_into(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                      const at::Tensor& theta_, const at::Tensor& color_, const Norm& norm,
-                      float fill, const AugmentDims& d, const at::Tensor& out_nhwc) {
-  const at::Tensor theta = theta_.contiguous();
-  const at::Tensor color = color_.contiguous();
-  at::Tensor ix;
-  if (index.has_value() && index->defined()) ix = index->contiguous();
-  const int64_t* ixp = ix.defined() ? ix.data_ptr<int64_t>() : nullptr;
-  const uint8_t* sp = src.data_ptr<uint8_t>();
-  const float* tp = theta.data_ptr<float>();
-  const float* cp = color.data_ptr<float>();
-  const int64_t img_elems = d.h * d.w * 3, out_elems = d.out_h * d.out_w * 3;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, out_nhwc.scalar_type(), "tinyfast_augment_cpu", [&] {
-        scalar_t* op = out_nhwc.data_ptr<scalar_t>();
-        // One image is tens of microseconds of work: grain 1 image.
-        at::parallel_for(0, d.batch, 1, [&](int64_t begin, int64_t end) {
-          std::vector<float> scratch(scratch_floats(d));
-          for (int64_t b = begin; b < end; ++b) {
-            const int64_t r = ixp ? ixp[b] : b;
-            augment_image<scalar_t>(sp + r * img_elems, tp + b * 6, cp + b * 3, norm, fill, d.h,
-                                    d.w, d.out_h, d.out_w, op + b * out_elems, scratch.data());
-          }
-        });
-      });
+template <typename scalar_t>
+void augment_cpu_typed(const KernelArgs& a) {
+  const Norm norm = make_norm(a.mean, a.std);
+  const int64_t img_elems = a.h * a.w * 3, out_elems = a.out_h * a.out_w * 3;
+  scalar_t* op = static_cast<scalar_t*>(a.out);
+  // One image is tens of microseconds of work: grain 1 image.
+  at::parallel_for(0, a.batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_floats(a));
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r = a.index ? a.index[b] : b;
+      scalar_t* o = op + b * out_elems;
+      if (r < 0 || r >= a.n) {  // never read outside src (the torch op has checked already)
+        std::fill(o, o + out_elems, static_cast<scalar_t>(std::numeric_limits<float>::quiet_NaN()));
+        continue;
+      }
+      augment_image<scalar_t>(a.src + r * img_elems, a.theta + b * a.theta_stride0,
+                              a.color + b * a.color_stride0, norm, a.fill, a.h, a.w, a.out_h,
+                              a.out_w, o, scratch.data());
+    }
+  });
 }
 
+// The op's CPU registration: src is only needed by the CUDA side (device guard, stream).
+void run_cpu(const KernelArgs& a, const at::Tensor&) { augment_cpu_raw(a); }
+
 }  // namespace
+
+void augment_cpu_raw(const KernelArgs& a) {
+  const std::string err = augment_args_error(a, false);
+  if (!err.empty()) throw std::invalid_argument("tinyfast augment: " + err);
+  switch (a.out_dtype) {
+    case kOutFloat32: return augment_cpu_typed<float>(a);
+    case kOutFloat16: return augment_cpu_typed<c10::Half>(a);
+    default: return augment_cpu_typed<c10::BFloat16>(a);
+  }
+}
 
 TORCH_LIBRARY(tinyfast, m) {
   m.def(
@@ -397,8 +519,8 @@ TORCH_LIBRARY(tinyfast, m) {
 }
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("augment", &tinyfast::augment_entry<augment_cpu_into>);
-  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cpu_into>);
+  m.impl("augment", &tinyfast::augment_entry<run_cpu>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<run_cpu>);
 }
 
 }  // namespace tinyfast

@@ -35,7 +35,6 @@
 // benchmarks/bench_augment.py measures GB/s against a device-to-device copy.
 
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
@@ -43,8 +42,11 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "augment.h"
+#include "augment_pixel.h"
 
 namespace tinyfast {
 namespace {
@@ -79,11 +81,13 @@ struct OutBF16 {
   __device__ static Bits nan() { return 0x7fc0u; }
 };
 
+// KernelArgs as the kernel reads them: 32-bit sizes (checked by augment_args_error), Norm derived.
 struct Params {
   const uint8_t* src;
   const int64_t* index;  // nullptr: image b is src[b]
   const float* theta;
   const float* color;
+  int64_t theta_stride0, color_stride0;
   void* out;
   int64_t n;
   int h, w, out_h, out_w;
@@ -227,10 +231,10 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   }
 
   Sample s;
-  const float* th = p.theta + b * 6;
+  const float* th = p.theta + b * p.theta_stride0;
   s.t00 = th[0]; s.t01 = th[1]; s.t02 = th[2];
   s.t10 = th[3]; s.t11 = th[4]; s.t12 = th[5];
-  const float* col = p.color + b * 3;
+  const float* col = p.color + b * p.color_stride0;
   s.cb = col[0]; s.cc = col[1]; s.cs = col[2];
   s.color = !(s.cb == 1.f && s.cc == 1.f && s.cs == 1.f);
   s.cm = 0.f;
@@ -299,6 +303,14 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   }
 }
 
+// The raw API reports CUDA errors as std::runtime_error (no c10 type crosses it).
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("tinyfast augment: CUDA error in ") + what + ": " +
+                             cudaGetErrorString(e));
+  }
+}
+
 template <typename Out>
 void launch(const Params& p, int64_t batch, cudaStream_t stream) {
   const int64_t img_bytes = static_cast<int64_t>(p.h) * p.w * 3;
@@ -308,61 +320,59 @@ void launch(const Params& p, int64_t batch, cudaStream_t stream) {
     if (img_bytes + kStaticSmemBytes + 1024 > kDefaultSmemLimit) {
       // Opt in above the default 48 KiB (static + dynamic). Always the same value, so concurrent
       // callers cannot lower it under each other; it applies to the current device (the guard's).
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          kSmemMaxImageBytes));
+      check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      kSmemMaxImageBytes),
+                 "raising the shared-memory limit");
     }
     kernel<<<static_cast<unsigned>(batch), kThreads, static_cast<size_t>(img_bytes), stream>>>(p);
   } else {
     augment_kernel<Out, false><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(p);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_cuda(cudaGetLastError(), "kernel launch");
 }
 
-void augment_cuda_into(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                       const at::Tensor& theta_, const at::Tensor& color_, const Norm& norm,
-                       float fill, const AugmentDims& d, const at::Tensor& out_nhwc) {
+// The op's CUDA registration: the raw kernel on src's device and its current stream.
+void run_cuda(const KernelArgs& a, const at::Tensor& src) {
   TORCH_CHECK_VALUE(src.is_cuda(), "tinyfast.ops.augment: CUDA kernel called with src on ",
                     src.device());
-  TORCH_CHECK_VALUE(d.batch <= 0x7fffffff, "tinyfast.ops.augment: batch too large for one launch");
-  // Pixel offsets inside one image are 32-bit in the kernel.
-  TORCH_CHECK_VALUE(d.h * d.w * 3 < (int64_t{1} << 31) && d.out_h * d.out_w * 3 < (int64_t{1} << 31),
-                    "tinyfast.ops.augment: images over 2^31 bytes are not supported on CUDA");
   c10::cuda::CUDAGuard guard(src.device());
-  const at::Tensor theta = theta_.contiguous();
-  const at::Tensor color = color_.contiguous();
-  at::Tensor ix;
-  if (index.has_value() && index->defined()) ix = index->contiguous();
-
-  Params p;
-  p.src = src.data_ptr<uint8_t>();
-  p.index = ix.defined() ? ix.data_ptr<int64_t>() : nullptr;
-  p.theta = theta.data_ptr<float>();
-  p.color = color.data_ptr<float>();
-  p.out = out_nhwc.data_ptr();
-  p.n = d.n;
-  p.h = static_cast<int>(d.h);
-  p.w = static_cast<int>(d.w);
-  p.out_h = static_cast<int>(d.out_h);
-  p.out_w = static_cast<int>(d.out_w);
-  p.fill = fill;
-  p.norm = norm;
-  const int64_t img_out_bytes = d.out_h * d.out_w * 3 * out_nhwc.element_size();
-  p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;
-
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(src.device().index());
-  switch (out_nhwc.scalar_type()) {
-    case at::kFloat: launch<OutF32>(p, d.batch, stream); break;
-    case at::kHalf: launch<OutF16>(p, d.batch, stream); break;
-    case at::kBFloat16: launch<OutBF16>(p, d.batch, stream); break;
-    default: check_out_dtype(out_nhwc.scalar_type());
-  }
+  augment_cuda_raw(a, c10::cuda::getCurrentCUDAStream(src.device().index()).stream());
 }
 
 }  // namespace
 
+void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
+  const std::string err = augment_args_error(a, true);
+  if (!err.empty()) throw std::invalid_argument("tinyfast augment: " + err);
+  Params p;
+  p.src = a.src;
+  p.index = a.index;
+  p.theta = a.theta;
+  p.color = a.color;
+  p.theta_stride0 = a.theta_stride0;
+  p.color_stride0 = a.color_stride0;
+  p.out = a.out;
+  p.n = a.n;
+  p.h = static_cast<int>(a.h);
+  p.w = static_cast<int>(a.w);
+  p.out_h = static_cast<int>(a.out_h);
+  p.out_w = static_cast<int>(a.out_w);
+  p.fill = a.fill;
+  p.norm = make_norm(a.mean, a.std);
+  const int64_t elt = a.out_dtype == kOutFloat32 ? 4 : 2;
+  const int64_t img_out_bytes = a.out_h * a.out_w * 3 * elt;
+  p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  switch (a.out_dtype) {
+    case kOutFloat32: launch<OutF32>(p, a.batch, stream); break;
+    case kOutFloat16: launch<OutF16>(p, a.batch, stream); break;
+    default: launch<OutBF16>(p, a.batch, stream); break;
+  }
+}
+
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
-  m.impl("augment", &tinyfast::augment_entry<augment_cuda_into>);
-  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cuda_into>);
+  m.impl("augment", &tinyfast::augment_entry<run_cuda>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<run_cuda>);
 }
 
 }  // namespace tinyfast
