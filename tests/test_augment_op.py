@@ -359,6 +359,16 @@ def _bad_cases():
         "std zero": (dict(g(), std=(0.2, 0.0, 0.2)), {}, "std"),
         "mean length": (dict(g(), mean=(0.5, 0.5)), {}, "mean"),
         "out_size": (g(), {"out_size": (0, 8)}, "out_size"),
+        "out_size one value": (g(), {"out_size": (16,)}, "out_size must be (height, width)"),
+        "out_size scalar": (g(), {"out_size": 16}, "out_size must be (height, width)"),
+        "out_size float": (g(), {"out_size": (16.5, 8)}, "out_size must be (height, width)"),
+        "out_size string": (g(), {"out_size": "16"}, "out_size must be (height, width)"),
+        "out_size overflow": (g(), {"out_size": (2 ** 40, 2 ** 40)}, "out_size (1099511627776, "),
+        "out_size unallocatable": (g(), {"out_size": (2 ** 21, 2 ** 21)}, "could not be allocated"),
+        "mean string": (dict(g(), mean="abc"), {}, "mean must be 3 numbers"),
+        "mean scalar": (dict(g(), mean=0.5), {}, "mean must be 3 numbers"),
+        "std none": (dict(g(), std=None), {}, "std must be 3 numbers"),
+        "mean words": (dict(g(), mean=("a", "b", "c")), {}, "mean must be 3 numbers"),
         "out layout": (g(), {"out": torch.zeros(4, 3, 8, 8), "dtype": torch.float32}, "channels-last"),
         "out shape": (g(), {"out": poisoned(4, 8, 7, torch.float32, "cpu")}, "out must be"),
     }
@@ -449,3 +459,23 @@ def test_strided_parameters_match_contiguous(device, layout):
     got = ops.augment(src.to(dev), t.to(dev), c.to(dev), MEAN, STD, **kw)
     want = ops.augment(src.to(dev), t.contiguous().to(dev), c.contiguous().to(dev), MEAN, STD, **kw)
     assert torch.equal(got, want)
+
+
+def test_copies_towards_the_host_are_blocking(monkeypatch):
+    """Parameters copied to a CPU ``src`` must have landed before the CPU kernel reads them: only a
+    copy towards CUDA may be ``non_blocking`` (here a meta tensor stands in for a CUDA one)."""
+    calls = []
+    real_to = torch.Tensor.to
+    g = _good()
+
+    def spy(self, *args, **kwargs):
+        if self.device.type == "meta":
+            calls.append(kwargs.get("non_blocking", False))
+            return g["theta"] if self.dim() == 3 else g["color"]
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    out = ops.augment(g["src"], torch.empty(4, 2, 3, device="meta"), torch.empty(4, 3, device="meta"),
+                      MEAN, STD, dtype=torch.float32)
+    assert calls == [False, False]
+    assert torch.equal(out, normalise_f32(g["src"], torch.float32))
