@@ -12,7 +12,8 @@
 // R, G, B rows (scalar gathers, coordinates advanced along the row, a branch-free interior path
 // and a checked border path), the colour steps on the planar rows (vectorised), and the
 // normalisation interleaved straight into the channels-last output row (float16 through F16C).
-// Each output byte is written once, sequentially.
+// Each output byte is written once, sequentially. The per-pixel arithmetic inside those loops is
+// augment_pixel.h's, shared with the CUDA kernel.
 
 #include <Python.h>
 
@@ -259,23 +260,6 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
 
 namespace {
 
-// Written as two selects of the forms x86 maxps/minps implement exactly, so loops vectorise.
-inline float clamp255(float v) {
-  v = 0.f < v ? v : 0.f;
-  return v < 255.f ? v : 255.f;
-}
-
-// floor() without a libm call per pixel: x >= -2 here (coordinates are clamped first).
-inline int floor_nonneg2(float x, float& frac) {
-  int i = static_cast<int>(x + 2.f) - 2;
-  frac = x - static_cast<float>(i);
-  if (frac < 0.f) {  // x + 2 rounded up to the next integer
-    i -= 1;
-    frac = x - static_cast<float>(i);
-  }
-  return i;
-}
-
 // Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load
 // time (GCC function multi-versioning): ~2x on the colour steps, no -march flag needed.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -321,7 +305,7 @@ TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_b
   double total = 0.0;
   int64_t k = 0, since_flush = 0;
   for (; k + kBlock <= n_bytes; k += kBlock) {
-    for (int j = 0; j < kBlock; ++j) acc[j] += kW[j] * clamp255(cb * static_cast<float>(img[k + j]));
+    for (int j = 0; j < kBlock; ++j) acc[j] = fadd(acc[j], luma_term(kW[j], cb, static_cast<float>(img[k + j])));
     // Flush to double now and then so float partial sums never grow past ~2^20.
     if (++since_flush == 4096) {
       for (int j = 0; j < kBlock; ++j) total += acc[j], acc[j] = 0.f;
@@ -329,7 +313,7 @@ TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_b
     }
   }
   for (int j = 0; j < kBlock; ++j) total += acc[j];
-  for (; k < n_bytes; ++k) total += kW[k % 3] * clamp255(cb * static_cast<float>(img[k]));
+  for (; k < n_bytes; ++k) total += luma_term(kW[k % 3], cb, static_cast<float>(img[k]));
   return static_cast<float>(total / static_cast<double>(n_bytes / 3));
 }
 
@@ -340,75 +324,33 @@ template <typename src_t>
 void sample_row(const src_t* __restrict img, int64_t h, int64_t w, float fill, float t00,
                 float t10, float bx, float by, int64_t n, float* __restrict R,
                 float* __restrict G, float* __restrict B) {
-  const float xmax = static_cast<float>(w) + 1.f, ymax = static_cast<float>(h) + 1.f;
-  const int64_t row = w * 3;
-  const unsigned wi = static_cast<unsigned>(w - 1), hi = static_cast<unsigned>(h - 1);
   for (int64_t ox = 0; ox < n; ++ox) {
-    const float fx_ = static_cast<float>(ox);
-    float sx = t00 * fx_ + bx, sy = t10 * fx_ + by;
-    // NaN-safe clamps: a comparison with NaN is false, which selects the bound.
-    sx = sx > -2.f ? sx : -2.f;
-    sx = sx < xmax ? sx : xmax;
-    sy = sy > -2.f ? sy : -2.f;
-    sy = sy < ymax ? sy : ymax;
-    float fx, fy;
-    const int x0 = floor_nonneg2(sx, fx), y0 = floor_nonneg2(sy, fy);
-    const float gx = 1.f - fx, gy = 1.f - fy;
-    const float w00 = gx * gy, w01 = fx * gy, w10 = gx * fy, w11 = fx * fy;
-    if (static_cast<unsigned>(x0) < wi && static_cast<unsigned>(y0) < hi) {
-      const src_t* p = img + (y0 * w + x0) * 3;
-      const src_t* q = p + row;
-      R[ox] = w00 * p[0] + w01 * p[3] + w10 * q[0] + w11 * q[3];
-      G[ox] = w00 * p[1] + w01 * p[4] + w10 * q[1] + w11 * q[4];
-      B[ox] = w00 * p[2] + w01 * p[5] + w10 * q[2] + w11 * q[5];
-    } else {
-      const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(w);
-      const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(w);
-      const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(h);
-      const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(h);
-      const src_t* p = img + (static_cast<int64_t>(y0) * w + x0) * 3;  // only read if inside
-      float v[3];
-      for (int c = 0; c < 3; ++c) {
-        const float a = (iy0 && ix0) ? p[c] : fill;
-        const float b = (iy0 && ix1) ? p[3 + c] : fill;
-        const float e = (iy1 && ix0) ? p[row + c] : fill;
-        const float f = (iy1 && ix1) ? p[row + 3 + c] : fill;
-        v[c] = w00 * a + w01 * b + w10 * e + w11 * f;
-      }
-      R[ox] = v[0];
-      G[ox] = v[1];
-      B[ox] = v[2];
-    }
+    const float x = static_cast<float>(ox);
+    float v[3];
+    bilinear<int64_t>(img, h, w, fill, coord(t00, x, bx), coord(t10, x, by), v);
+    R[ox] = v[0];
+    G[ox] = v[1];
+    B[ox] = v[2];
   }
 }
 
 // Brightness, contrast, saturation on planar buffers: branch-free, so it vectorises.
-TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs, float* __restrict R,
-                float* __restrict G, float* __restrict B) {
-  const float cs1 = 1.f - cs;
-  for (int64_t i = 0; i < n; ++i) {
-    float r = clamp255(cb * R[i]), g = clamp255(cb * G[i]), b = clamp255(cb * B[i]);
-    r = clamp255(cc * r + cm);
-    g = clamp255(cc * g + cm);
-    b = clamp255(cc * b + cm);
-    const float grey = cs1 * (kLumaR * r + kLumaG * g + kLumaB * b);
-    R[i] = clamp255(cs * r + grey);
-    G[i] = clamp255(cs * g + grey);
-    B[i] = clamp255(cs * b + grey);
-  }
+TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs,
+                                      float* __restrict R, float* __restrict G,
+                                      float* __restrict B) {
+  for (int64_t i = 0; i < n; ++i) colour(cb, cc, cm, cs, R[i], G[i], B[i]);
 }
 
-// Multiply then add, never fused (setup.py builds with -ffp-contract=off), so the result is
-// bit-identical to the float32 formula in the docstring; interleaved to channels-last.
+// Normalised and interleaved to channels-last.
 TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict R,
                                          const float* __restrict G, const float* __restrict B,
                                          float* __restrict out) {
   const float s0 = nm.scale[0], s1 = nm.scale[1], s2 = nm.scale[2];
   const float t0 = nm.shift[0], t1 = nm.shift[1], t2 = nm.shift[2];
   for (int64_t i = 0; i < n; ++i) {
-    out[3 * i] = R[i] * s0 + t0;
-    out[3 * i + 1] = G[i] * s1 + t1;
-    out[3 * i + 2] = B[i] * s2 + t2;
+    out[3 * i] = normalise(R[i], s0, t0);
+    out[3 * i + 1] = normalise(G[i], s1, t1);
+    out[3 * i + 2] = normalise(B[i], s2, t2);
   }
 }
 
@@ -444,7 +386,7 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   const float cb = col[0], cc = col[1], cs = col[2];
   // With factors of exactly 1 the colour steps are exact no-ops: skipping them changes no bit.
   const bool colour = !(cb == 1.f && cc == 1.f && cs == 1.f);
-  const float cm = cc != 1.f ? (1.f - cc) * mean_luma(img, h * w * 3, cb) : 0.f;
+  const float cm = cc != 1.f ? contrast_offset(cc, mean_luma(img, h * w * 3, cb)) : 0.f;
   float* R = scratch;
   float* G = R + out_w;
   float* B = G + out_w;
@@ -454,8 +396,8 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   const bool use_float = img_bytes <= kFloatCopyMaxBytes;
   if (use_float) to_float(img, fimg, img_bytes);
   for (int64_t oy = 0; oy < out_h; ++oy) {
-    const float fy_ = static_cast<float>(oy);
-    const float bx = t01 * fy_ + t02, by = t11 * fy_ + t12;
+    const float y = static_cast<float>(oy);
+    const float bx = row_base(t01, t02, y), by = row_base(t11, t12, y);
     if (use_float) {
       sample_row(fimg, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
     } else {

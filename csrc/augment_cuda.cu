@@ -21,16 +21,18 @@
 //      buffer is not 16-byte aligned (a user-provided `out` view), it is written element by element.
 // Everything runs on the current CUDA stream; the launch never synchronises.
 //
-// Arithmetic follows the docstring of tinyfast.ops.augment and is written, operation for
-// operation and in the same order, as the CPU kernel (augment.cpp, built with -ffp-contract=off):
-// every float32 product and sum goes through mul()/add() (__fmul_rn/__fadd_rn), which nvcc never
-// contracts into an FMA and never approximates, whatever the flags; the clamps are the CPU's
-// selects (NaN -> lower bound). The per-pixel result is therefore the CPU's bit for bit; only
-// the contrast mean's summation order differs. setup.py also builds without --use_fast_math and
-// with -fmad=false, so nothing else in this file is contracted or flushed to zero either.
+// Arithmetic: the per-pixel steps (coordinates, bilinear, colour, normalisation) are the
+// __host__ __device__ functions of augment_pixel.h, the very functions the CPU kernel calls, with
+// every float32 product and sum as fmul()/fadd() (__fmul_rn/__fadd_rn here: never contracted into
+// an FMA, never approximated, whatever the flags; the clamps are selects, NaN -> lower bound). The
+// per-pixel result is therefore the CPU's bit for bit; only the contrast mean's summation order
+// differs. setup.py also builds without --use_fast_math and with -fmad=false, so nothing else in
+// this file is contracted or flushed to zero either. Only the staging, the block reduction and
+// the stores are CUDA-only.
 //
 // Testing: tests/test_augment_op.py runs the same correctness tests on "cpu" and "cuda" (marked
-// `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
+// `cuda`, skipped without a GPU), tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit
+// for bit, streams, graphs, 64-bit offsets, bad input on the device), against an independent float64 PyTorch reference, with a
 // NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck.
 // benchmarks/bench_augment.py measures GB/s against a device-to-device copy.
 
@@ -96,17 +98,6 @@ struct Params {
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
-// One float32 multiply / add, rounded to nearest even on its own: never contracted into an FMA,
-// never flushed or approximated by flags. Used for every step the CPU kernel evaluates.
-__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
-
-// The CPU's clamp: two selects, NaN -> 0 (a comparison with NaN is false).
-__device__ __forceinline__ float clamp255(float v) {
-  v = 0.f < v ? v : 0.f;
-  return v < 255.f ? v : 255.f;
-}
-
 // Everything a thread needs for one pixel, loaded once per block.
 struct Sample {
   float t00, t01, t02, t10, t11, t12;
@@ -114,66 +105,16 @@ struct Sample {
   bool color;            // false: all factors exactly 1, colour steps skipped (they are no-ops)
 };
 
-// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats. Same operations
-// in the same order as sample_row / colour_row / normalise_row in augment.cpp.
+// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats, through the
+// same augment_pixel.h functions the CPU kernel's row loops call.
 __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Params& p,
                                       const Sample& s, int ox, int oy, float v[3]) {
-  const float fx_ = static_cast<float>(ox), fy_ = static_cast<float>(oy);
-  // CPU: bx = t01*y + t02 per row, then sx = t00*x + bx (each step rounded).
-  float sx = add(mul(s.t00, fx_), add(mul(s.t01, fy_), s.t02));
-  float sy = add(mul(s.t10, fx_), add(mul(s.t11, fy_), s.t12));
-  // Clamp to [-2, W+1] x [-2, H+1] with NaN-safe selects (NaN -> -2: every tap is fill), so
-  // floorf and the float -> int conversions below only ever see small finite values.
-  const float xmax = static_cast<float>(p.w) + 1.f, ymax = static_cast<float>(p.h) + 1.f;
-  sx = sx > -2.f ? sx : -2.f;
-  sx = sx < xmax ? sx : xmax;
-  sy = sy > -2.f ? sy : -2.f;
-  sy = sy < ymax ? sy : ymax;
-  const float flx = floorf(sx), fly = floorf(sy);
-  const int x0 = static_cast<int>(flx), y0 = static_cast<int>(fly);
-  const float fx = sx - flx, fy = sy - fly;  // the CPU's x - floor(x), same rounding
-  const float gx = 1.f - fx, gy = 1.f - fy;
-  const float w00 = mul(gx, gy), w01 = mul(fx, gy), w10 = mul(gx, fy), w11 = mul(fx, fy);
-  const int row = p.w * 3;
-  if (static_cast<unsigned>(x0) < static_cast<unsigned>(p.w - 1) &&
-      static_cast<unsigned>(y0) < static_cast<unsigned>(p.h - 1)) {
-    // Interior: all four taps inside; the offset is < H*W*3 < 2^31 (checked on the host).
-    const uint8_t* a = img + (y0 * p.w + x0) * 3;
-    const uint8_t* c = a + row;
+  const float x = static_cast<float>(ox), y = static_cast<float>(oy);
+  bilinear<int>(img, p.h, p.w, p.fill, coord(s.t00, x, row_base(s.t01, s.t02, y)),
+                coord(s.t10, x, row_base(s.t11, s.t12, y)), v);
+  if (s.color) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      v[k] = add(add(add(mul(w00, static_cast<float>(a[k])), mul(w01, static_cast<float>(a[3 + k]))),
-                     mul(w10, static_cast<float>(c[k]))),
-                 mul(w11, static_cast<float>(c[3 + k])));
-    }
-  } else {
-    const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(p.w);
-    const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(p.w);
-    const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(p.h);
-    const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(p.h);
-    const int64_t base = (static_cast<int64_t>(y0) * p.w + x0) * 3;  // read only when inside
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      const float a = (iy0 && ix0) ? static_cast<float>(img[base + k]) : p.fill;
-      const float b = (iy0 && ix1) ? static_cast<float>(img[base + 3 + k]) : p.fill;
-      const float c = (iy1 && ix0) ? static_cast<float>(img[base + row + k]) : p.fill;
-      const float d = (iy1 && ix1) ? static_cast<float>(img[base + row + 3 + k]) : p.fill;
-      v[k] = add(add(add(mul(w00, a), mul(w01, b)), mul(w10, c)), mul(w11, d));
-    }
-  }
-  if (s.color) {  // all factors exactly 1: the steps are exact no-ops, skipped as on the CPU
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(mul(s.cb, v[k]));
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cc, v[k]), s.cm));
-    const float g = mul(1.f - s.cs,
-                        add(add(mul(kLumaR, v[0]), mul(kLumaG, v[1])), mul(kLumaB, v[2])));
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cs, v[k]), g));
-  }
-  // out = v * s_c + t_c: a float32 multiply, then a float32 add, never fused (the docstring).
-#pragma unroll
-  for (int k = 0; k < 3; ++k) v[k] = add(mul(v[k], p.norm.scale[k]), p.norm.shift[k]);
+  for (int k = 0; k < 3; ++k) v[k] = normalise(v[k], p.norm.scale[k], p.norm.shift[k]);
 }
 
 // Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
@@ -246,10 +187,10 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
     int since_flush = 0;
     for (int i = tid; i < hw; i += kThreads) {
       const uint8_t* q = img + 3 * i;
-      const float lum = add(add(mul(kLumaR, clamp255(mul(s.cb, static_cast<float>(q[0])))),
-                                mul(kLumaG, clamp255(mul(s.cb, static_cast<float>(q[1]))))),
-                            mul(kLumaB, clamp255(mul(s.cb, static_cast<float>(q[2])))));
-      part = add(part, lum);
+      const float lum = fadd(fadd(luma_term(kLumaR, s.cb, static_cast<float>(q[0])),
+                                  luma_term(kLumaG, s.cb, static_cast<float>(q[1]))),
+                             luma_term(kLumaB, s.cb, static_cast<float>(q[2])));
+      part = fadd(part, lum);
       if (++since_flush == 64) {  // keep float partials below ~2^14: no precision loss for big images
         acc += part;
         part = 0.f;
@@ -259,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
     acc += part;
     const double total = block_sum(acc, red);
     const float m = static_cast<float>(total / static_cast<double>(hw));
-    s.cm = mul(1.f - s.cc, m);
+    s.cm = contrast_offset(s.cc, m);
   }
 
   const int64_t groups = p.vec ? out_pix / kPix : 0;
