@@ -6,8 +6,8 @@
 # Idempotent: a second run reuses what is there. Environment knobs:
 #   TINYFAST_EXTRAS   pip extras to install            (default "test,dali,ffcv")
 #   TORCH_SPEC        the torch/torchvision to install (default "torch==2.14.1 torchvision==0.29.1")
-#   TORCH_CUDA_ARCH_LIST  CUDA archs to compile        (default: the visible GPU, else "8.0;9.0";
-#                                                       CI compiles 9.0 only to save time)
+#   TORCH_CUDA_ARCH_LIST  CUDA archs to compile        (default: the visible GPU, else "8.0;9.0",
+#                                                       the newest +PTX; CI compiles 9.0+PTX only)
 #   TINYFAST_NO_CUDA=1    build the CPU-only extension
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -49,7 +49,7 @@ fi
 # 3. tinyfast (editable, compiles tinyfast._C with ninja).
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  if [ -n "${CI:-}" ]; then export TORCH_CUDA_ARCH_LIST="9.0"; fi
+  if [ -n "${CI:-}" ]; then export TORCH_CUDA_ARCH_LIST="9.0+PTX"; fi
 fi
 spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"

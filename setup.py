@@ -1,7 +1,8 @@
 """Build of the compiled extension ``tinyfast._C``.
 
 * With ``nvcc`` and a CUDA build of torch: CPU + CUDA kernels, even with no GPU visible.
-  Arch list from ``TORCH_CUDA_ARCH_LIST``; default the visible GPU's, else ``8.0;9.0``.
+  Arch list from ``TORCH_CUDA_ARCH_LIST``; default the visible GPU's, else ``8.0;9.0``, with PTX
+  of the newest arch added (``+PTX``) so a newer GPU than any listed can still run the kernels.
 * Otherwise (or with ``TINYFAST_NO_CUDA=1``): a CPU-only extension.
 
 Everything else about the package lives in ``pyproject.toml``.
@@ -30,12 +31,14 @@ def _with_cuda() -> bool:
 
 
 def _arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST when set (used as given), else the visible GPU's arch or 8.0;9.0, the
+    newest with +PTX: without PTX a GPU newer than the build's archs has no kernel to run."""
     if os.environ.get("TORCH_CUDA_ARCH_LIST"):
         return os.environ["TORCH_CUDA_ARCH_LIST"]
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
-        return f"{major}.{minor}"
-    return "8.0;9.0"
+        return f"{major}.{minor}+PTX"
+    return "8.0;9.0+PTX"
 
 
 def _extension():
@@ -72,7 +75,8 @@ def _extension():
     )
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+if __name__ == "__main__":  # also how pip's build backend runs this file; importing it builds nothing
+    setup(
+        ext_modules=[_extension()],
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    )

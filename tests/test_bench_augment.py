@@ -43,3 +43,40 @@ def test_v2_pipeline_mirrors_policy():
     names = [type(t).__name__ for t in v2_pipeline(PRESETS["standard"], torch.float16).transforms]
     assert names[:3] == ["RandomAffine", "RandomHorizontalFlip", "ColorJitter"]
     assert names[-2:] == ["Normalize", "ToDtype"]
+
+
+def _row(impl, mode, batch, gbs):
+    return {"device": "cuda", "impl": impl, "mode": mode, "batch": batch, "gb_per_s": gbs}
+
+
+def test_summary_headline_ignores_host_bound_batches_and_uses_the_best_copy():
+    from benchmarks.bench_augment import summarise
+
+    rows = [_row("tinyfast op", "batched kernel", 256, 900.0),          # host-bound: not a headline
+            _row("copy (ceiling)", "same bytes", 256, 1000.0),
+            _row("tinyfast op", "batched kernel", 1024, 500.0),
+            _row("tinyfast op", "batched kernel, graph replay", 1024, 700.0),
+            _row("copy (ceiling)", "same bytes", 1024, 1500.0),
+            _row("tinyfast op", "kernel + fused gather", 4096, 600.0),
+            _row("copy (ceiling)", "same bytes", 4096, 1800.0),
+            _row("copy (ceiling)", "1024 MiB", None, 2000.0)]
+    s = summarise(rows)
+    assert s["cuda_op_fraction_of_copy"] == pytest.approx(700.0 / 2000.0)
+    assert s["cuda_op_fraction_of_copy_from"] == "batch 1024, batched kernel, graph replay"
+    assert s["cuda_copy_ceiling_gb_per_s"] == 2000.0
+    assert s["cuda_b1024_batch_graph_fraction_of_copy"] == pytest.approx(700.0 / 1500.0)
+    assert s["cuda_b4096_gather_fraction_of_copy"] == pytest.approx(600.0 / 1800.0)
+    assert s["cuda_b256_batch_fraction_of_copy"] == pytest.approx(0.9)
+
+
+@pytest.mark.cuda
+def test_cuda_report_has_graph_rows_and_headline(tmp_path):
+    from benchmarks import bench_augment
+
+    report = bench_augment.main(["--device", "cuda", "--gpu-batches", "1024", "--repeat", "2",
+                                 "--no-torchvision", "--out", str(tmp_path / "a.json")])
+    modes = {r["mode"] for r in report["results"] if r["impl"] == "tinyfast op"}
+    assert {"batched kernel", "batched kernel, graph replay", "kernel + fused gather",
+            "kernel + fused gather, graph replay"} <= modes
+    s = report["summary"]
+    assert 0 < s["cuda_op_fraction_of_copy"] < 1.5 and "batch 1024" in s["cuda_op_fraction_of_copy_from"]
