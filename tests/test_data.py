@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinyfast import data as D
+from tinyfast import default_data as DD
 from tinyfast.data import PackError, open_packed
 from tinyfast.pack import pack_synthetic
 
@@ -86,36 +87,36 @@ def test_verify_names_tampered_file(packed):
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("TINYFAST_DATA", raising=False)
-    assert D.default_data_dir() == Path("data") / "synthetic"
+    assert DD.default_data_dir() == Path("data") / "synthetic"
     monkeypatch.setenv("TINYFAST_DATA", str(tmp_path / "x"))
-    assert D.default_data_dir() == tmp_path / "x"
+    assert DD.default_data_dir() == tmp_path / "x"
 
 
 def test_ensure_default_data(monkeypatch, tmp_path):
-    monkeypatch.setattr(D, "QUICK_SYNTHETIC", TINY)
-    monkeypatch.setattr(D, "_cuda_available", lambda: False)
+    monkeypatch.setattr(DD, "QUICK_SYNTHETIC", TINY)
+    monkeypatch.setattr(DD, "_cuda_available", lambda: False)
     monkeypatch.setenv("TINYFAST_DATA", str(tmp_path / "default"))
-    path = D.ensure_default_data()
+    path = DD.ensure_default_data()
     assert path == tmp_path / "default"
     man = D.verify(path)
     assert man["source"]["synthetic"] == dict(TINY, test_count=2)
     assert {k: v["count"] for k, v in man["splits"].items()} == {"train": 12, "val": 6, "test": 2}
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    assert D.ensure_default_data() == path and (path / "manifest.json").stat().st_mtime_ns == stamp
+    assert DD.ensure_default_data() == path and (path / "manifest.json").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]  # no temporary leftovers
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("x")
     with pytest.raises(PackError, match="other: exists and is not a packed dataset"):
-        D.ensure_default_data(other)
+        DD.ensure_default_data(other)
 
 
 def test_ensure_default_data_concurrent(tmp_path):
     """Two processes racing to create the default data both end up with one valid dataset."""
     code = (
-        "import sys, tinyfast.data as D;"
-        f"D.QUICK_SYNTHETIC = {TINY!r};"
-        "print(D.ensure_default_data(sys.argv[1], quick=True))")
+        "import sys, tinyfast.default_data as DD;"
+        f"DD.QUICK_SYNTHETIC = {TINY!r};"
+        "print(DD.ensure_default_data(sys.argv[1], quick=True))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     target = tmp_path / "shared"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], env=env, stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tinyfast import pack as P
+from tinyfast.pack import decode
 from tinyfast import synthetic
 from tinyfast.data import PackError, is_packed, open_packed, verify
 
@@ -98,8 +99,8 @@ def test_pixels_labels_boxes_follow_source(tree, tmp_path, capsys):
 
 
 def test_parallel_decode_matches_inline(tree, tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "_INLINE_BELOW", 1)
-    monkeypatch.setattr(P, "_TASK", 5)
+    monkeypatch.setattr(decode, "INLINE_BELOW", 1)
+    monkeypatch.setattr(decode, "TASK", 5)
     P.pack(tree, tmp_path / "a", workers=2, progress=False, log=None)
     P.pack(tree, tmp_path / "b", workers=1, progress=False, log=None)
     for split in ("train", "val", "test"):
