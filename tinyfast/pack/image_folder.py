@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyfast.data import PackError
-from tinyfast.pack.plan import Item, Plan, Skips, is_image_name, list_images, stray_reason
+from tinyfast.pack.plan import Item, Plan, Skips, is_image_name, is_utf8, list_images, stray_reason
 
 
 def _class_dirs(root: Path, skips: Skips) -> dict:
@@ -19,6 +19,9 @@ def _class_dirs(root: Path, skips: Skips) -> dict:
             continue
         if d.name.startswith("."):
             skips.add(d, "hidden directory")
+            continue
+        if not is_utf8(d.name):
+            skips.add(d, "directory name is not valid UTF-8")
             continue
         files = list_images(d, skips)
         if not files:

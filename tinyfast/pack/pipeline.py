@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from tinyfast._util import cpu_count
-from tinyfast.data import MANIFEST, PackError, read_manifest, sha256_file
+from tinyfast.data import MANIFEST, PackError, read_manifest, record_verified, sha256_file
 from tinyfast.pack import decode
 from tinyfast.pack.manifest import build_manifest, summary, write_json
-from tinyfast.pack.output import check_out, install, temp_sibling
+from tinyfast.pack.output import check_out, install, os_error, temp_sibling
 from tinyfast.pack.plan import Plan, Skips
 from tinyfast.pack.sources import scan
 from tinyfast.pack.write_ffcv import ffcv_writer, write_ffcv
@@ -70,19 +71,27 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
     if src == out or out in src.parents:
         raise PackError(f"{out}: --out must not be SRC or contain it (packing would replace the source)")
     skips = Skips(src, strict)
-    plan = scan(src, skips, val_fraction, seed)
+    try:
+        plan = scan(src, skips, val_fraction, seed)
+    except OSError as e:
+        raise PackError(f"{e.filename or src}: cannot read ({e.strerror or e})") from None
     if not plan.splits.get("train"):
         raise PackError(f"{src}: not a dataset (no training images found)")
     job = _Job(src, plan, skips, opts, max(1, workers or cpu_count()), progress)
     job.timings["scan"] = time.time() - t0
     tmp = temp_sibling(out, "tmp")
     try:
-        manifest = job.run(tmp, source_info)
-        install(tmp, out, overwrite, exist_ok)
+        job.run(tmp, source_info)
+        ours = install(tmp, out, overwrite, exist_ok)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise os_error(e, out.parent, job.bytes_needed()) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     manifest = read_manifest(out)
+    if ours:  # the files were hashed moments ago: stamp them so the first open need not re-read them
+        record_verified(out, manifest)
     if log:
         summary(manifest, out, time.time() - t0, job.workers, job.timings, log)
     return manifest
@@ -101,11 +110,23 @@ class _Job:
         self.stats = {"modes": {}, "resized": [], "reencoded": 0, "mean_std": None}
         self.pool = self.bar = None
 
+    def bytes_needed(self) -> int:
+        """About how many bytes the output takes (for the message of a full disk)."""
+        n = sum(len(v) for v in self.plan.splits.values())
+        row = self.opts.size ** 2 * 3
+        need = n * (row + 64)  # images.npy; labels, ids and boxes
+        if self.opts.ffcv:
+            need += n * (row + 64)
+        if self.opts.jpeg_shards:  # the source bytes (or a re-encode of similar size) + tar headers
+            need += sum(_file_size(it.path) for v in self.plan.splits.values() for it in v) + 1536 * n
+        return need
+
     def run(self, tmp: Path, source_info: dict | None) -> dict:
         """Write everything into ``tmp``; return the manifest written last."""
         total = sum(len(v) for v in self.plan.splits.values())
         try:
-            if total >= decode.INLINE_BELOW and self.workers > 1:
+            # With the test delay, the pool runs whenever there are workers (a tree is then tiny).
+            if (total >= decode.INLINE_BELOW or decode.test_delay()) and self.workers > 1:
                 self.pool = decode.make_pool(self.workers)
             if self.progress:
                 from tqdm.auto import tqdm
@@ -121,8 +142,7 @@ class _Job:
             if self.bar:
                 self.bar.close()
             if self.pool:
-                self.pool.terminate()
-                self.pool.join()
+                decode.close_pool(self.pool)
         if "train" not in split_meta:
             raise PackError(f"{self.src}: no usable training images")
         return self._manifest(tmp, split_meta, source_info)
@@ -145,7 +165,7 @@ class _Job:
             self.stats["mean_std"] = mean_std(images)
         t = time.time()
         if opts.jpeg_shards:
-            rflags = [results[i][4] for i in keep]
+            rflags = [results[i].reencode for i in keep]
             meta["jpeg_shards"] = write_shards(sdir, split, items, keep, images, labels, rflags,
                                                opts.shard_size, self.progress)
             self.stats["reencoded"] += sum(rflags)
@@ -166,3 +186,10 @@ class _Job:
                                   self.opts.size, source_info, self.opts.recorded())
         write_json(tmp / MANIFEST, manifest)
         return manifest
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

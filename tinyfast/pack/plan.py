@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,13 +44,14 @@ class Skips:
         self.src, self.strict, self.items = src, strict, []
 
     def add(self, path, reason: str, detail: str = "") -> None:
+        """Record ``path`` (shown relative to SRC) as skipped for ``reason``."""
         path = Path(path)
         try:
-            rel = path.relative_to(self.src).as_posix()
+            rel = printable(path.relative_to(self.src).as_posix())
         except ValueError:
-            rel = str(path)
+            rel = printable(str(path))
         if self.strict:
-            raise PackError(f"{path}: {reason}{' (' + detail + ')' if detail else ''} [--strict]")
+            raise PackError(f"{printable(str(path))}: {reason}{' (' + detail + ')' if detail else ''} [--strict]")
         rec = {"path": rel, "reason": reason}
         if detail:
             rec["detail"] = detail
@@ -68,9 +70,29 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTS
 
 
+def printable(name: str) -> str:
+    """``name`` with the bytes of a non-UTF-8 file name shown as ``\\xNN`` (safe to print and store)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (they cannot go into ids.txt or JSON)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def stray_reason(p: Path) -> str:
+    """Why a non-image entry ``p`` is skipped."""
     if p.name.lower() in STRAY_NAMES or p.name.startswith("._"):
         return "stray file"
+    if p.is_symlink() and not p.exists():
+        try:
+            os.stat(p)
+        except OSError as e:
+            return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
     if p.is_dir():
         return "unexpected directory"
     return "not an image file"
@@ -79,9 +101,12 @@ def stray_reason(p: Path) -> str:
 def _usable_name(d, name: str, is_file: bool, skips: Skips) -> bool:
     """True for an image file ``d/name``; otherwise records why it is skipped."""
     if is_file and is_image_name(name) and not name.startswith("._"):
-        if "\n" not in name and "\r" not in name:
+        if "\n" in name or "\r" in name:
+            skips.add(Path(d, name), "file name contains a newline")
+        elif not is_utf8(name):
+            skips.add(Path(d, name), "file name is not valid UTF-8")
+        else:
             return True
-        skips.add(Path(d, name), "file name contains a newline")
         return False
     skips.add(Path(d, name), stray_reason(Path(d, name)))
     return False
@@ -89,8 +114,18 @@ def _usable_name(d, name: str, is_file: bool, skips: Skips) -> bool:
 
 def list_images(d: Path, skips: Skips) -> list:
     """Image files anywhere under ``d`` as Paths (natural order); anything else is a recorded skip."""
-    entries = sorted((p for p in d.rglob("*") if not p.is_dir()), key=lambda p: natural_key(p.as_posix()))
-    return [p for p in entries if _usable_name(p.parent, p.name, p.is_file(), skips)]
+    try:
+        found = [p for p in d.rglob("*") if not p.is_dir()]
+    except OSError as e:
+        raise PackError(f"{printable(str(e.filename or d))}: cannot list ({e.strerror or e})") from None
+    entries = sorted(found, key=lambda p: natural_key(printable(p.as_posix())))
+    usable = []
+    for p in entries:
+        if not is_utf8(p.parent.relative_to(d).as_posix()):  # a sub-folder's name, part of the id
+            skips.add(p, "file name is not valid UTF-8")
+        elif _usable_name(p.parent, p.name, p.is_file(), skips):
+            usable.append(p)
+    return usable
 
 
 def list_names(d: Path, skips: Skips) -> list:
@@ -101,9 +136,12 @@ def list_names(d: Path, skips: Skips) -> list:
     """
     if not d.is_dir():
         return []
-    with os.scandir(d) as it:
-        entries = [(e.name, e.is_file()) for e in it]
-    entries.sort(key=lambda e: natural_key(e[0]))
+    try:
+        with os.scandir(d) as it:
+            entries = [(e.name, e.is_file()) for e in it]
+    except OSError as e:
+        raise PackError(f"{d}: cannot list ({e.strerror or e})") from None
+    entries.sort(key=lambda e: natural_key(printable(e[0])))
     return [n for n, f in entries if _usable_name(d, n, f, skips)]
 
 

@@ -13,7 +13,7 @@ from tinyfast.pack.plan import Plan
 def write_arrays(sdir: Path, split: str, items, results, keep, plan: Plan, size: int, stats: dict) -> dict:
     """labels.npy, ids.txt and boxes.npy of one split; tallies colour modes and resizes."""
     for i in keep:
-        mode, wh = results[i][2], results[i][3]
+        mode, wh = results[i].mode, results[i].wh
         if mode != "RGB":
             stats["modes"][mode] = stats["modes"].get(mode, 0) + 1
         if wh != (size, size):
@@ -24,7 +24,7 @@ def write_arrays(sdir: Path, split: str, items, results, keep, plan: Plan, size:
     (sdir / "ids.txt").write_text("".join(items[i].id + "\n" for i in keep), encoding="utf-8")
     meta = {"count": len(keep), "labelled": labelled}
     if plan.has_boxes.get(split):
-        boxes = np.asarray([map_box(items[i].box, results[i][3], size) for i in keep], np.int16)
+        boxes = np.asarray([map_box(items[i].box, results[i].wh, size) for i in keep], np.int16)
         np.save(sdir / "boxes.npy", boxes)
         meta["boxes_missing"] = int((boxes[:, 0] < 0).sum())
     return meta
