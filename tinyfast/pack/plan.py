@@ -84,15 +84,24 @@ def is_utf8(name: str) -> bool:
     return True
 
 
+def link_problem(p: Path) -> str | None:
+    """"symbolic link loop" or "broken symbolic link" for such a ``p``, else None."""
+    if not p.is_symlink() or p.exists():
+        return None
+    try:
+        os.stat(p)
+    except OSError as e:
+        return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+    return None
+
+
 def stray_reason(p: Path) -> str:
     """Why a non-image entry ``p`` is skipped."""
     if p.name.lower() in STRAY_NAMES or p.name.startswith("._"):
         return "stray file"
-    if p.is_symlink() and not p.exists():
-        try:
-            os.stat(p)
-        except OSError as e:
-            return "symbolic link loop" if e.errno == errno.ELOOP else "broken symbolic link"
+    broken = link_problem(p)
+    if broken:
+        return broken
     if p.is_dir():
         return "unexpected directory"
     return "not an image file"
@@ -138,11 +147,18 @@ def list_names(d: Path, skips: Skips) -> list:
         return []
     try:
         with os.scandir(d) as it:
-            entries = [(e.name, e.is_file()) for e in it]
+            entries = [(e.name, _is_file(e)) for e in it]
     except OSError as e:
         raise PackError(f"{d}: cannot list ({e.strerror or e})") from None
     entries.sort(key=lambda e: natural_key(printable(e[0])))
     return [n for n, f in entries if _usable_name(d, n, f, skips)]
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symbolic link loop: stray_reason says so
+        return False
 
 
 def read_lines(path: Path) -> list:

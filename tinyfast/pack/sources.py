@@ -6,14 +6,14 @@ from pathlib import Path
 
 from tinyfast.data import PackError
 from tinyfast.pack.image_folder import scan_image_folder
-from tinyfast.pack.plan import Plan, Skips
+from tinyfast.pack.plan import Plan, Skips, link_problem
 from tinyfast.pack.tiny_imagenet import scan_tiny_imagenet
 
 
 def scan(src: Path, skips: Skips, val_fraction: float = 0.0, seed: int = 0) -> Plan:
     """Recognise the layout of ``src`` and list what to pack (no decoding yet)."""
     if not src.exists():
-        raise PackError(f"{src}: does not exist")
+        raise PackError(f"{src}: {link_problem(src) or 'does not exist'}")
     if not src.is_dir():
         raise PackError(f"{src}: not a directory (SRC must be a dataset folder)")
     if (src / "wnids.txt").is_file():
