@@ -385,7 +385,7 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from tinyfast import loaders
-    from tinyfast.data import ensure_default_data
+    from tinyfast.default_data import ensure_default_data
 
     with tempfile.TemporaryDirectory(prefix="tinyfast-bench-") as work:
         work = Path(work)

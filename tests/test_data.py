@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinyfast import data as D
+from tinyfast import default_data as DD
 from tinyfast.data import PackError, open_packed
 from tinyfast.pack import pack_synthetic
 
@@ -79,43 +80,44 @@ def test_verify_names_tampered_file(packed):
     lab = np.load(p)
     lab[0] = 1  # a relabelled row: same size, valid file, different hash
     np.save(p, lab)
-    open_packed(packed, "train")
+    with pytest.raises(PackError, match=r"train/labels\.npy: sha256 differs"):
+        open_packed(packed, "train")  # small files are re-hashed on every open
     with pytest.raises(PackError, match=r"train/labels\.npy: sha256 differs"):
         D.verify(packed)
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("TINYFAST_DATA", raising=False)
-    assert D.default_data_dir() == Path("data") / "synthetic"
+    assert DD.default_data_dir() == Path("data") / "synthetic"
     monkeypatch.setenv("TINYFAST_DATA", str(tmp_path / "x"))
-    assert D.default_data_dir() == tmp_path / "x"
+    assert DD.default_data_dir() == tmp_path / "x"
 
 
 def test_ensure_default_data(monkeypatch, tmp_path):
-    monkeypatch.setattr(D, "QUICK_SYNTHETIC", TINY)
-    monkeypatch.setattr(D, "_cuda_available", lambda: False)
+    monkeypatch.setattr(DD, "QUICK_SYNTHETIC", TINY)
+    monkeypatch.setattr(DD, "_cuda_available", lambda: False)
     monkeypatch.setenv("TINYFAST_DATA", str(tmp_path / "default"))
-    path = D.ensure_default_data()
+    path = DD.ensure_default_data()
     assert path == tmp_path / "default"
     man = D.verify(path)
     assert man["source"]["synthetic"] == dict(TINY, test_count=2)
     assert {k: v["count"] for k, v in man["splits"].items()} == {"train": 12, "val": 6, "test": 2}
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    assert D.ensure_default_data() == path and (path / "manifest.json").stat().st_mtime_ns == stamp
+    assert DD.ensure_default_data() == path and (path / "manifest.json").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]  # no temporary leftovers
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("x")
     with pytest.raises(PackError, match="other: exists and is not a packed dataset"):
-        D.ensure_default_data(other)
+        DD.ensure_default_data(other)
 
 
 def test_ensure_default_data_concurrent(tmp_path):
     """Two processes racing to create the default data both end up with one valid dataset."""
     code = (
-        "import sys, tinyfast.data as D;"
-        f"D.QUICK_SYNTHETIC = {TINY!r};"
-        "print(D.ensure_default_data(sys.argv[1], quick=True))")
+        "import sys, tinyfast.default_data as DD;"
+        f"DD.QUICK_SYNTHETIC = {TINY!r};"
+        "print(DD.ensure_default_data(sys.argv[1], quick=True))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     target = tmp_path / "shared"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], env=env, stdout=subprocess.PIPE,
@@ -126,3 +128,97 @@ def test_ensure_default_data_concurrent(tmp_path):
         assert out.strip().endswith(str(target))
     D.verify(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
+
+
+def _flip_byte(path, offset):
+    """Flip one bit in place: same size and inode, only mtime/ctime change."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("rel,offset", [("train/images.npy", -100), ("train/labels.npy", -8),
+                                        ("train/ids.txt", -5), ("train/boxes.npy", -2)])
+def test_same_size_tamper_is_caught_on_open(packed, rel, offset):
+    open_packed(packed, "train")
+    size = (packed / rel).stat().st_size
+    _flip_byte(packed / rel, size + offset)
+    assert (packed / rel).stat().st_size == size
+    with pytest.raises(PackError, match=rf"{rel}: sha256 differs from the manifest"):
+        open_packed(packed, "train")
+    assert not D.is_packed(packed)
+
+
+def test_tamper_with_mtime_put_back_is_caught(packed):
+    img = packed / "val" / "images.npy"
+    open_packed(packed, "val")
+    st = img.stat()
+    _flip_byte(img, st.st_size - 1)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -r` can restore; ctime it cannot
+    with pytest.raises(PackError, match=r"val/images\.npy: sha256 differs"):
+        open_packed(packed, "val")
+
+
+def test_bulk_file_rehashed_only_when_its_stamp_differs(packed, monkeypatch, tmp_path):
+    hashed = []
+    real = D.sha256_file
+    monkeypatch.setattr(D, "sha256_file", lambda p, **kw: hashed.append(Path(p).name) or real(p, **kw))
+    open_packed(packed, "train")  # the pack stamped its own files: only the small ones are read
+    assert sorted(hashed) == ["boxes.npy", "ids.txt", "labels.npy"]
+    stamps = sorted(D.stamp_dir().glob("*.json"))
+    assert D.stamp_dir() == Path(os.environ["XDG_CACHE_HOME"]) / "tinyfast" / "verified" and stamps
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-cache"))  # no stamp: hashed once
+    hashed.clear()
+    open_packed(packed, "train")
+    assert "images.npy" in hashed and len(list((tmp_path / "fresh-cache/tinyfast/verified").glob("*.json"))) == 1
+    hashed.clear()
+    open_packed(packed, "train")
+    assert "images.npy" not in hashed
+    hashed.clear()
+    open_packed(packed, "train", verify=True)  # verify ignores stamps
+    assert "images.npy" in hashed
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # an unwritable cache: opens still work
+    hashed.clear()
+    open_packed(packed, "train")
+    open_packed(packed, "train")
+    assert hashed.count("images.npy") == 2
+
+
+SCHEMA = {
+    # name: (edit the manifest, the key the message must name)
+    "count text": (lambda m: m["splits"]["train"].update(count="abc"), "splits.train.count"),
+    "split not object": (lambda m: m["splits"].update(train=5), "splits.train"),
+    "classes int": (lambda m: m.update(classes=7), "classes"),
+    "class no wnid": (lambda m: m["classes"].__setitem__(1, {"words": "x"}), "classes[1]"),
+    "mean text": (lambda m: m.update(mean="abc"), "mean"),
+    "std short": (lambda m: m.update(std=[0.2, 0.2]), "std"),
+    "size float": (lambda m: m.update(size=64.0), "size"),
+    "size bool": (lambda m: m.update(size=True), "size"),
+    "file no bytes": (lambda m: m["files"]["train/ids.txt"].pop("bytes"), "files['train/ids.txt'].bytes"),
+    "file no sha": (lambda m: m["files"]["train/ids.txt"].pop("sha256"), "files['train/ids.txt'].sha256"),
+    "file bad sha": (lambda m: m["files"]["train/ids.txt"].update(sha256="zz"), "files['train/ids.txt'].sha256"),
+    "file entry text": (lambda m: m["files"].update({"train/ids.txt": "x"}), "files['train/ids.txt']"),
+    "escaping path": (lambda m: m["files"].update({"../outside": {"bytes": 1, "sha256": "0" * 64}}), "files"),
+    "unknown split": (lambda m: m["splits"].update(extra={"count": 1}), "splits"),
+    "labelled text": (lambda m: m["splits"]["val"].update(labelled="yes"), "splits.val.labelled"),
+    "shards not list": (lambda m: m["splits"]["val"].update(jpeg_shards="a.tar"), "splits.val.jpeg_shards"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA))
+def test_manifest_schema_errors_name_file_and_key(packed, case):
+    edit, key = SCHEMA[case]
+    man = _manifest(packed)
+    edit(man)
+    (packed / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(PackError) as e:
+        open_packed(packed, "train")
+    msg = str(e.value)
+    assert msg.startswith(f"{packed / 'manifest.json'}: {key} must be ") and "\n" not in msg, msg
+    from tinyfast.pack import main
+
+    assert main(["--verify", str(packed)]) == 2

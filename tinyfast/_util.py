@@ -28,3 +28,27 @@ def mp_context():
     if sys.platform == "linux" and "torch" not in sys.modules:
         return mp.get_context("fork")
     return mp.get_context("spawn")
+
+
+def worker_init() -> None:
+    """Initializer of pool workers: they end with their parent and leave Ctrl-C to it.
+
+    Without this, a parent killed with SIGKILL leaves workers that print tracebacks (a broken
+    pipe) or wait forever on their task queue; and a Ctrl-C prints one KeyboardInterrupt
+    traceback per worker on top of the parent's one-line message.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import multiprocessing as mp
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies
+    except (OSError, AttributeError):
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl
+        os._exit(1)

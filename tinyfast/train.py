@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
         else:
             cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
         if cfg.data is None:
-            from tinyfast.data import ensure_default_data
+            from tinyfast.default_data import ensure_default_data
             cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
         if world > 1:
             name = [cfg.name]

@@ -174,7 +174,8 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    from tinyfast.data import PackError, ensure_default_data
+    from tinyfast.data import PackError
+    from tinyfast.default_data import ensure_default_data
 
     p = argparse.ArgumentParser(prog="python -m tinyfast.loaders", description=main.__doc__)
     p.add_argument("--bench", action="store_true", help="measure images/sec of each loader")

@@ -1,0 +1,7 @@
+"""``python -m tinyfast.pack``."""
+
+import sys
+
+from tinyfast.pack.cli import main
+
+sys.exit(main())

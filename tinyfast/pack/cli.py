@@ -1,0 +1,86 @@
+"""The command line of ``python -m tinyfast.pack``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tinyfast.data import PackError, verify
+from tinyfast.pack.pipeline import pack
+from tinyfast.pack.synthetic_source import pack_synthetic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m tinyfast.pack`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m tinyfast.pack",
+        description="Pack Tiny ImageNet (or an ImageFolder, or a built-in synthetic set) into "
+                    "memory-mappable .npy arrays with a verified manifest.")
+    p.add_argument("src", nargs="?", help="tiny-imagenet-200 directory or ImageFolder root")
+    p.add_argument("--out", help="output directory (must not exist or be empty, unless --overwrite)")
+    p.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="ImageFolder only: fraction of each class moved to val (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the val split and of --synthetic")
+    p.add_argument("--jpeg-shards", action="store_true",
+                   help="also write WebDataset tar shards of the JPEG bytes (for GPU decode)")
+    p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+    p.add_argument("--ffcv", action="store_true", help="also write <split>.beton with FFCV's writer")
+    p.add_argument("--strict", action="store_true", help="make every skipped file an error")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--verify", metavar="DIR", help="re-check every sha256 of a packed dataset and exit")
+    g = p.add_argument_group("synthetic data")
+    g.add_argument("--synthetic", action="store_true", help="generate the built-in synthetic set and pack it")
+    g.add_argument("--classes", type=int, default=200)
+    g.add_argument("--per-class", type=int, default=500, help="train images per class")
+    g.add_argument("--val-per-class", type=int, default=50)
+    g.add_argument("--test-count", type=int, default=None, help="default classes x val-per-class")
+    g.add_argument("--tree", help="keep the generated JPEG tree in this directory")
+    return p
+
+
+def main(argv=None) -> int:
+    """CLI entry point; returns the exit status (2 with one ``error: ...`` line on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log = (lambda *a: None) if args.quiet else print
+    try:
+        if args.verify:
+            if args.src or args.out or args.synthetic:
+                parser.error("--verify takes only DIR")
+            t0 = time.time()
+            man = verify(args.verify)
+            n = sum(s["count"] for s in man["splits"].values())
+            log(f"ok: {args.verify}: {len(man['files'])} files match their sha256 ({n} images, "
+                f"{time.time() - t0:.1f} s)")
+            return 0
+        if not args.out:
+            parser.error("--out is required")
+        if args.synthetic:
+            if args.src:
+                parser.error("--synthetic takes no SRC")
+            for name in ("classes", "per_class", "val_per_class"):
+                if getattr(args, name) < (1 if name != "val_per_class" else 0):
+                    parser.error(f"--{name.replace('_', '-')} too small")
+            pack_synthetic(args.out, classes=args.classes, per_class=args.per_class,
+                           val_per_class=args.val_per_class, test_count=args.test_count, size=args.size,
+                           seed=args.seed, tree=args.tree, overwrite=args.overwrite,
+                           progress=not args.quiet, workers=args.workers, log=log,
+                           jpeg_shards=args.jpeg_shards, shard_size=args.shard_size, ffcv=args.ffcv,
+                           strict=args.strict)
+            return 0
+        if not args.src:
+            parser.error("SRC is required (or --synthetic, or --verify DIR)")
+        pack(args.src, args.out, size=args.size, val_fraction=args.val_fraction, seed=args.seed,
+             jpeg_shards=args.jpeg_shards, shard_size=args.shard_size, ffcv=args.ffcv, strict=args.strict,
+             overwrite=args.overwrite, workers=args.workers, progress=not args.quiet, log=log)
+        return 0
+    except PackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written to --out", file=sys.stderr)
+        return 130
