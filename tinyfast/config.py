@@ -156,7 +156,8 @@ class TrainConfig:
     warmup: float | None = opt(None, "warm-up epochs, may be fractional (default: onecycle 25%% of the "
                                      "run, cyclic 0, others min(2, 10%%))", type=_nonneg_float)
     min_lr: float = opt(0.0, "final/minimum learning rate as a fraction of --lr", type=_fraction)
-    step_size: float = opt(10.0, "step schedule: epochs between decays", type=_nonneg_float)
+    step_size: float = opt(10.0, "step schedule: epochs between decays, counted from step 0 (warm-up "
+                                 "included, as in StepLR)", type=_nonneg_float)
     gamma: float = opt(0.1, "step/plateau schedules: decay factor", type=_nonneg_float)
     patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying",
                       type=_nonneg_int)

@@ -32,8 +32,11 @@ def set_rng_state(st: dict, device: torch.device) -> None:
 
 
 def _per_rank(tr) -> list[Any]:
-    """Every rank's RNG + mixing state (collective under DDP)."""
-    local = {"rng": rng_state(tr.device), "mixer": tr.mixer.state_dict()}
+    """Every rank's RNG, mixing state and running epoch sums (collective under DDP): each rank
+    counted only its own shard, so each must get its own sums back."""
+    running = tr.loop.running
+    local = {"rng": rng_state(tr.device), "mixer": tr.mixer.state_dict(),
+             "acc": running.state_dict() if running is not None else None}
     if tr.world == 1:
         return [local]
     gathered: list[Any] = [None] * tr.world
@@ -44,7 +47,6 @@ def _per_rank(tr) -> list[Any]:
 def trainer_state(tr) -> dict:
     """The checkpoint of trainer ``tr`` (a plain dict for ``torch.save``)."""
     loop = tr.loop
-    acc = loop.running.state_dict() if loop.running is not None else None
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "config": dataclasses.asdict(tr.cfg), "arch": tr.cfg.arch, "num_classes": tr.num_classes,
             "model_kwargs": tr.model_kwargs, "classes": tr.classes, "words": tr.words,
@@ -54,7 +56,7 @@ def trainer_state(tr) -> dict:
             "optimizer": tr.optimizer.state_dict(), "schedule": tr.schedule.state_dict(),
             "scaler": tr.scaler.state_dict(), "loader": tr.train_loader.state_dict(),
             "per_rank": _per_rank(tr), "epoch": tr.epoch, "step": loop.step, "epoch_done": loop.epoch_done,
-            "epoch_acc": acc, "history": tr.history, "best_top1": tr.best_top1,
+            "history": tr.history, "best_top1": tr.best_top1,
             "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
 
 
@@ -75,6 +77,7 @@ def restore_trainer(tr, ck: dict) -> None:
     tr.history = list(ck["history"])
     tr.best_top1 = ck["best_top1"]
     tr.wall_before = float(ck.get("wall_time", 0.0))
-    if ck.get("epoch_acc") is not None and not loop.epoch_done:
-        loop.running = Running(tr.device, **ck["epoch_acc"])
+    acc = mine.get("acc", ck.get("epoch_acc"))  # epoch_acc: rank 0's sums, in older checkpoints
+    if acc is not None and not loop.epoch_done:
+        loop.running = Running(tr.device, **acc)
     tr.schedule.set_step(loop.step)
