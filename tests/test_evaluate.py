@@ -16,7 +16,7 @@ from tinyfast.data import open_packed
 from tinyfast.evaluate import main as evaluate_main
 from tinyfast.predict import main as predict_main
 from tinyfast.train import train
-from tinyfast.trainer import load_checkpoint, model_from_checkpoint
+from tinyfast.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,16 @@ def test_bad_inputs_give_one_clear_line(runs, tmp_path, capsys):
     assert evaluate_main([str(runs["a"]), "--weights", "ema", "--no-progress"]) == 0
     assert evaluate_main([str(runs["b"]), "--weights", "ema", "--no-progress"]) == 2
     assert "no EMA weights" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_never_import_the_trainer(runs, tmp_path):
+    """Checkpoint I/O and inference live below the trainer: scoring a run loads none of it."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom tinyfast.evaluate import main as ev\nfrom tinyfast.predict import main as pr\n"
+            f"assert ev([{str(runs['a'])!r}, '--no-progress']) == 0\n"
+            f"assert pr([{str(runs['a'])!r}, '--no-progress', '--output', {str(tmp_path / 'p.csv')!r}]) == 0\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('tinyfast.trainer', 'tinyfast.train')))\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

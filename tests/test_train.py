@@ -178,7 +178,7 @@ def test_amp_on_cpu(data, tmp_path, dtype):
 
 
 def test_amp_auto_policy(monkeypatch):
-    import tinyfast.trainer as T
+    import tinyfast.inference as T
     monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)
     on, _, note = amp_settings(torch.device("cpu"), True)
     assert not on and "no native bf16" in note

@@ -68,31 +68,35 @@ def _arch(value: str) -> str:
     return value
 
 
-def _positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def number(kind: type = float, *, lo: float | None = None, hi: float | None = None,
+           hi_open: bool = False) -> Callable[[str], Any]:
+    """An argparse converter to ``kind`` (int or float) within ``[lo, hi]`` (``[lo, hi)`` when
+    ``hi_open``); either bound may be absent. Out-of-range values are refused with one line."""
+    what = "an integer" if kind is int else "a number"
+    if hi is None:
+        rule = f"must be >= {lo:g}"
+    else:
+        rule = f"must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def convert(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        too_high = hi is not None and (v >= hi if hi_open else v > hi)
+        if (lo is not None and not v >= lo) or too_high:
+            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
+        return v
+
+    convert.__name__ = kind.__name__  # argparse names the converter in some messages
+    return convert
 
 
-def _nonneg_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return v
-
-
-def _fraction(value: str) -> float:
-    v = _nonneg_float(value)
-    if v >= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return v
+_positive_int = number(int, lo=1)
+_nonneg_int = number(int, lo=0)
+_nonneg_float = number(float, lo=0)
+_fraction = number(float, lo=0, hi=1, hi_open=True)
+_probability = number(float, lo=0, hi=1)
 
 
 def parse_prog_resize(value: str) -> list[int]:
@@ -152,9 +156,11 @@ class TrainConfig:
     warmup: float | None = opt(None, "warm-up epochs, may be fractional (default: onecycle 25%% of the "
                                      "run, cyclic 0, others min(2, 10%%))", type=_nonneg_float)
     min_lr: float = opt(0.0, "final/minimum learning rate as a fraction of --lr", type=_fraction)
-    step_size: float = opt(10.0, "step schedule: epochs between decays", type=_nonneg_float)
+    step_size: float = opt(10.0, "step schedule: epochs between decays, counted from step 0 (warm-up "
+                                 "included, as in StepLR)", type=_nonneg_float)
     gamma: float = opt(0.1, "step/plateau schedules: decay factor", type=_nonneg_float)
-    patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying", type=int)
+    patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying",
+                      type=_nonneg_int)
     cycle_epochs: float = opt(4.0, "cyclic schedule: epochs per triangular cycle", type=_nonneg_float)
     prog_resize: str | None = opt(None, "progressive resizing: train image sizes of equal-length phases, "
                                         "e.g. 32:64 or 32:48:64 (evaluation stays at full size)",
@@ -162,7 +168,7 @@ class TrainConfig:
     mixup: float = opt(0.0, "mixup Beta(alpha, alpha); 0 = off", type=_nonneg_float)
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
                         type=_nonneg_float)
-    mix_prob: float = opt(1.0, "probability that a batch is mixed (mixup/cutmix)", type=_nonneg_float)
+    mix_prob: float = opt(1.0, "probability that a batch is mixed (mixup/cutmix)", type=_probability)
     ema: float = opt(0.0, "EMA of the weights with this decay per step (e.g. 0.999); evaluation then uses "
                           "the EMA weights; 0 = off", type=_fraction)
     amp: bool = opt(False, "mixed precision: bf16 where supported, else fp16 + GradScaler")
@@ -176,7 +182,7 @@ class TrainConfig:
                                        "downloads); the head is replaced")
     freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
     unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
-                                 "top down (0 = never)", type=int)
+                                 "top down (0 = never)", type=_nonneg_int)
     seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
     name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
     out_dir: str = opt("runs", "parent directory of the run directories")
@@ -342,8 +348,6 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
     if cfg.unfreeze_every and not cfg.freeze:
         raise ConfigError("--unfreeze-every needs --freeze")
-    if cfg.mix_prob > 1:
-        raise ConfigError(f"--mix-prob must be in [0, 1], got {cfg.mix_prob}")
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),

@@ -33,7 +33,8 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
     probabilities (N, C) in loader order, labels (N,), info with the data dir and split object)."""
     from tinyfast.data import open_packed
     from tinyfast.loaders import build
-    from tinyfast.trainer import amp_settings, load_checkpoint, model_from_checkpoint, predict_probs
+    from tinyfast.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyfast.inference import amp_settings, predict_probs
 
     cks = [load_checkpoint(p) for p in cfg.checkpoints]
     data = cfg.data or cks[0].get("data")

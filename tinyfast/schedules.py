@@ -4,9 +4,11 @@ The learning rate is a pure function of the global step (plus, for ``plateau``, 
 that changes at epoch ends), so resuming only needs the step and that factor. Kinds:
 
 * ``onecycle`` -- linear warm-up to the peak, then cosine annealing to ``min_lr`` (the warm-up is
-  the "one cycle" rise; by default a quarter of the run).
-* ``cosine`` -- warm-up, then cosine annealing to ``min_lr``.
-* ``step`` -- warm-up, then multiply by ``gamma`` every ``step_size`` epochs.
+  the "one cycle" rise; by default a quarter of the run). The last step runs at exactly ``min_lr``.
+* ``cosine`` -- warm-up, then cosine annealing to ``min_lr``, reached on the last step.
+* ``step`` -- warm-up, then multiply by ``gamma`` every ``step_size`` epochs, counted from step 0
+  (like ``torch.optim.lr_scheduler.StepLR``: ``--step-size 10`` decays at epochs 10, 20, ...,
+  whatever the warm-up).
 * ``plateau`` -- warm-up, then multiply by ``gamma`` when val top-1 has not improved for
   ``patience`` evaluations.
 * ``cyclic`` -- triangular cycles between ``min_lr`` and the peak, ``cycle_epochs`` long.
@@ -65,13 +67,12 @@ class Schedule:
         if step < self.warmup:
             a = (step + 1) / self.warmup
             return p * (self.warmup_start + (1.0 - self.warmup_start) * a)
-        t = step - self.warmup
-        rest = max(1, self.total - self.warmup)
         if self.kind in ("onecycle", "cosine"):
-            frac = min(1.0, t / rest)
+            # The annealing steps are warmup .. total-1: the first at the peak, the last at min_lr.
+            frac = min(1.0, (step - self.warmup) / max(1, self.total - 1 - self.warmup))
             return lo + (p - lo) * 0.5 * (1.0 + math.cos(math.pi * frac))
         if self.kind == "step":
-            return p * self.gamma ** (t // self.step_size)
+            return p * self.gamma ** (step // self.step_size)
         if self.kind == "plateau":
             return p * self.factor
         return p

@@ -60,7 +60,7 @@ def _dist_env() -> tuple[int, int, int]:
 def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConfig, dict]:
     """The saved config of the checkpoint named by ``--resume``, with this command's runtime
     fields and explicit overrides applied."""
-    from tinyfast.trainer import load_checkpoint
+    from tinyfast.checkpoint import load_checkpoint
     if cli.resume == "last":
         if not cli.name:
             raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")

@@ -1,0 +1,60 @@
+"""Checkpoint files: the on-disk format, atomic saving, reading with one-line errors, and the
+model rebuilt from a checkpoint. Used by the trainer and by ``evaluate``/``predict`` alike (it
+imports neither)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tinyfast.metrics import atomic_write_bytes
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "serialize", "save_checkpoint", "load_checkpoint",
+           "model_from_checkpoint"]
+
+CHECKPOINT_FORMAT = "tinyfast-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def serialize(state: dict) -> bytes:
+    """The bytes ``torch.save`` writes for ``state`` (serialise once, write to several files)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(state: dict | bytes, path: str | os.PathLike) -> None:
+    """Write ``state`` (a dict, or bytes from :func:`serialize`) to a synced temporary file next to
+    ``path``, then rename it into place: never a torn or empty file, even after a power loss."""
+    atomic_write_bytes(path, state if isinstance(state, bytes) else serialize(state))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a tinyfast checkpoint (on CPU). Raises ``ValueError`` with one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint")
+    try:
+        # weights_only=False: the checkpoint holds numpy RNG state and plain dicts we wrote ourselves.
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: "
+                         f"{(str(e).splitlines() or [''])[0]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a tinyfast checkpoint")
+    return ck
+
+
+def model_from_checkpoint(ck: dict, weights: str = "auto") -> nn.Module:
+    """Rebuild the model of a checkpoint and load its weights (``ema``, ``raw`` or ``auto``)."""
+    from tinyfast.models import get_model
+    model = get_model(ck["arch"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {}))
+    if weights == "ema" and ck.get("ema") is None:
+        raise ValueError("--weights ema: the checkpoint has no EMA weights (trained without --ema)")
+    use_ema = weights in ("ema", "auto") and ck.get("ema") is not None
+    model.load_state_dict(ck["ema"]["module"] if use_ema else ck["model"])
+    return model.eval()

@@ -1,0 +1,137 @@
+"""Building a run's parts from its config: loaders, class names, the model (init, pretrained
+weights, sync-BN), and what changes between epochs (:class:`Phases`: layer-wise unfreezing and
+progressive resizing)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tinyfast.config import TrainConfig, parse_prog_resize
+from tinyfast.schedules import Schedule
+from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
+
+__all__ = ["setup_device", "build_loader", "class_names", "build_model", "build_step", "wrap_model", "Phases"]
+
+
+def setup_device(name: str) -> torch.device:
+    """The run's device, made current; on CUDA with cuDNN autotuning and TF32 matmuls/convs."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    return device
+
+
+def build_loader(cfg: TrainConfig, split: str, *, device: torch.device, rank: int, world: int,
+                 dtype: torch.dtype):
+    """The loader of ``split`` (``None`` for a missing evaluation split)."""
+    from tinyfast.data import read_manifest
+    from tinyfast.loaders import build
+    if split != "train" and split not in read_manifest(cfg.data).get("splits", {}):
+        return None
+    per_rank = cfg.batch_size // world if split == "train" else cfg.eval_batch_size
+    return build(cfg.loader, cfg.data, split, per_rank, device=device,
+                 policy=cfg.aug if split == "train" else None, seed=cfg.seed, rank=rank,
+                 world_size=world, dtype=dtype, num_workers=cfg.workers)
+
+
+def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) -> tuple[list[str], list[str]]:
+    """(wnids, words) for the per-class report: given, else from the packed data, else indices."""
+    if classes is None and cfg.data:
+        from tinyfast.data import open_packed
+        sp = open_packed(cfg.data, "train")
+        classes, words = list(sp.classes), list(sp.words)
+    return (list(classes or [str(i) for i in range(num_classes)]),
+            list(words or [""] * num_classes))
+
+
+def build_model(cfg: TrainConfig, num_classes: int, *, world: int, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
+    """The initialised model (same on every rank: seeded) and the keywords it was built with."""
+    from tinyfast.models import get_model, init_weights, load_pretrained
+    torch.manual_seed(cfg.seed)
+    kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    model = get_model(cfg.arch, num_classes=num_classes, **kwargs)
+    init_weights(model, cfg.init)
+    if cfg.pretrained:
+        loaded, skipped = load_pretrained(model, cfg.pretrained)
+        log(f"pretrained: loaded {len(loaded)} tensors from {cfg.pretrained}, kept "
+            f"{len(skipped)} fresh ({', '.join(skipped[:4])}{'...' if len(skipped) > 4 else ''})")
+    if cfg.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model, kwargs
+
+
+def build_step(cfg: TrainConfig, model: nn.Module, autocast, *, fp16: bool, device: torch.device,
+               steps_per_epoch: int, rank: int) -> tuple[TrainStep, Schedule]:
+    """The step (optimizer, GradScaler when ``fp16``, EMA, mixing, loss) and the LR schedule."""
+    optimizer = build_optimizer(model, cfg)
+    schedule = Schedule(optimizer, cfg.schedule, cfg.lr, steps_per_epoch * cfg.epochs, steps_per_epoch,
+                        warmup_steps=round(cfg.warmup * steps_per_epoch), min_lr=cfg.min_lr,
+                        step_size=cfg.step_size, gamma=cfg.gamma, patience=cfg.patience,
+                        cycle_epochs=cfg.cycle_epochs)
+    step = TrainStep(model, optimizer, torch.amp.GradScaler(device.type, enabled=fp16),
+                     nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), autocast,
+                     Mixer(cfg.mixup, cfg.cutmix, cfg.mix_prob, seed=cfg.seed * 1000 + rank),
+                     EMA(model, cfg.ema) if cfg.ema > 0 else None)
+    return step, schedule
+
+
+def wrap_model(model: nn.Module, *, compile: bool, world: int, device: torch.device) -> nn.Module:
+    """What the step calls: ``model`` under DDP and/or ``torch.compile``. DDP registers the
+    parameters that require grad at construction, so it is rebuilt when unfreezing changes them."""
+    fwd = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(fwd) if compile else fwd
+
+
+class Phases:
+    """What changes between epochs: how many layer groups train (``--freeze``,
+    ``--unfreeze-every``) and the training image size (``--prog-resize``).
+
+    ``on_change`` is called after the trainable set changed (DDP must then be rebuilt).
+    """
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, loader, log: Callable[[str], None],
+                 on_change: Callable[[], None]):
+        from tinyfast.models import layer_groups
+        self.cfg, self.loader, self.log, self.on_change = cfg, loader, log, on_change
+        self.groups = layer_groups(model)
+        self.trainable_groups: int | None = None
+        self.sizes = parse_prog_resize(cfg.prog_resize) if cfg.prog_resize else None
+
+    def apply_freeze(self, epoch: int) -> None:
+        """Set ``requires_grad`` for ``epoch``'s trainable groups (head first)."""
+        cfg = self.cfg
+        n = len(self.groups)
+        if cfg.freeze:
+            n = min(n, 1 + (epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0))
+        if n == self.trainable_groups:
+            return
+        for i, g in enumerate(self.groups):
+            for p in g:
+                p.requires_grad_(i < n)
+        if cfg.freeze:
+            self.log(f"epoch {epoch + 1}: training the top {n} of {len(self.groups)} layer groups")
+        self.trainable_groups = n
+        self.on_change()
+
+    def image_size(self, epoch: int) -> int:
+        """Training image size of ``epoch`` (progressive resizing: equal-length phases)."""
+        full = int(getattr(self.loader, "height", 0) or 0)
+        if not self.sizes:
+            return full
+        return self.sizes[min(len(self.sizes) - 1, epoch * len(self.sizes) // self.cfg.epochs)]
+
+    def set_train_size(self, size: int) -> bool:
+        """Ask the loader for ``size`` px output; returns True if the loop must resize instead."""
+        full = int(getattr(self.loader, "height", 0) or 0)
+        if getattr(self.loader, "can_resize", False):
+            self.loader.set_out_size(None if size == full else (size, size))
+            return False
+        return bool(size) and size != full

@@ -1,0 +1,120 @@
+"""The epoch loop: one epoch's batches through :class:`~tinyfast.trainer.step.TrainStep`, with the
+running sums kept on the device (no host sync per step) and a progress bar refreshed every
+``log_every`` steps (one sync each)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+__all__ = ["Running", "EpochLoop"]
+
+
+class Running:
+    """The running epoch's sums (loss x samples, correct top-1, samples, seconds).
+
+    Loss and correct count live on the device, so adding a batch never waits for it.
+    """
+
+    def __init__(self, device: torch.device, loss: float = 0.0, correct: int = 0, n: int = 0,
+                 seconds: float = 0.0):
+        self.loss = torch.tensor(loss, dtype=torch.float32, device=device)
+        self.correct = torch.tensor(correct, dtype=torch.int64, device=device)
+        self.n, self.seconds = int(n), float(seconds)
+
+    def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss * y.shape[0]
+        self.correct += (out.argmax(1) == y).sum()
+        self.n += y.shape[0]
+
+    def totals(self) -> tuple[float, int]:
+        """(loss sum, correct): waits for the device."""
+        return self.loss.item(), self.correct.item()
+
+    def state_dict(self) -> dict:
+        loss, correct = self.totals()
+        return {"loss": loss, "correct": correct, "n": self.n, "seconds": self.seconds}
+
+
+class EpochLoop:
+    """Runs the steps of one epoch (or the rest of one after a mid-epoch resume).
+
+    Owns the global step counter and the running sums: both are part of a mid-epoch checkpoint.
+    ``stop_at_step`` ends the epoch early after that global step.
+    """
+
+    def __init__(self, step_fn, schedule, loader, *, device: torch.device, memory_format,
+                 steps_per_epoch: int, epochs: int, world: int, log_every: int,
+                 stop_at_step: int | None, show_progress: bool):
+        self.step_fn, self.schedule, self.loader = step_fn, schedule, loader
+        self.device, self.memory_format = device, memory_format
+        self.steps_per_epoch, self.epochs, self.world = steps_per_epoch, epochs, world
+        self.log_every, self.stop_at_step, self.show_progress = log_every, stop_at_step, show_progress
+        self.step = 0               # optimizer steps done
+        self.running: Running | None = None
+        self.epoch_done = True      # False while an epoch is partially done (mid-epoch checkpoint)
+        self.stopped_early = False
+
+    def _prepare(self, x: torch.Tensor, size: int, resize: bool) -> torch.Tensor:
+        if resize:
+            # The loader cannot produce smaller images: downscale the batch (antialiased).
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False).to(x.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def run(self, epoch: int, size: int, resize: bool) -> dict | None:
+        """Train epoch ``epoch`` at image size ``size`` (``resize``: downscale in the loop).
+
+        Returns the epoch's training metrics, or ``None`` when ``stop_at_step`` interrupted it.
+        """
+        self.loader.set_epoch(epoch)
+        self.step_fn.fwd.train()
+        run = self.running = self.running or Running(self.device)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.show_progress, leave=False,
+                   dynamic_ncols=True)
+        window, window_n = torch.zeros((), device=self.device), 0
+        t0, n0 = time.perf_counter(), run.n
+        self.epoch_done, stop = False, False
+        for x, y in self.loader:
+            self.schedule.set_step(self.step)
+            loss, out = self.step_fn(self._prepare(x, size, resize), y)
+            run.add(loss, out, y)
+            window += loss
+            window_n += 1
+            self.step += 1
+            bar.update(1)
+            if window_n == self.log_every:
+                # One sync every log_every steps, for the bar.
+                rate = (run.n - n0) / max(time.perf_counter() - t0, 1e-9) * self.world
+                bar.set_postfix(loss=f"{window.item() / window_n:.3f}", img_s=f"{rate:.0f}",
+                                lr=f"{self.schedule.last_lr:.3g}")
+                window.zero_()
+                window_n = 0
+            if self.stop_at_step is not None and self.step >= self.stop_at_step:
+                stop = True
+                break
+        loss_sum, correct = run.totals()  # waits for the device: the epoch time below is honest
+        run.seconds += time.perf_counter() - t0
+        bar.close()
+        if stop and self.step < (epoch + 1) * self.steps_per_epoch:
+            self.stopped_early = True
+            return None
+        self.stopped_early = stop
+        self.epoch_done = True
+        self.running = None
+        return self._metrics(run, loss_sum, correct, size)
+
+    def _metrics(self, run: Running, loss_sum: float, correct: float, size: int) -> dict:
+        n = max(run.n, 1)
+        if self.world > 1:
+            t = torch.tensor([loss_sum, correct, run.n], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            loss_sum, correct, n = t[0].item(), t[1].item(), max(t[2].item(), 1)
+        return {"train_loss": loss_sum / n, "train_top1": correct / n, "image_size": size,
+                "img_per_s": run.n * self.world / max(run.seconds, 1e-9),
+                "epoch_time": run.seconds, "lr": self.schedule.last_lr}

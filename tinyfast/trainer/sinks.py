@@ -1,0 +1,90 @@
+"""Where a run's figures go: ``config.json``, ``metrics.jsonl``/``metrics.csv``, ``curves.png``,
+``per_class.csv``, ``summary.json`` and the one-line log per epoch. Only rank 0 writes files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
+
+__all__ = ["RunSinks", "epoch_line", "run_info"]
+
+# Drawing takes ~0.5-1 s: at most once a minute, and after the last epoch.
+PLOT_INTERVAL_S = 60.0
+
+
+def epoch_line(r: dict, epochs: int, show_size: bool) -> str:
+    """The log line of one epoch's row."""
+    val = (f"  val loss {r['val_loss']:.3f} top-1 {100 * r['val_top1']:.2f}% top-5 {100 * r['val_top5']:.2f}%"
+           if "val_top1" in r else "")
+    return (f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.3f} "
+            f"top-1 {100 * r['train_top1']:.2f}%{val}  lr {r['lr']:.3g}  {r['img_per_s']:.0f} img/s  "
+            f"{r['epoch_time']:.1f}s" + (f"  ({r['image_size']}px)" if show_size else ""))
+
+
+def run_info(tr) -> dict:
+    """``config.json`` of trainer ``tr``: the resolved config, the environment, the run's shape."""
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "device": (torch.cuda.get_device_name(tr.device) if tr.device.type == "cuda"
+                      else platform.processor() or "cpu"),
+           "cuda": torch.version.cuda, "world_size": tr.world,
+           "amp": str(tr.amp_dtype).replace("torch.", "") if tr.amp else "off", "argv": sys.argv}
+    return {"config": dataclasses.asdict(tr.cfg), "environment": env,
+            "num_classes": tr.num_classes, "steps_per_epoch": tr.steps_per_epoch}
+
+
+class RunSinks:
+    """The output files and log lines of one run in ``run_dir``.
+
+    ``write`` is False on ranks other than 0: they log nothing and write nothing.
+    """
+
+    def __init__(self, run_dir: Path, *, write: bool, log: Callable[[str], None], title: str):
+        self.run_dir, self.write, self.log, self.title = Path(run_dir), write, log, title
+        self._plotted = time.perf_counter()
+
+    def start(self, info: dict) -> None:
+        """Create the run directory and write ``config.json``."""
+        if self.write:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2) + "\n")
+
+    def epoch(self, history: list[dict], *, epochs: int, show_size: bool, last: bool) -> None:
+        """Log the newest row of ``history`` and rewrite the metric files (and, now and then, the plot)."""
+        self.log(epoch_line(history[-1], epochs, show_size))
+        if not self.write:
+            return
+        write_history(history, self.run_dir)
+        if last or time.perf_counter() - self._plotted > PLOT_INTERVAL_S:
+            self.plot(history)
+
+    def plot(self, history: list[dict]) -> None:
+        try:
+            from tinyfast.plots import plot_history
+            plot_history(history, self.run_dir / "curves.png", title=self.title)
+        except Exception as e:  # a plotting problem must never kill a training run
+            self.log(f"warning: could not draw curves.png ({e.__class__.__name__}: {e})")
+        self._plotted = time.perf_counter()
+
+    def per_class(self, ev: dict, classes: list[str], words: list[str]) -> dict:
+        """The per-class table of evaluation ``ev``: logged (best/worst 5) and written to ``per_class.csv``."""
+        table = per_class_table(ev["per_class_correct"], ev["per_class_count"], classes, words)
+        if self.write:
+            atomic_write_text(self.run_dir / "per_class.csv", per_class_csv(table))
+            fmt = lambda rs: ", ".join(f"{r['class']} {r['words'].split(',')[0]} {100 * r['accuracy']:.0f}%"
+                                       for r in rs)
+            self.log(f"best classes:  {fmt(table['best'])}")
+            self.log(f"worst classes: {fmt(table['worst'])}")
+        return table
+
+    def summary(self, out: dict) -> None:
+        if self.write:
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(out, indent=2, default=float) + "\n")
