@@ -118,6 +118,30 @@ def test_contract_and_normalisation(name, packed):
     assert torch.equal(torch.cat(ys), torch.from_numpy(open_packed(packed, "train").labels))
 
 
+@pytest.mark.parametrize("name", ["gpu", "torch-npy"])
+def test_default_dtype_float32_or_autocast(name, packed):
+    """Without ``dtype`` a plain float32 model accepts the batches; inside ``torch.autocast`` the
+    loader delivers the autocast dtype."""
+    x, _ = next(iter(make(name, packed, "val", 4)))
+    assert x.dtype == torch.float32
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert conv(x).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ld = make(name, packed, "val", 4)
+    assert ld.dtype == torch.bfloat16 and next(iter(ld))[0].dtype == torch.bfloat16
+
+
+def test_classes_like_torchvision(packed):
+    import json
+
+    man = json.loads((packed / "manifest.json").read_text())
+    ld = make("gpu", packed, "val", 4)
+    assert len(ld.classes) == N_CLASSES
+    assert [(c.wnid, c.words) for c in ld.classes] == [(c["wnid"], c.get("words", "")) for c in man["classes"]]
+    assert ld.classes[2] == (man["classes"][2]["wnid"], man["classes"][2].get("words", ""))
+    assert ld.class_to_idx == {c["wnid"]: i for i, c in enumerate(man["classes"])}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtypes_gpu(dtype, packed):
     x, _ = next(iter(make("gpu", packed, "val", batch_size=8, dtype=dtype, policy="standard", train=True)))
@@ -218,6 +242,34 @@ def test_same_seed_same_batches_and_resume(name, packed):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_state_is_what_comes_next(name, packed):
+    """A checkpoint taken after ``set_epoch(e + 1)``, before its first batch, resumes the whole of
+    epoch ``e + 1`` (not an empty remainder of it); ``iter()`` and a finished pass reset the cursor."""
+    kw = dict(train=True, policy="standard", seed=7)
+    ld = make(name, packed, "train", 8, **kw)
+    want = run_epoch(ld, epoch=1)
+    assert (ld.state_dict()["epoch"], ld.state_dict()["batch"]) == (1, 0)   # a new pass: all of it
+    run_epoch(ld, epoch=0)
+    ld.set_epoch(1)
+    state = ld.state_dict()
+    assert (state["epoch"], state["batch"]) == (1, 0)
+    fresh = make(name, packed, "train", 8, **kw)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(1)
+    got = [(x.clone(), y.clone()) for x, y in fresh]
+    assert len(got) == len(want) == 8
+    for (xg, yg), (xw, yw) in zip(got, want):
+        assert torch.equal(xg, xw) and torch.equal(yg, yw)
+    # Mid-pass the state names the next batch; a new iter() starts the epoch again.
+    it = iter(ld)
+    next(it), next(it)
+    assert ld.state_dict()["batch"] == 2
+    it = iter(ld)
+    assert ld.state_dict()["batch"] == 0
+    assert torch.equal(next(it)[0], want[0][0])
+
+
 def test_seed_changes_everything(packed):
     a = run_epoch(make("gpu", packed, "train", 8, train=True, policy="standard", seed=7))
     b = run_epoch(make("gpu", packed, "train", 8, train=True, policy="standard", seed=8))
@@ -299,6 +351,25 @@ def test_set_out_size_resamples_in_the_op(name, packed):
     assert run_epoch(ld, epoch=0)[0][0].shape[-2:] == (64, 64)
     with pytest.raises(ValueError, match=">= 1"):
         ld.set_out_size((0, 8))
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_set_out_size_mid_epoch_from_the_next_batch(name, packed):
+    """``set_out_size`` while the caller holds batch b: batch b + 1 is produced at the new size
+    with parameters drawn for that size (not those prepared ahead for the old one)."""
+    ld = make(name, packed, "train", 8, train=True, policy="standard", seed=3)
+    ld.set_epoch(0)
+    it = iter(ld)
+    x0, _ = next(it)
+    want0, _ = fused_reference(ld, 0, 0)
+    assert torch.equal(x0, want0)
+    ld.set_out_size((32, 32))
+    x1, y1 = next(it)
+    want1, want_y1 = fused_reference(ld, 0, 1)      # drawn for 32x32 from batch 1's seed
+    assert x1.shape[-2:] == (32, 32) and torch.equal(x1, want1) and torch.equal(y1, want_y1)
+    ld.set_out_size(None)
+    x2, _ = next(it)
+    assert torch.equal(x2, fused_reference(ld, 0, 2)[0])
 
 
 @pytest.mark.parametrize("name", ["torch", "torch-npy", "dali-native"])

@@ -78,7 +78,7 @@ def list_loaders() -> list[str]:
 
 def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
           rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
-          dtype: torch.dtype = torch.float16, train: bool | None = None,
+          dtype: torch.dtype | None = None, train: bool | None = None,
           num_workers: int | None = None, **kw):
     """Build the loader ``name`` over one split of a packed dataset.
 
@@ -93,7 +93,10 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         seed: seeds the shuffle and the augmentation parameters (see :mod:`tinyfast.loaders.base`).
         rank, world_size: DDP shard of this process.
         drop_last: drop the incomplete last batch (default: ``train``).
-        dtype: float16, bfloat16 or float32 images.
+        dtype: float16, bfloat16 or float32 images. Default: float32 (what a plain model
+            expects, on any device), or the autocast dtype when ``build`` is called inside an
+            enabled ``torch.autocast`` for the device type. Pass the autocast dtype explicitly
+            (``dtype=torch.bfloat16``) to halve the bytes of every batch when training with AMP.
         train: shuffle + augment + drop_last (default: ``split == "train"``); otherwise plain
             normalisation in the packed order.
         num_workers: worker processes/threads where the loader has any (default: CPU cores).
