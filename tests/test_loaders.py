@@ -436,6 +436,38 @@ def test_missing_or_corrupt_data(name, packed, truncated, tmp_path):
         L.build(name, packed, "extra", 4)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("change", ["truncated", "garbage", "resized", "removed"])
+def test_jpeg_changed_after_packing_is_one_clear_line(change, workers, packed, tmp_path):
+    """A JPEG of the tree damaged, replaced or removed after packing: the ``torch`` loader stops
+    with one :class:`PackError` line naming the file (also when a worker process read it)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    src = Path(json.loads((packed / "manifest.json").read_text())["source"]["path"])
+    tree = tmp_path / "tree"
+    shutil.copytree(src / "val", tree / "val")
+    ld = make("torch", packed, "val", 4, jpeg_root=tree, num_workers=workers)
+    victim = Path(ld.dataset.read.paths[5])          # in the second batch
+    if change == "truncated":
+        victim.write_bytes(victim.read_bytes()[:300])
+    elif change == "garbage":
+        victim.write_bytes(b"not a jpeg at all" * 10)
+    elif change == "resized":
+        Image.new("RGB", (48, 40), (10, 20, 30)).save(victim, format="JPEG")
+    else:
+        victim.unlink()
+    with ld, pytest.raises(PackError) as err:
+        for _ in ld:
+            pass
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(victim)), msg
+    assert "Traceback" not in msg and "worker" not in msg
+    assert ("48x40" in msg) if change == "resized" else ("no longer a readable image" in msg)
+
+
 def test_bad_arguments(packed):
     with pytest.raises(ValueError, match="rank"):
         L.build("gpu", packed, "train", 4, rank=2, world_size=2)
