@@ -486,14 +486,47 @@ def test_unlabelled_test_split(packed):
 
 
 # ----------------------------------------------------------------------------------- benchmark
-def test_throughput_and_cli(packed, capsys):
+BENCH = ["--bench", "--batch-size", "16", "--batches", "2", "--runs", "1", "--warmup", "1", "--workers", "0"]
+
+
+def test_throughput_and_cli(packed, capsys, monkeypatch):
+    monkeypatch.setenv("TINYFAST_PROGRESS", "lines")      # as in a log file
     r = L.throughput("gpu", packed, "train", 16, batches=3, warmup=1, runs=2)
     assert r["images_per_sec"] > 0 and len(r["runs"]) == 2 and r["device"] == "cpu"
-    assert L.main(["--bench", "--data", str(packed), "--loaders", "gpu,torch-npy", "--batch-size", "16",
-                   "--batches", "2", "--runs", "1", "--warmup", "1", "--workers", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "gpu" in out and "torch-npy" in out
+    assert r["dtype"] == "float16"
+    capsys.readouterr()
+    assert L.main(BENCH + ["--data", str(packed), "--loaders", "gpu,torch-npy"]) == 0
+    cap = capsys.readouterr()
+    rows = [line.split() for line in cap.out.splitlines()]
+    assert [r[0] for r in rows[1:]] == ["gpu", "torch-npy"]
+    assert all(float(r[2].replace(",", "")) > 0 for r in rows[1:])
+    # Progress through tinyfast.progress: plain lines per loader (warm-up + timed batches).
+    assert re.search(r"^  gpu: 3/3 \(100%\) .*batch/s in ", cap.err, re.M), cap.err
+    assert re.search(r"^  torch-npy: 3/3 \(100%\)", cap.err, re.M), cap.err
     assert L.main(["--list"]) == 0 and "dali-native" in capsys.readouterr().out
+
+
+def test_cli_exit_status_when_nothing_measured(truncated, packed, capsys):
+    """Every loader skipped (unreadable data): the reasons are printed and the exit status is 1."""
+    assert L.main(BENCH + ["--data", str(truncated), "--loaders", "gpu,torch-npy"]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.count("skipped") == 2 and "images.npy: 5000 bytes" in cap.out
+    assert "no loader could be measured" in cap.err
+    for bad in (["--loaders", "gpu,nope"], ["--device", "tpu7"], ["--workers", "1,x"], ["--batches", "0"]):
+        with pytest.raises(SystemExit) as e:
+            L.main(BENCH + ["--data", str(packed)] + bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and last.startswith("python -m tinyfast.loaders: error: ")
+        assert bad[1].split(",")[-1] in last
+
+
+def test_cli_help_describes_every_option():
+    actions = [a for a in L.get_args_parser()._actions if a.option_strings]
+    assert len(actions) >= 12
+    for a in actions:
+        assert a.help and len(a.help) > 15, f"{a.option_strings[0]} has no help text"
 
 
 # ----------------------------------------------------------------------------------- CUDA
