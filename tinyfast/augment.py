@@ -232,6 +232,19 @@ PRESETS: dict[str, Policy] = {
     "translate10": Policy(translate=0.1),
     "contrast": Policy(contrast=(0.7, 1.3)),
     "color": Policy(brightness=(0.8, 1.2), contrast=(0.7, 1.3), saturation=(0.7, 1.3)),
+    # Centre crop 56x56 resized back to 64x64 is a fixed zoom of 64/56 about the centre (bilinear).
+    "crop56": Policy(zoom=64.0 / 56.0),
+    # Mkrtchyan's set 1 (horizontal flip, centre crop 56, resize 64) and set 2 without its Gaussian
+    # blur (rotate +-10 degrees, horizontal and vertical flips).
+    "hflip-crop56": Policy(zoom=64.0 / 56.0, hflip=0.5),
+    "rotate10-flips": Policy(rotate=10.0, hflip=0.5, vflip=0.5),
+    # UCI CS172B names flips, shifts and rotations without amounts: 10% shifts, +-10 degrees.
+    "uci": Policy(rotate=10.0, translate=0.1, hflip=0.5),
+    # Kran's Keras ImageDataGenerator: rotation_range 8, shifts 0.1, shear_range 0.3 (radians, as
+    # Keras 1 read it: +-17.2 degrees), zoom_range 0.1 (Keras zooms by 1/z for z in [0.9, 1.1]),
+    # both flips.
+    "ucsc": Policy(rotate=8.0, translate=0.1, shear=math.degrees(0.3), zoom=(1.0 / 1.1, 1.0 / 0.9),
+                   hflip=0.5, vflip=0.5, fill=114.0),
     # Training ResNet-18 on 64x64 Tiny ImageNet: flips and small shifts/zooms/rotations carry most
     # of the gain; mild colour jitter on top. Shifts fill with the dataset's grey-ish mean.
     "standard": Policy(rotate=10.0, translate=0.1, zoom=(0.9, 1.2), hflip=0.5,
