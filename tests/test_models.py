@@ -144,3 +144,58 @@ def test_layer_groups_start_at_the_head():
     assert [id(p) for p in groups[0]] == [id(m.fc.weight), id(m.fc.bias)]
     assert {id(p) for p in groups[1]} == {id(p) for p in m.layer4.parameters()}
     assert sum(len(g) for g in groups) == len(list(m.parameters()))
+
+
+# The reports' own networks: the parameter counts they give (UCSC: 100 classes; its Keras count
+# includes BatchNorm's running mean/var, 2 per channel, which PyTorch keeps as buffers).
+def _keras_count(model: nn.Module) -> int:
+    bn = sum(m.num_features for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+    return count_parameters(model) + 2 * bn
+
+
+@pytest.mark.parametrize("name,classes,reported,rel", [
+    ("ucsc_shallow", 100, 4.24e6, 0.002),
+    ("ucsc_deep", 100, 11.26e6, 0.002),
+    ("ghosh_net1", 200, 17.9e6, 0.05),
+    ("ghosh_net2", 200, 11.8e6, 0.05),
+])
+def test_report_models_match_the_reported_parameter_counts(name, classes, reported, rel):
+    model = get_model(name, num_classes=classes)
+    assert _keras_count(model) == pytest.approx(reported, rel=rel)
+    assert head_module(model).out_features == classes
+
+
+def test_ucsc_models_follow_the_published_layer_shapes():
+    """Shallow: two padded convs and two pools leave 64x16x16 for fc256; deep: four unpadded convs
+    and two pools leave 128x13x13 for fc512."""
+    shallow = get_model("ucsc_shallow", num_classes=100)
+    assert [m.in_features for m in shallow.modules() if isinstance(m, nn.Linear)] == [64 * 16 * 16, 256]
+    deep = get_model("ucsc_deep", num_classes=100).eval()
+    lins = [m for m in deep.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in lins] == [(128 * 13 * 13, 512), (512, 128), (128, 100)]
+    pooled = {}
+    pool = next(m for m in deep.modules() if isinstance(m, nn.AdaptiveAvgPool2d))
+    pool.register_forward_hook(lambda mod, i, o: pooled.update(shape=tuple(i[0].shape)))
+    deep(torch.zeros(1, 3, 64, 64))
+    assert pooled["shape"] == (1, 128, 13, 13)  # the adaptive pool is the identity at 64 px
+
+
+@pytest.mark.parametrize("name", ["ghosh_net1", "ghosh_net2", "uci_resnet_cnn"])
+def test_report_models_take_16px_inputs(name):
+    """Ghosh's Network 1 trains at 16 px in its progressive schedule."""
+    model = get_model(name, num_classes=NUM_CLASSES).eval()
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, NUM_CLASSES)
+
+
+def test_ghosh_net2_is_resnet18_with_dropout():
+    net2 = get_model("ghosh_net2", num_classes=200, dropout=0.3)
+    r18 = get_model("resnet18", num_classes=200)
+    assert count_parameters(net2) == count_parameters(r18)
+    drops = [m.p for m in net2.modules() if isinstance(m, nn.Dropout)]
+    assert drops == [0.3] * 4
+    net2.train()
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    a = net2(x)
+    torch.manual_seed(1)
+    assert not torch.equal(a, net2(x))  # dropout is active in training mode

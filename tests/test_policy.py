@@ -176,3 +176,42 @@ def test_same_seed_same_images_on_cpu_and_cuda():
     a = _run(src, p, fill=PRESETS["standard"].fill)
     b = _run(src, p, "cuda", fill=PRESETS["standard"].fill)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
+
+
+# --- the reports' presets ---------------------------------------------------------------------------
+def test_report_presets_ranges():
+    ucsc = PRESETS["ucsc"]
+    assert ucsc.rotate == (-8.0, 8.0) and ucsc.translate == (0.1, 0.1)
+    assert ucsc.shear == pytest.approx((-math.degrees(0.3), math.degrees(0.3)))
+    assert ucsc.zoom == pytest.approx((1 / 1.1, 1 / 0.9)) and ucsc.hflip == ucsc.vflip == 0.5
+    assert PRESETS["uci"] == Policy(rotate=10.0, translate=0.1, hflip=0.5)
+    assert PRESETS["crop56"].zoom == (64 / 56, 64 / 56) and PRESETS["hflip-crop56"].hflip == 0.5
+
+
+def test_rotate10_flips_draws_both_flips_independently_with_rotation():
+    n = 8000
+    p = PRESETS["rotate10-flips"].sample(n, 64, 64, gen(11))
+    # With |angle| <= 10 degrees the diagonal keeps the flips' signs (cos > 0.98).
+    h, v = p.theta[:, 0, 0] < 0, p.theta[:, 1, 1] < 0
+    tol = 4 * math.sqrt(0.25 / n)
+    assert abs(h.double().mean() - 0.5) < tol and abs(v.double().mean() - 0.5) < tol
+    assert abs((h & v).double().mean() - 0.25) < tol
+    flips = torch.diag_embed(torch.stack([torch.where(h, -1.0, 1.0), torch.where(v, -1.0, 1.0)], 1))
+    rot = flips @ p.theta[:, :, :2]   # un-flip: a pure rotation remains (F is its own inverse)
+    angle = torch.rad2deg(torch.atan2(rot[:, 1, 0], rot[:, 0, 0]))
+    torch.testing.assert_close(rot[:, 0, 0], rot[:, 1, 1], rtol=0, atol=1e-6)
+    assert angle.abs().max() <= 10 + 1e-3 and angle.abs().max() > 9.5
+
+
+@needs_op
+def test_crop56_is_a_centre_crop_resized_to_64():
+    """Against F.interpolate (bilinear, align_corners=False) of the 56x56 centre crop. The op reads
+    the real neighbours just outside the crop where the crop-then-resize clamps at the crop edge,
+    so the outermost ring of pixels is excluded."""
+    import torch.nn.functional as F
+    src = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8, generator=gen(6))
+    out = _run(src, PRESETS["crop56"].sample(3, 64, 64, gen()))
+    crop = src[:, 4:60, 4:60].permute(0, 3, 1, 2).double()
+    ref = F.interpolate(crop, size=(64, 64), mode="bilinear", align_corners=False)
+    ref = (ref / 255 - MEAN[0]) / STD[0]
+    torch.testing.assert_close(out[:, :, 1:63, 1:63].double(), ref[:, :, 1:63, 1:63], rtol=0, atol=1e-4)

@@ -232,6 +232,19 @@ PRESETS: dict[str, Policy] = {
     "translate10": Policy(translate=0.1),
     "contrast": Policy(contrast=(0.7, 1.3)),
     "color": Policy(brightness=(0.8, 1.2), contrast=(0.7, 1.3), saturation=(0.7, 1.3)),
+    # Centre crop 56x56 resized back to 64x64 is a fixed zoom of 64/56 about the centre (bilinear).
+    "crop56": Policy(zoom=64.0 / 56.0),
+    # Mkrtchyan's set 1 (horizontal flip, centre crop 56, resize 64) and set 2 without its Gaussian
+    # blur (rotate +-10 degrees, horizontal and vertical flips).
+    "hflip-crop56": Policy(zoom=64.0 / 56.0, hflip=0.5),
+    "rotate10-flips": Policy(rotate=10.0, hflip=0.5, vflip=0.5),
+    # UCI CS172B names flips, shifts and rotations without amounts: 10% shifts, +-10 degrees.
+    "uci": Policy(rotate=10.0, translate=0.1, hflip=0.5),
+    # Kran's Keras ImageDataGenerator: rotation_range 8, shifts 0.1, shear_range 0.3 (radians, as
+    # Keras 1 read it: +-17.2 degrees), zoom_range 0.1 (Keras zooms by 1/z for z in [0.9, 1.1]),
+    # both flips.
+    "ucsc": Policy(rotate=8.0, translate=0.1, shear=math.degrees(0.3), zoom=(1.0 / 1.1, 1.0 / 0.9),
+                   hflip=0.5, vflip=0.5, fill=114.0),
     # Training ResNet-18 on 64x64 Tiny ImageNet: flips and small shifts/zooms/rotations carry most
     # of the gain; mild colour jitter on top. Shifts fill with the dataset's grey-ish mean.
     "standard": Policy(rotate=10.0, translate=0.1, zoom=(0.9, 1.2), hflip=0.5,
@@ -258,3 +271,125 @@ def sample(policy: str | Policy | None, batch: int, height: int, width: int,
            out_size: tuple[int, int] | None = None) -> AugParams:
     """``get_policy(policy).sample(batch, height, width, generator, out_size)``."""
     return get_policy(policy).sample(batch, height, width, generator, out_size)
+
+
+# ----- preview: ``python -m tinyfast.augment --preview OUT.png`` --------------------------------------
+#: Columns of the preview grid: a title and the policy drawn for it (fixed values where a single
+#: setting is shown, the preset's own random ranges otherwise). Blur, cutout and mean-image
+#: subtraction are not operations of the fused op, so they have no column.
+PREVIEW_PANELS: tuple[tuple[str, Policy], ...] = (
+    ("original", Policy()),
+    ("contrast 0.7", Policy(contrast=(0.7, 0.7))),
+    ("contrast 1.3", Policy(contrast=(1.3, 1.3))),
+    ("h-flip", Policy(hflip=1.0)),
+    ("v-flip", Policy(vflip=1.0)),
+    ("rotate10", PRESETS["rotate10"]),
+    ("translate10", PRESETS["translate10"]),
+    ("crop56 (zoom)", PRESETS["crop56"]),
+    ("rotate60-zoom-shift", PRESETS["rotate60-zoom-shift"]),
+    ("ucsc", PRESETS["ucsc"]),
+    ("standard", PRESETS["standard"]),
+)
+
+
+def preview_panels(images: torch.Tensor, seed: int = 0,
+                   panels: tuple[tuple[str, Policy], ...] = PREVIEW_PANELS) -> list[tuple[str, torch.Tensor]]:
+    """Each panel's policy applied by the fused op to uint8 ``(N, H, W, 3)`` ``images``.
+
+    Returns ``[(title, uint8 (N, H, W, 3))]``; the op runs with mean 0 / std 1 in float32 and the
+    result is rounded back to 0..255, so the identity panel reproduces the input exactly.
+    """
+    from tinyfast import ops
+    n, h, w, _ = images.shape
+    out = []
+    for title, pol in panels:
+        p = pol.sample(n, h, w, torch.Generator().manual_seed(seed))
+        x = ops.augment(images.contiguous(), p.theta, p.color, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                        dtype=torch.float32, fill=pol.fill)
+        out.append((title, (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()))
+    return out
+
+
+def preview_mosaic(panels: list[tuple[str, torch.Tensor]], gap: int = 2) -> np.ndarray:
+    """One uint8 ``(rows, cols, 3)`` picture: panel ``j`` in column ``j``, image ``i`` in row ``i``,
+    ``gap`` white pixels between cells."""
+    n, h, w, _ = panels[0][1].shape
+    mosaic = np.full((n * (h + gap) - gap, len(panels) * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for j, (_, imgs) in enumerate(panels):
+        for i in range(n):
+            mosaic[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = imgs[i].numpy()
+    return mosaic
+
+
+def pick_images(split, count: int) -> torch.Tensor:
+    """``count`` images of a packed split, one each from evenly spaced classes (the first rows when
+    the split is unlabelled)."""
+    if split.labels is None:
+        rows = list(range(min(count, len(split))))
+    else:
+        labels = np.asarray(split.labels)
+        first = {int(c): int(np.argmax(labels == c)) for c in np.unique(labels)}
+        classes = sorted(first)
+        step = max(1, len(classes) // count)
+        rows = [first[c] for c in classes[::step][:count]]
+    return torch.from_numpy(np.ascontiguousarray(split.images[rows]))
+
+
+def write_preview(path, data_dir, count: int = 6, seed: int = 0) -> str:
+    """The preview grid of ``count`` images of ``data_dir`` (val split, else train) as a PNG at
+    ``path`` (written atomically). Returns a one-line description."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from tinyfast.data import open_packed, read_manifest
+    from tinyfast.metrics import atomic_write_bytes
+    split_name = "val" if "val" in read_manifest(data_dir).get("splits", {}) else "train"
+    images = pick_images(open_packed(data_dir, split_name), count)
+    panels = preview_panels(images, seed)
+    mosaic = preview_mosaic(panels)
+    h, w = images.shape[1:3]
+    # The slanted titles reach right of the last column: leave them an inch.
+    fig = Figure(figsize=(1.0 * len(panels) + 1.4, 1.0 * len(images) + 0.9), dpi=100)
+    ax = fig.subplots()
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([j * (w + 2) + w / 2 for j in range(len(panels))],
+                  [t for t, _ in panels], rotation=35, ha="left", fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return f"{path}: {len(images)} {split_name} images of {data_dir} x {len(panels)} augmentations"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tinyfast.augment``; returns the exit status."""
+    import argparse
+
+    from tinyfast.config import run_command
+    prog = "python -m tinyfast.augment"
+    p = argparse.ArgumentParser(prog=prog, description="Show what the augmentation presets do.")
+    p.add_argument("--preview", metavar="OUT.png", required=True,
+                   help="write a grid of images under each augmentation as a PNG")
+    p.add_argument("--data", help="packed dataset (default: the built-in synthetic set)")
+    p.add_argument("--images", type=int, default=6, help="rows of the grid (default: 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random presets' draws")
+    args = p.parse_args(argv)
+
+    def run():
+        from tinyfast.data import ensure_default_data
+        return write_preview(args.preview, args.data or ensure_default_data(), args.images, args.seed)
+
+    status, msg = run_command(prog, run)
+    if status == 0:
+        print(msg)
+    return status
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -126,10 +126,17 @@ def _presets() -> list[str]:
     return sorted(PRESETS)
 
 
+def _recipes() -> list[str]:
+    from tinyfast.recipes import list_recipes
+    return list_recipes()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``python -m tinyfast.train``: train one model on a packed dataset."""
 
+    recipe: str | None = opt(None, "named preset of the settings below (see --list-recipes); explicit "
+                                   "flags override it", choices=_recipes)
     arch: str = opt("resnet18", "model name (see --list) or tv:<torchvision classifier>", type=_arch)
     data: str | None = opt(None, "packed dataset directory (default: the built-in synthetic set, "
                                  "created on first use; small when there is no GPU)")

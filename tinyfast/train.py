@@ -23,6 +23,7 @@ import torch
 
 from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
                              resolve_train_config)
+from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
@@ -37,6 +38,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     """The ``tinyfast.train`` argument parser (generated from :class:`TrainConfig`)."""
     def extra(p):
         p.add_argument("--list", action="store_true", help="list the models with parameter counts and exit")
+        p.add_argument("--list-recipes", action="store_true", help="list the recipes (--recipe) and exit")
     return build_parser(TrainConfig, PROG, extra=extra)
 
 
@@ -149,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(list_models_table())
         return 0
-    cfg = config_from_args(TrainConfig, args)
-    status, _ = run_command(PROG, train, cfg, explicit_fields(TrainConfig, argv, PROG))
+    if args.list_recipes:
+        print(recipes_table())
+        return 0
+    explicit = explicit_fields(TrainConfig, argv, PROG)
+    cfg = apply_recipe(config_from_args(TrainConfig, args), explicit)  # explicit flags win
+    status, _ = run_command(PROG, train, cfg, explicit)
     return status
 
 

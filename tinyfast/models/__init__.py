@@ -28,7 +28,7 @@ TV_PREFIX = "tv:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # The modules that register models; imported lazily (on the first registry query), so importing
 # tinyfast.models costs nothing and nothing runs at import.
-_ZOO_MODULES = ("simple", "vgg", "inception", "resnet", "densenet", "mobilenet")
+_ZOO_MODULES = ("simple", "vgg", "inception", "resnet", "densenet", "mobilenet", "reports")
 _loaded = False
 
 

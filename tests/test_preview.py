@@ -1,0 +1,74 @@
+"""``python -m tinyfast.augment --preview``: each panel is what its augmentation does to the images,
+the grid places them where it says, and the command writes a PNG or one clear error line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tinyfast.augment import PREVIEW_PANELS, main, pick_images, preview_mosaic, preview_panels
+
+ops = pytest.importorskip("tinyfast.ops")
+pytestmark = pytest.mark.skipif(not ops.is_built(), reason="tinyfast._C is not built")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp("data") / "synth"
+    pack_synthetic(out, classes=6, per_class=4, val_per_class=2, test_count=2, size=64, seed=0,
+                   progress=False, log=None)
+    return str(out)
+
+
+def _images(n=3, seed=0):
+    return torch.randint(0, 256, (n, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_panels_show_what_their_titles_say():
+    src = _images()
+    panels = dict(preview_panels(src))
+    assert list(panels) == [t for t, _ in PREVIEW_PANELS]
+    assert torch.equal(panels["original"], src)
+    assert torch.equal(panels["h-flip"], src.flip(2))
+    assert torch.equal(panels["v-flip"], src.flip(1))
+    # Contrast c about the source's mean ITU-R 601 luminance m, clamped: c*v + (1-c)*m.
+    v = src.double()
+    m = (v @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)).mean((1, 2))[:, None, None, None]
+    for c in (0.7, 1.3):
+        ref = (c * v + (1 - c) * m).clamp(0, 255).round()
+        assert (panels[f"contrast {c}"].double() - ref).abs().max() <= 1, c
+    # The random presets did change the images.
+    for title in ("rotate10", "translate10", "crop56 (zoom)", "standard"):
+        assert not torch.equal(panels[title], src), title
+
+
+def test_mosaic_places_panel_j_image_i_at_row_i_column_j():
+    panels = [(str(j), _images(2, seed=j)) for j in range(3)]
+    mosaic = preview_mosaic(panels, gap=2)
+    assert mosaic.shape == (2 * 66 - 2, 3 * 66 - 2, 3) and mosaic.dtype == np.uint8
+    for j, (_, imgs) in enumerate(panels):
+        for i in range(2):
+            assert np.array_equal(mosaic[i * 66:i * 66 + 64, j * 66:j * 66 + 64], imgs[i].numpy())
+    assert (mosaic[64:66] == 255).all() and (mosaic[:, 64:66] == 255).all()
+
+
+def test_pick_images_takes_one_per_spaced_class(data):
+    from tinyfast.data import open_packed
+    split = open_packed(data, "val")
+    imgs = pick_images(split, 3)
+    rows = [int(np.argmax(split.labels == c)) for c in (0, 2, 4)]
+    assert torch.equal(imgs, torch.from_numpy(np.asarray(split.images[rows])))
+
+
+def test_preview_command_writes_a_png(data, tmp_path, capsys):
+    from PIL import Image
+    out = tmp_path / "preview.png"
+    assert main(["--preview", str(out), "--data", data, "--images", "4"]) == 0
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > im.height > 0
+    assert "4 val images" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]  # no temporary left behind
+    assert main(["--preview", str(tmp_path / "x.png"), "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0] and not (tmp_path / "x.png").exists()

@@ -1,0 +1,146 @@
+"""Recipes: every one is valid CLI input, flags override it, the run records it, the listing shows
+it, unequal progressive-resizing phases expand correctly, and ``--recipe fast`` runs end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from tinyfast.config import TrainConfig, config_from_args, explicit_fields
+from tinyfast.models import is_known
+from tinyfast.recipes import RECIPES, apply_recipe, get_recipe, list_recipes, prog_schedule
+from tinyfast.train import build_train_parser, main
+from tinyfast.trainer import Trainer
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _as_flags(settings: dict) -> list[str]:
+    """The command-line flags that set ``settings`` (what a user would type instead of the recipe)."""
+    argv = []
+    for k, v in settings.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            argv.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
+def _cfg(argv: list[str]) -> TrainConfig:
+    """The config ``main(argv)`` would train (parse, then the recipe under the explicit flags)."""
+    args = build_train_parser().parse_args(argv)
+    explicit = explicit_fields(TrainConfig, argv)
+    return apply_recipe(config_from_args(TrainConfig, args), explicit)
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_equals_the_same_settings_given_as_flags(name):
+    """Each recipe's values pass the CLI's own converters and choices, and applying the recipe gives
+    exactly the config of typing them as flags."""
+    settings = dict(get_recipe(name).settings)
+    assert settings and set(settings) <= FIELDS - {"recipe"}, set(settings) - FIELDS
+    assert is_known(settings["arch"]), settings["arch"]
+    by_flags = _cfg(_as_flags(settings))
+    by_recipe = _cfg(["--recipe", name])
+    assert by_recipe == dataclasses.replace(by_flags, recipe=name)
+    for k, v in settings.items():
+        assert getattr(by_recipe, k) == v, k
+    about = get_recipe(name).about
+    assert about and "\n" not in about
+
+
+def test_every_report_system_has_a_recipe():
+    archs = {r.settings["arch"] for r in RECIPES.values()}
+    assert {"linear", "cnn2", "cnn_deep", "uci_resnet_cnn", "vgg16", "vgg_small", "vgg_small8", "vgg_small14",
+            "inception_small", "resnet34", "resnet50", "ghosh_net1", "ghosh_net2", "ting_m1", "ting_m4",
+            "alexnet", "resnet18", "preact_resnet34", "densenet161", "ucsc_shallow", "ucsc_deep",
+            "mobilenet_v2"} <= archs
+    assert {"fast", "best"} <= set(RECIPES)
+    # The figures the reports give appear in the lines.
+    for name, figure in [("uci-linear", "8.38%"), ("uci-cnn2", "14.9%"), ("uci-cnn-deep", "16.3%"),
+                         ("ghosh-net2", "62.73%"), ("skoltech-densenet161", "51%"), ("ucsc-deep", "28.0%")]:
+        assert figure in RECIPES[name].about, name
+
+
+def test_explicit_flags_override_the_recipe():
+    cfg = _cfg(["--recipe", "uci-cnn2", "--epochs", "2", "--lr", "0.05", "--aug", "flips"])
+    assert (cfg.epochs, cfg.lr, cfg.aug) == (2, 0.05, "flips")
+    # The rest still comes from the recipe, and a flag equal to TrainConfig's default still wins.
+    assert (cfg.arch, cfg.optimizer, cfg.batch_size) == ("cnn2", "adam", 128)
+    assert _cfg(["--recipe", "uci-cnn2", "--optimizer", "sgd"]).optimizer == "sgd"
+    assert _cfg(["--recipe", "fast", "--no-compile"]).compile is False
+    assert _cfg(["--arch", "cnn2"]) == _cfg(["--arch", "cnn2"])  # no recipe: untouched
+    assert _cfg(["--arch", "cnn2"]).recipe is None and _cfg(["--arch", "cnn2"]).optimizer == "sgd"
+
+
+def test_unknown_recipe_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--recipe", "nope"])
+    assert e.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown recipe 'nope'.*uci-linear"):
+        get_recipe("nope")
+
+
+def test_list_recipes_prints_each_name_with_its_line(capsys):
+    assert main(["--list-recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(RECIPES)
+    for line, name in zip(lines, list_recipes()):
+        assert line.split()[0] == name and line.endswith(RECIPES[name].about)
+
+
+def test_prog_schedule_expands_unequal_phases_for_the_trainer():
+    """Ghosh's 32/64/16/64 px for 15/30/10/180 epochs, through the trainer's own phase rule."""
+    phases = ((32, 15), (64, 30), (16, 10), (64, 180))
+    value = prog_schedule(*phases)
+    assert value == ":".join(["32"] * 3 + ["64"] * 6 + ["16"] * 2 + ["64"] * 36)
+    assert prog_schedule((32, 2), (64, 3)) == "32:32:64:64:64"
+    epochs = sum(n for _, n in phases)
+    fake = SimpleNamespace(train_loader=SimpleNamespace(height=64), prog_sizes=[int(s) for s in value.split(":")],
+                           cfg=SimpleNamespace(epochs=epochs))
+    got = [Trainer.image_size(fake, e) for e in range(epochs)]
+    want = [size for size, n in phases for _ in range(n)]
+    assert got == want
+    r = RECIPES["ghosh-net1"].settings
+    assert r["prog_resize"] == value and r["epochs"] == epochs
+
+
+@pytest.fixture(scope="module")
+def data64(tmp_path_factory):
+    """4 classes x 8 train + 4 val images at the real 64 px."""
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp("data") / "synth64"
+    pack_synthetic(out, classes=4, per_class=8, val_per_class=4, test_count=4, size=64, seed=0,
+                   progress=False, log=None)
+    return str(out)
+
+
+def test_fast_recipe_runs_end_to_end_on_cpu(data64, tmp_path, capsys):
+    """``--recipe fast`` with only its length, batch and compilation shrunk: the recipe's progressive
+    sizes, EMA and smoothing are what ran, and the reported val top-1 is what an independent
+    evaluation of the saved weights gives."""
+    from tinyfast.evaluate import main as evaluate_main
+    runs = tmp_path / "runs"
+    argv = ["--recipe", "fast", "--data", data64, "--epochs", "4", "--batch-size", "16", "--no-compile",
+            "--device", "cpu", "--eval-every", "1", "--out-dir", str(runs), "--name", "fast", "--no-progress"]
+    assert main(argv) == 0
+    run = runs / "fast"
+    saved = json.loads((run / "config.json").read_text())["config"]
+    assert saved["recipe"] == "fast" and saved["arch"] == "resnet18"
+    assert (saved["epochs"], saved["batch_size"], saved["compile"]) == (4, 16, False)
+    for k in ("prog_resize", "ema", "label_smoothing", "schedule", "lr", "weight_decay", "aug"):
+        assert saved[k] == RECIPES["fast"].settings[k], k
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["image_size"] for r in rows] == [32, 48, 64, 64]
+    assert all(0.0 <= r["val_top1"] <= 1.0 for r in rows)
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    assert evaluate_main([str(run / "last.pt"), "--device", "cpu", "--no-progress", "--output", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    top1 = scores["models"][0]["top1"] if "models" in scores else scores["top1"]
+    assert top1 == pytest.approx(rows[-1]["val_top1"], abs=1e-9)
