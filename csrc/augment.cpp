@@ -1,4 +1,5 @@
-// tinyfast::augment: schema, argument checks and the CPU kernel.
+// tinyfast::augment: schema, argument checks, the raw-pointer CPU kernel (augment_cpu_raw, see
+// augment_kernels.h for its contract) and the op registrations that call it.
 //
 // Layout: src is uint8 (N, H, W, 3) contiguous (NHWC); the output is written as a contiguous
 // (B, Ho, Wo, 3) buffer and returned as its (B, 3, Ho, Wo) permuted view, i.e. channels-last.
@@ -11,19 +12,24 @@
 // R, G, B rows (scalar gathers, coordinates advanced along the row, a branch-free interior path
 // and a checked border path), the colour steps on the planar rows (vectorised), and the
 // normalisation interleaved straight into the channels-last output row (float16 through F16C).
-// Each output byte is written once, sequentially.
+// Each output byte is written once, sequentially. The per-pixel arithmetic inside those loops is
+// augment_pixel.h's, shared with the CUDA kernel.
 
 #include <Python.h>
 
-#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -32,6 +38,7 @@
 #endif
 
 #include "augment.h"
+#include "augment_pixel.h"
 
 extern "C" {
 // The extension is imported as the Python module tinyfast._C; importing it runs the static
@@ -46,7 +53,39 @@ namespace tinyfast {
 
 namespace {
 const char* const kOp = "tinyfast.ops.augment: ";
+// First row of a CPU float tensor (rows = dim 0) holding a non-finite value, as "[v0, v1, ...]".
+bool finite_rows(const at::Tensor& t, int64_t& bad_row, std::string& values) {
+  const at::Tensor f = t.reshape({t.size(0), -1});
+  const auto acc = f.accessor<float, 2>();
+  for (int64_t i = 0; i < f.size(0); ++i) {
+    bool ok = true;
+    for (int64_t j = 0; j < f.size(1); ++j) ok = ok && std::isfinite(acc[i][j]);
+    if (!ok) {
+      bad_row = i;
+      std::ostringstream os;
+      for (int64_t j = 0; j < f.size(1); ++j) os << (j ? ", " : "[") << acc[i][j];
+      values = os.str() + "]";
+      return false;
+    }
+  }
+  return true;
 }
+
+// Host-resident parameters are free to check; a device tensor is not read (that would cost a
+// sync per batch): there non-finite values give fill pixels or NaN, as documented.
+void check_finite_params(const at::Tensor& theta, const at::Tensor& color) {
+  int64_t bad = 0;
+  std::string v;
+  if (theta.device().is_cpu()) {
+    TORCH_CHECK_VALUE(finite_rows(theta, bad, v), kOp, "theta[", bad,
+                      "] has a non-finite value ", v, "; parameters must be finite");
+  }
+  if (color.device().is_cpu()) {
+    TORCH_CHECK_VALUE(finite_rows(color, bad, v), kOp, "color[", bad,
+                      "] has a non-finite value ", v, "; parameters must be finite");
+  }
+}
+}  // namespace
 
 void check_out_dtype(c10::ScalarType dtype) {
   TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, kOp,
@@ -101,6 +140,7 @@ AugmentDims check_augment_args(const at::Tensor& src, const std::optional<at::Te
                     " but src is on ", dev);
   TORCH_CHECK_VALUE(color.device() == dev, kOp, "color is on ", color.device(),
                     " but src is on ", dev);
+  check_finite_params(theta, color);
   TORCH_CHECK_VALUE(mean.size() == 3 && std.size() == 3, kOp,
                     "mean and std must have 3 values, got ", mean.size(), " and ", std.size());
   for (int c = 0; c < 3; ++c) {
@@ -125,41 +165,100 @@ void check_out(const at::Tensor& out, const AugmentDims& d, const at::Tensor& sr
                     "(B, Ho, Wo, 3) buffer");
 }
 
-Norm make_norm(c10::ArrayRef<double> mean, c10::ArrayRef<double> std) {
-  Norm n;
-  for (int c = 0; c < 3; ++c) {
-    const float m = static_cast<float>(mean[c]);
-    const float s = static_cast<float>(std[c]);
-    n.scale[c] = 1.0f / (255.0f * s);
-    n.shift[c] = -m / s;
-  }
-  return n;
-}
-
 at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tensor& src) {
   check_out_dtype(dtype);
-  return at::empty({d.batch, d.out_h, d.out_w, 3}, src.options().dtype(dtype))
-      .permute({0, 3, 1, 2});
+  int64_t elems = 0, bytes = 0;
+  const int64_t elt = static_cast<int64_t>(c10::elementSize(dtype));
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(d.batch * 3, d.out_h, &elems) &&
+                        !__builtin_mul_overflow(elems, d.out_w, &elems) &&
+                        !__builtin_mul_overflow(elems, elt, &bytes),
+                    kOp, "out_size (", d.out_h, ", ", d.out_w, ") is too large: ", d.batch,
+                    " images of that size overflow a 64-bit byte count");
+  try {
+    return at::empty({d.batch, d.out_h, d.out_w, 3}, src.options().dtype(dtype))
+        .permute({0, 3, 1, 2});
+  } catch (const c10::OutOfMemoryError& e) {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, kOp, "out_size (", d.out_h, ", ", d.out_w,
+                     ") needs ", bytes, " bytes for ", d.batch, " images on ", src.device(),
+                     ", which could not be allocated");
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, kOp, "out_size (", d.out_h, ", ", d.out_w, ") needs ", bytes, " bytes for ",
+                d.batch, " images on ", src.device(), ", which could not be allocated");
+  }
+}
+
+
+std::string augment_args_error(const KernelArgs& a, bool cuda) {
+  auto mul_ok = [](int64_t x, int64_t y, int64_t z, int64_t limit) {
+    int64_t r = 0;
+    return x > 0 && y > 0 && z > 0 && !__builtin_mul_overflow(x, y, &r) &&
+           !__builtin_mul_overflow(r, z, &r) && r < limit;
+  };
+  constexpr int64_t kBig = int64_t{1} << 62;
+  if (!a.src || !a.theta || !a.color || !a.out) return "src, theta, color and out must be non-null";
+  if (a.n <= 0 || a.h <= 0 || a.w <= 0) return "src is empty (n, h and w must be positive)";
+  if (a.batch <= 0) return "empty batch (B = 0)";
+  if (!a.index && a.batch > a.n) return "batch exceeds n and there is no index";
+  if (a.out_h <= 0 || a.out_w <= 0) return "out_size must be positive";
+  if (!mul_ok(a.h, a.w, 3, kBig) || !mul_ok(a.batch, a.out_h * 3, a.out_w, kBig))
+    return "image sizes overflow 64-bit offsets";
+  if (a.theta_stride0 != 0 && a.theta_stride0 < 6) return "theta_stride0 must be 0 or >= 6";
+  if (a.color_stride0 != 0 && a.color_stride0 < 3) return "color_stride0 must be 0 or >= 3";
+  if (a.out_dtype < kOutFloat32 || a.out_dtype > kOutBFloat16)
+    return "out_dtype must be 0 (float32), 1 (float16) or 2 (bfloat16)";
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(a.mean[c]) || !std::isfinite(a.std[c]) || a.std[c] == 0.f)
+      return "mean/std must be finite and std non-zero";
+  }
+  if (!(a.fill >= 0.f && a.fill <= 255.f)) return "fill must be in [0, 255] (pixel units)";
+  if (cuda) {
+    if (a.batch > 0x7fffffff) return "batch too large for one CUDA launch (at most 2^31 - 1)";
+    if (!mul_ok(a.h, a.w, 3, int64_t{1} << 31) || !mul_ok(a.out_h, a.out_w, 3, int64_t{1} << 31))
+      return "images of 2^31 bytes or more are not supported on CUDA";
+  }
+  return "";
+}
+
+PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
+                          const at::Tensor& theta, const at::Tensor& color,
+                          c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
+                          const AugmentDims& d, const at::Tensor& out_nhwc) {
+  PreparedCall c;
+  // Samples may be any (non-overlapping) stride apart; inside one the values must be dense.
+  const bool theta_ok = theta.stride(2) == 1 && theta.stride(1) == 3 &&
+                        (d.batch == 1 || theta.stride(0) == 0 || theta.stride(0) >= 6);
+  c.theta = theta_ok ? theta : theta.contiguous();
+  const bool color_ok =
+      color.stride(1) == 1 && (d.batch == 1 || color.stride(0) == 0 || color.stride(0) >= 3);
+  c.color = color_ok ? color : color.contiguous();
+  if (index.has_value() && index->defined()) c.index = index->contiguous();
+  KernelArgs& a = c.args;
+  a.src = src.data_ptr<uint8_t>();
+  a.n = d.n;
+  a.h = d.h;
+  a.w = d.w;
+  a.index = c.index.defined() ? c.index.data_ptr<int64_t>() : nullptr;
+  a.batch = d.batch;
+  a.theta = c.theta.data_ptr<float>();
+  a.theta_stride0 = d.batch == 1 ? 6 : c.theta.stride(0);
+  a.color = c.color.data_ptr<float>();
+  a.color_stride0 = d.batch == 1 ? 3 : c.color.stride(0);
+  for (int k = 0; k < 3; ++k) {
+    a.mean[k] = static_cast<float>(mean[k]);
+    a.std[k] = static_cast<float>(std[k]);
+  }
+  a.fill = static_cast<float>(fill);
+  a.out_h = d.out_h;
+  a.out_w = d.out_w;
+  a.out = out_nhwc.data_ptr();
+  const auto dt = out_nhwc.scalar_type();
+  a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
+  const std::string err = augment_args_error(a, src.is_cuda());
+  TORCH_CHECK_VALUE(err.empty(), kOp, err);
+  return c;
 }
 
 namespace {
-
-// Written as two selects of the forms x86 maxps/minps implement exactly, so loops vectorise.
-inline float clamp255(float v) {
-  v = 0.f < v ? v : 0.f;
-  return v < 255.f ? v : 255.f;
-}
-
-// floor() without a libm call per pixel: x >= -2 here (coordinates are clamped first).
-inline int floor_nonneg2(float x, float& frac) {
-  int i = static_cast<int>(x + 2.f) - 2;
-  frac = x - static_cast<float>(i);
-  if (frac < 0.f) {  // x + 2 rounded up to the next integer
-    i -= 1;
-    frac = x - static_cast<float>(i);
-  }
-  return i;
-}
 
 // Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load
 // time (GCC function multi-versioning): ~2x on the colour steps, no -march flag needed.
@@ -206,7 +305,7 @@ TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_b
   double total = 0.0;
   int64_t k = 0, since_flush = 0;
   for (; k + kBlock <= n_bytes; k += kBlock) {
-    for (int j = 0; j < kBlock; ++j) acc[j] += kW[j] * clamp255(cb * static_cast<float>(img[k + j]));
+    for (int j = 0; j < kBlock; ++j) acc[j] = fadd(acc[j], luma_term(kW[j], cb, static_cast<float>(img[k + j])));
     // Flush to double now and then so float partial sums never grow past ~2^20.
     if (++since_flush == 4096) {
       for (int j = 0; j < kBlock; ++j) total += acc[j], acc[j] = 0.f;
@@ -214,7 +313,7 @@ TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_b
     }
   }
   for (int j = 0; j < kBlock; ++j) total += acc[j];
-  for (; k < n_bytes; ++k) total += kW[k % 3] * clamp255(cb * static_cast<float>(img[k]));
+  for (; k < n_bytes; ++k) total += luma_term(kW[k % 3], cb, static_cast<float>(img[k]));
   return static_cast<float>(total / static_cast<double>(n_bytes / 3));
 }
 
@@ -225,75 +324,33 @@ template <typename src_t>
 void sample_row(const src_t* __restrict img, int64_t h, int64_t w, float fill, float t00,
                 float t10, float bx, float by, int64_t n, float* __restrict R,
                 float* __restrict G, float* __restrict B) {
-  const float xmax = static_cast<float>(w) + 1.f, ymax = static_cast<float>(h) + 1.f;
-  const int64_t row = w * 3;
-  const unsigned wi = static_cast<unsigned>(w - 1), hi = static_cast<unsigned>(h - 1);
   for (int64_t ox = 0; ox < n; ++ox) {
-    const float fx_ = static_cast<float>(ox);
-    float sx = t00 * fx_ + bx, sy = t10 * fx_ + by;
-    // NaN-safe clamps: a comparison with NaN is false, which selects the bound.
-    sx = sx > -2.f ? sx : -2.f;
-    sx = sx < xmax ? sx : xmax;
-    sy = sy > -2.f ? sy : -2.f;
-    sy = sy < ymax ? sy : ymax;
-    float fx, fy;
-    const int x0 = floor_nonneg2(sx, fx), y0 = floor_nonneg2(sy, fy);
-    const float gx = 1.f - fx, gy = 1.f - fy;
-    const float w00 = gx * gy, w01 = fx * gy, w10 = gx * fy, w11 = fx * fy;
-    if (static_cast<unsigned>(x0) < wi && static_cast<unsigned>(y0) < hi) {
-      const src_t* p = img + (y0 * w + x0) * 3;
-      const src_t* q = p + row;
-      R[ox] = w00 * p[0] + w01 * p[3] + w10 * q[0] + w11 * q[3];
-      G[ox] = w00 * p[1] + w01 * p[4] + w10 * q[1] + w11 * q[4];
-      B[ox] = w00 * p[2] + w01 * p[5] + w10 * q[2] + w11 * q[5];
-    } else {
-      const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(w);
-      const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(w);
-      const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(h);
-      const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(h);
-      const src_t* p = img + (static_cast<int64_t>(y0) * w + x0) * 3;  // only read if inside
-      float v[3];
-      for (int c = 0; c < 3; ++c) {
-        const float a = (iy0 && ix0) ? p[c] : fill;
-        const float b = (iy0 && ix1) ? p[3 + c] : fill;
-        const float e = (iy1 && ix0) ? p[row + c] : fill;
-        const float f = (iy1 && ix1) ? p[row + 3 + c] : fill;
-        v[c] = w00 * a + w01 * b + w10 * e + w11 * f;
-      }
-      R[ox] = v[0];
-      G[ox] = v[1];
-      B[ox] = v[2];
-    }
+    const float x = static_cast<float>(ox);
+    float v[3];
+    bilinear<int64_t>(img, h, w, fill, coord(t00, x, bx), coord(t10, x, by), v);
+    R[ox] = v[0];
+    G[ox] = v[1];
+    B[ox] = v[2];
   }
 }
 
 // Brightness, contrast, saturation on planar buffers: branch-free, so it vectorises.
-TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs, float* __restrict R,
-                float* __restrict G, float* __restrict B) {
-  const float cs1 = 1.f - cs;
-  for (int64_t i = 0; i < n; ++i) {
-    float r = clamp255(cb * R[i]), g = clamp255(cb * G[i]), b = clamp255(cb * B[i]);
-    r = clamp255(cc * r + cm);
-    g = clamp255(cc * g + cm);
-    b = clamp255(cc * b + cm);
-    const float grey = cs1 * (kLumaR * r + kLumaG * g + kLumaB * b);
-    R[i] = clamp255(cs * r + grey);
-    G[i] = clamp255(cs * g + grey);
-    B[i] = clamp255(cs * b + grey);
-  }
+TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs,
+                                      float* __restrict R, float* __restrict G,
+                                      float* __restrict B) {
+  for (int64_t i = 0; i < n; ++i) colour(cb, cc, cm, cs, R[i], G[i], B[i]);
 }
 
-// Multiply then add, never fused (setup.py builds with -ffp-contract=off), so the result is
-// bit-identical to the float32 formula in the docstring; interleaved to channels-last.
+// Normalised and interleaved to channels-last.
 TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict R,
                                          const float* __restrict G, const float* __restrict B,
                                          float* __restrict out) {
   const float s0 = nm.scale[0], s1 = nm.scale[1], s2 = nm.scale[2];
   const float t0 = nm.shift[0], t1 = nm.shift[1], t2 = nm.shift[2];
   for (int64_t i = 0; i < n; ++i) {
-    out[3 * i] = R[i] * s0 + t0;
-    out[3 * i + 1] = G[i] * s1 + t1;
-    out[3 * i + 2] = B[i] * s2 + t2;
+    out[3 * i] = normalise(R[i], s0, t0);
+    out[3 * i + 1] = normalise(G[i], s1, t1);
+    out[3 * i + 2] = normalise(B[i], s2, t2);
   }
 }
 
@@ -313,7 +370,7 @@ TINYFAST_MULTIVERSION void to_float(const uint8_t* __restrict in, float* __restr
 // float copy, 4x the bytes, stays in L2); larger ones are sampled from the uint8 bytes directly.
 constexpr int64_t kFloatCopyMaxBytes = 128 * 128 * 3;
 
-size_t scratch_floats(const AugmentDims& d) {
+size_t scratch_floats(const KernelArgs& d) {
   const int64_t img = d.h * d.w * 3;
   return static_cast<size_t>(6 * d.out_w + (img <= kFloatCopyMaxBytes ? img : 0));
 }
@@ -329,7 +386,7 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   const float cb = col[0], cc = col[1], cs = col[2];
   // With factors of exactly 1 the colour steps are exact no-ops: skipping them changes no bit.
   const bool colour = !(cb == 1.f && cc == 1.f && cs == 1.f);
-  const float cm = cc != 1.f ? (1.f - cc) * mean_luma(img, h * w * 3, cb) : 0.f;
+  const float cm = cc != 1.f ? contrast_offset(cc, mean_luma(img, h * w * 3, cb)) : 0.f;
   float* R = scratch;
   float* G = R + out_w;
   float* B = G + out_w;
@@ -339,8 +396,8 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   const bool use_float = img_bytes <= kFloatCopyMaxBytes;
   if (use_float) to_float(img, fimg, img_bytes);
   for (int64_t oy = 0; oy < out_h; ++oy) {
-    const float fy_ = static_cast<float>(oy);
-    const float bx = t01 * fy_ + t02, by = t11 * fy_ + t12;
+    const float y = static_cast<float>(oy);
+    const float bx = row_base(t01, t02, y), by = row_base(t11, t12, y);
     if (use_float) {
       sample_row(fimg, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
     } else {
@@ -357,35 +414,42 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
   }
 }
 
-void augment_cpu_into(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                      const at::Tensor& theta_, const at::Tensor& color_, const Norm& norm,
-                      float fill, const AugmentDims& d, const at::Tensor& out_nhwc) {
-  const at::Tensor theta = theta_.contiguous();
-  const at::Tensor color = color_.contiguous();
-  at::Tensor ix;
-  if (index.has_value() && index->defined()) ix = index->contiguous();
-  const int64_t* ixp = ix.defined() ? ix.data_ptr<int64_t>() : nullptr;
-  const uint8_t* sp = src.data_ptr<uint8_t>();
-  const float* tp = theta.data_ptr<float>();
-  const float* cp = color.data_ptr<float>();
-  const int64_t img_elems = d.h * d.w * 3, out_elems = d.out_h * d.out_w * 3;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, out_nhwc.scalar_type(), "tinyfast_augment_cpu", [&] {
-        scalar_t* op = out_nhwc.data_ptr<scalar_t>();
-        // One image is tens of microseconds of work: grain 1 image.
-        at::parallel_for(0, d.batch, 1, [&](int64_t begin, int64_t end) {
-          std::vector<float> scratch(scratch_floats(d));
-          for (int64_t b = begin; b < end; ++b) {
-            const int64_t r = ixp ? ixp[b] : b;
-            augment_image<scalar_t>(sp + r * img_elems, tp + b * 6, cp + b * 3, norm, fill, d.h,
-                                    d.w, d.out_h, d.out_w, op + b * out_elems, scratch.data());
-          }
-        });
-      });
+template <typename scalar_t>
+void augment_cpu_typed(const KernelArgs& a) {
+  const Norm norm = make_norm(a.mean, a.std);
+  const int64_t img_elems = a.h * a.w * 3, out_elems = a.out_h * a.out_w * 3;
+  scalar_t* op = static_cast<scalar_t*>(a.out);
+  // One image is tens of microseconds of work: grain 1 image.
+  at::parallel_for(0, a.batch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_floats(a));
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t r = a.index ? a.index[b] : b;
+      scalar_t* o = op + b * out_elems;
+      if (r < 0 || r >= a.n) {  // never read outside src (the torch op has checked already)
+        std::fill(o, o + out_elems, static_cast<scalar_t>(std::numeric_limits<float>::quiet_NaN()));
+        continue;
+      }
+      augment_image<scalar_t>(a.src + r * img_elems, a.theta + b * a.theta_stride0,
+                              a.color + b * a.color_stride0, norm, a.fill, a.h, a.w, a.out_h,
+                              a.out_w, o, scratch.data());
+    }
+  });
 }
 
+// The op's CPU registration: src is only needed by the CUDA side (device guard, stream).
+void run_cpu(const KernelArgs& a, const at::Tensor&) { augment_cpu_raw(a); }
+
 }  // namespace
+
+void augment_cpu_raw(const KernelArgs& a) {
+  const std::string err = augment_args_error(a, false);
+  if (!err.empty()) throw std::invalid_argument("tinyfast augment: " + err);
+  switch (a.out_dtype) {
+    case kOutFloat32: return augment_cpu_typed<float>(a);
+    case kOutFloat16: return augment_cpu_typed<c10::Half>(a);
+    default: return augment_cpu_typed<c10::BFloat16>(a);
+  }
+}
 
 TORCH_LIBRARY(tinyfast, m) {
   m.def(
@@ -397,8 +461,8 @@ TORCH_LIBRARY(tinyfast, m) {
 }
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
-  m.impl("augment", &tinyfast::augment_entry<augment_cpu_into>);
-  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cpu_into>);
+  m.impl("augment", &tinyfast::augment_entry<run_cpu>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<run_cpu>);
 }
 
 }  // namespace tinyfast

@@ -21,21 +21,22 @@
 //      buffer is not 16-byte aligned (a user-provided `out` view), it is written element by element.
 // Everything runs on the current CUDA stream; the launch never synchronises.
 //
-// Arithmetic follows the docstring of tinyfast.ops.augment and is written, operation for
-// operation and in the same order, as the CPU kernel (augment.cpp, built with -ffp-contract=off):
-// every float32 product and sum goes through mul()/add() (__fmul_rn/__fadd_rn), which nvcc never
-// contracts into an FMA and never approximates, whatever the flags; the clamps are the CPU's
-// selects (NaN -> lower bound). The per-pixel result is therefore the CPU's bit for bit; only
-// the contrast mean's summation order differs. setup.py also builds without --use_fast_math and
-// with -fmad=false, so nothing else in this file is contracted or flushed to zero either.
+// Arithmetic: the per-pixel steps (coordinates, bilinear, colour, normalisation) are the
+// __host__ __device__ functions of augment_pixel.h, the very functions the CPU kernel calls, with
+// every float32 product and sum as fmul()/fadd() (__fmul_rn/__fadd_rn here: never contracted into
+// an FMA, never approximated, whatever the flags; the clamps are selects, NaN -> lower bound). The
+// per-pixel result is therefore the CPU's bit for bit; only the contrast mean's summation order
+// differs. setup.py also builds without --use_fast_math and with -fmad=false, so nothing else in
+// this file is contracted or flushed to zero either. Only the staging, the block reduction and
+// the stores are CUDA-only.
 //
 // Testing: tests/test_augment_op.py runs the same correctness tests on "cpu" and "cuda" (marked
-// `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
+// `cuda`, skipped without a GPU), tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit
+// for bit, streams, graphs, 64-bit offsets, bad input on the device), against an independent float64 PyTorch reference, with a
 // NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck.
 // benchmarks/bench_augment.py measures GB/s against a device-to-device copy.
 
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
@@ -43,8 +44,11 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "augment.h"
+#include "augment_pixel.h"
 
 namespace tinyfast {
 namespace {
@@ -79,11 +83,13 @@ struct OutBF16 {
   __device__ static Bits nan() { return 0x7fc0u; }
 };
 
+// KernelArgs as the kernel reads them: 32-bit sizes (checked by augment_args_error), Norm derived.
 struct Params {
   const uint8_t* src;
   const int64_t* index;  // nullptr: image b is src[b]
   const float* theta;
   const float* color;
+  int64_t theta_stride0, color_stride0;
   void* out;
   int64_t n;
   int h, w, out_h, out_w;
@@ -92,17 +98,6 @@ struct Params {
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
-// One float32 multiply / add, rounded to nearest even on its own: never contracted into an FMA,
-// never flushed or approximated by flags. Used for every step the CPU kernel evaluates.
-__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
-
-// The CPU's clamp: two selects, NaN -> 0 (a comparison with NaN is false).
-__device__ __forceinline__ float clamp255(float v) {
-  v = 0.f < v ? v : 0.f;
-  return v < 255.f ? v : 255.f;
-}
-
 // Everything a thread needs for one pixel, loaded once per block.
 struct Sample {
   float t00, t01, t02, t10, t11, t12;
@@ -110,66 +105,16 @@ struct Sample {
   bool color;            // false: all factors exactly 1, colour steps skipped (they are no-ops)
 };
 
-// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats. Same operations
-// in the same order as sample_row / colour_row / normalise_row in augment.cpp.
+// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats, through the
+// same augment_pixel.h functions the CPU kernel's row loops call.
 __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Params& p,
                                       const Sample& s, int ox, int oy, float v[3]) {
-  const float fx_ = static_cast<float>(ox), fy_ = static_cast<float>(oy);
-  // CPU: bx = t01*y + t02 per row, then sx = t00*x + bx (each step rounded).
-  float sx = add(mul(s.t00, fx_), add(mul(s.t01, fy_), s.t02));
-  float sy = add(mul(s.t10, fx_), add(mul(s.t11, fy_), s.t12));
-  // Clamp to [-2, W+1] x [-2, H+1] with NaN-safe selects (NaN -> -2: every tap is fill), so
-  // floorf and the float -> int conversions below only ever see small finite values.
-  const float xmax = static_cast<float>(p.w) + 1.f, ymax = static_cast<float>(p.h) + 1.f;
-  sx = sx > -2.f ? sx : -2.f;
-  sx = sx < xmax ? sx : xmax;
-  sy = sy > -2.f ? sy : -2.f;
-  sy = sy < ymax ? sy : ymax;
-  const float flx = floorf(sx), fly = floorf(sy);
-  const int x0 = static_cast<int>(flx), y0 = static_cast<int>(fly);
-  const float fx = sx - flx, fy = sy - fly;  // the CPU's x - floor(x), same rounding
-  const float gx = 1.f - fx, gy = 1.f - fy;
-  const float w00 = mul(gx, gy), w01 = mul(fx, gy), w10 = mul(gx, fy), w11 = mul(fx, fy);
-  const int row = p.w * 3;
-  if (static_cast<unsigned>(x0) < static_cast<unsigned>(p.w - 1) &&
-      static_cast<unsigned>(y0) < static_cast<unsigned>(p.h - 1)) {
-    // Interior: all four taps inside; the offset is < H*W*3 < 2^31 (checked on the host).
-    const uint8_t* a = img + (y0 * p.w + x0) * 3;
-    const uint8_t* c = a + row;
+  const float x = static_cast<float>(ox), y = static_cast<float>(oy);
+  bilinear<int>(img, p.h, p.w, p.fill, coord(s.t00, x, row_base(s.t01, s.t02, y)),
+                coord(s.t10, x, row_base(s.t11, s.t12, y)), v);
+  if (s.color) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      v[k] = add(add(add(mul(w00, static_cast<float>(a[k])), mul(w01, static_cast<float>(a[3 + k]))),
-                     mul(w10, static_cast<float>(c[k]))),
-                 mul(w11, static_cast<float>(c[3 + k])));
-    }
-  } else {
-    const bool ix0 = static_cast<unsigned>(x0) < static_cast<unsigned>(p.w);
-    const bool ix1 = static_cast<unsigned>(x0 + 1) < static_cast<unsigned>(p.w);
-    const bool iy0 = static_cast<unsigned>(y0) < static_cast<unsigned>(p.h);
-    const bool iy1 = static_cast<unsigned>(y0 + 1) < static_cast<unsigned>(p.h);
-    const int64_t base = (static_cast<int64_t>(y0) * p.w + x0) * 3;  // read only when inside
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-      const float a = (iy0 && ix0) ? static_cast<float>(img[base + k]) : p.fill;
-      const float b = (iy0 && ix1) ? static_cast<float>(img[base + 3 + k]) : p.fill;
-      const float c = (iy1 && ix0) ? static_cast<float>(img[base + row + k]) : p.fill;
-      const float d = (iy1 && ix1) ? static_cast<float>(img[base + row + 3 + k]) : p.fill;
-      v[k] = add(add(add(mul(w00, a), mul(w01, b)), mul(w10, c)), mul(w11, d));
-    }
-  }
-  if (s.color) {  // all factors exactly 1: the steps are exact no-ops, skipped as on the CPU
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(mul(s.cb, v[k]));
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cc, v[k]), s.cm));
-    const float g = mul(1.f - s.cs,
-                        add(add(mul(kLumaR, v[0]), mul(kLumaG, v[1])), mul(kLumaB, v[2])));
-#pragma unroll
-    for (int k = 0; k < 3; ++k) v[k] = clamp255(add(mul(s.cs, v[k]), g));
-  }
-  // out = v * s_c + t_c: a float32 multiply, then a float32 add, never fused (the docstring).
-#pragma unroll
-  for (int k = 0; k < 3; ++k) v[k] = add(mul(v[k], p.norm.scale[k]), p.norm.shift[k]);
+  for (int k = 0; k < 3; ++k) v[k] = normalise(v[k], p.norm.scale[k], p.norm.shift[k]);
 }
 
 // Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
@@ -227,10 +172,10 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   }
 
   Sample s;
-  const float* th = p.theta + b * 6;
+  const float* th = p.theta + b * p.theta_stride0;
   s.t00 = th[0]; s.t01 = th[1]; s.t02 = th[2];
   s.t10 = th[3]; s.t11 = th[4]; s.t12 = th[5];
-  const float* col = p.color + b * 3;
+  const float* col = p.color + b * p.color_stride0;
   s.cb = col[0]; s.cc = col[1]; s.cs = col[2];
   s.color = !(s.cb == 1.f && s.cc == 1.f && s.cs == 1.f);
   s.cm = 0.f;
@@ -242,10 +187,10 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
     int since_flush = 0;
     for (int i = tid; i < hw; i += kThreads) {
       const uint8_t* q = img + 3 * i;
-      const float lum = add(add(mul(kLumaR, clamp255(mul(s.cb, static_cast<float>(q[0])))),
-                                mul(kLumaG, clamp255(mul(s.cb, static_cast<float>(q[1]))))),
-                            mul(kLumaB, clamp255(mul(s.cb, static_cast<float>(q[2])))));
-      part = add(part, lum);
+      const float lum = fadd(fadd(luma_term(kLumaR, s.cb, static_cast<float>(q[0])),
+                                  luma_term(kLumaG, s.cb, static_cast<float>(q[1]))),
+                             luma_term(kLumaB, s.cb, static_cast<float>(q[2])));
+      part = fadd(part, lum);
       if (++since_flush == 64) {  // keep float partials below ~2^14: no precision loss for big images
         acc += part;
         part = 0.f;
@@ -255,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
     acc += part;
     const double total = block_sum(acc, red);
     const float m = static_cast<float>(total / static_cast<double>(hw));
-    s.cm = mul(1.f - s.cc, m);
+    s.cm = contrast_offset(s.cc, m);
   }
 
   const int64_t groups = p.vec ? out_pix / kPix : 0;
@@ -299,6 +244,14 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   }
 }
 
+// The raw API reports CUDA errors as std::runtime_error (no c10 type crosses it).
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string("tinyfast augment: CUDA error in ") + what + ": " +
+                             cudaGetErrorString(e));
+  }
+}
+
 template <typename Out>
 void launch(const Params& p, int64_t batch, cudaStream_t stream) {
   const int64_t img_bytes = static_cast<int64_t>(p.h) * p.w * 3;
@@ -308,61 +261,59 @@ void launch(const Params& p, int64_t batch, cudaStream_t stream) {
     if (img_bytes + kStaticSmemBytes + 1024 > kDefaultSmemLimit) {
       // Opt in above the default 48 KiB (static + dynamic). Always the same value, so concurrent
       // callers cannot lower it under each other; it applies to the current device (the guard's).
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          kSmemMaxImageBytes));
+      check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      kSmemMaxImageBytes),
+                 "raising the shared-memory limit");
     }
     kernel<<<static_cast<unsigned>(batch), kThreads, static_cast<size_t>(img_bytes), stream>>>(p);
   } else {
     augment_kernel<Out, false><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(p);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_cuda(cudaGetLastError(), "kernel launch");
 }
 
-void augment_cuda_into(const at::Tensor& src, const std::optional<at::Tensor>& index,
-                       const at::Tensor& theta_, const at::Tensor& color_, const Norm& norm,
-                       float fill, const AugmentDims& d, const at::Tensor& out_nhwc) {
+// The op's CUDA registration: the raw kernel on src's device and its current stream.
+void run_cuda(const KernelArgs& a, const at::Tensor& src) {
   TORCH_CHECK_VALUE(src.is_cuda(), "tinyfast.ops.augment: CUDA kernel called with src on ",
                     src.device());
-  TORCH_CHECK_VALUE(d.batch <= 0x7fffffff, "tinyfast.ops.augment: batch too large for one launch");
-  // Pixel offsets inside one image are 32-bit in the kernel.
-  TORCH_CHECK_VALUE(d.h * d.w * 3 < (int64_t{1} << 31) && d.out_h * d.out_w * 3 < (int64_t{1} << 31),
-                    "tinyfast.ops.augment: images over 2^31 bytes are not supported on CUDA");
   c10::cuda::CUDAGuard guard(src.device());
-  const at::Tensor theta = theta_.contiguous();
-  const at::Tensor color = color_.contiguous();
-  at::Tensor ix;
-  if (index.has_value() && index->defined()) ix = index->contiguous();
-
-  Params p;
-  p.src = src.data_ptr<uint8_t>();
-  p.index = ix.defined() ? ix.data_ptr<int64_t>() : nullptr;
-  p.theta = theta.data_ptr<float>();
-  p.color = color.data_ptr<float>();
-  p.out = out_nhwc.data_ptr();
-  p.n = d.n;
-  p.h = static_cast<int>(d.h);
-  p.w = static_cast<int>(d.w);
-  p.out_h = static_cast<int>(d.out_h);
-  p.out_w = static_cast<int>(d.out_w);
-  p.fill = fill;
-  p.norm = norm;
-  const int64_t img_out_bytes = d.out_h * d.out_w * 3 * out_nhwc.element_size();
-  p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;
-
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream(src.device().index());
-  switch (out_nhwc.scalar_type()) {
-    case at::kFloat: launch<OutF32>(p, d.batch, stream); break;
-    case at::kHalf: launch<OutF16>(p, d.batch, stream); break;
-    case at::kBFloat16: launch<OutBF16>(p, d.batch, stream); break;
-    default: check_out_dtype(out_nhwc.scalar_type());
-  }
+  augment_cuda_raw(a, c10::cuda::getCurrentCUDAStream(src.device().index()).stream());
 }
 
 }  // namespace
 
+void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
+  const std::string err = augment_args_error(a, true);
+  if (!err.empty()) throw std::invalid_argument("tinyfast augment: " + err);
+  Params p;
+  p.src = a.src;
+  p.index = a.index;
+  p.theta = a.theta;
+  p.color = a.color;
+  p.theta_stride0 = a.theta_stride0;
+  p.color_stride0 = a.color_stride0;
+  p.out = a.out;
+  p.n = a.n;
+  p.h = static_cast<int>(a.h);
+  p.w = static_cast<int>(a.w);
+  p.out_h = static_cast<int>(a.out_h);
+  p.out_w = static_cast<int>(a.out_w);
+  p.fill = a.fill;
+  p.norm = make_norm(a.mean, a.std);
+  const int64_t elt = a.out_dtype == kOutFloat32 ? 4 : 2;
+  const int64_t img_out_bytes = a.out_h * a.out_w * 3 * elt;
+  p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  switch (a.out_dtype) {
+    case kOutFloat32: launch<OutF32>(p, a.batch, stream); break;
+    case kOutFloat16: launch<OutF16>(p, a.batch, stream); break;
+    default: launch<OutBF16>(p, a.batch, stream); break;
+  }
+}
+
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
-  m.impl("augment", &tinyfast::augment_entry<augment_cuda_into>);
-  m.impl("augment_out", &tinyfast::augment_out_entry<augment_cuda_into>);
+  m.impl("augment", &tinyfast::augment_entry<run_cuda>);
+  m.impl("augment_out", &tinyfast::augment_out_entry<run_cuda>);
 }
 
 }  // namespace tinyfast

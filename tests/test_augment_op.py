@@ -240,16 +240,28 @@ def test_index_is_fused_gather(device):
     assert torch.equal(fused, gathered)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_nonfinite_theta_gives_fill(device):
-    need(device)
+def test_huge_theta_gives_fill():
+    src = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    theta = torch.tensor([[[1, 0, 1e30], [0, 1, 0]], [[1, 0, -1e30], [0, 1, -1e30]]])
+    out = ops.augment(src, theta, torch.ones(2, 3), MEAN, STD, dtype=torch.float32, fill=200.0)
+    expect = normalise_f32(torch.full((2, 8, 8, 3), 200, dtype=torch.uint8), torch.float32)
+    torch.testing.assert_close(out, expect, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["theta", "color"])
+@pytest.mark.parametrize("direct", [False, True], ids=["wrapper", "torch.ops"])
+def test_nonfinite_host_parameters_are_rejected(bad, which, direct):
+    """A NaN/inf parameter on the host is refused with a line naming the argument and sample."""
     src = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8)
-    inf, nan = float("inf"), float("nan")
-    theta = torch.tensor([[[inf, 0, 0], [0, 1, 0]], [[1, 0, 1e30], [0, 1, -1e30]],
-                          [[nan, 0, 0], [0, nan, 0]]])
-    out = ops.augment(src.to(device), theta, torch.ones(3, 3), MEAN, STD, dtype=torch.float32, fill=200.0)
-    expect = normalise_f32(torch.full((3, 8, 8, 3), 200, dtype=torch.uint8), torch.float32)
-    torch.testing.assert_close(out.cpu(), expect, rtol=1e-6, atol=1e-6)
+    theta, color = ident_theta(3), torch.ones(3, 3)
+    (theta if which == "theta" else color).view(3, -1)[2, 1] = bad
+    with pytest.raises(ValueError, match=rf"tinyfast.ops.augment: {which}\[2\] has a non-finite value"):
+        if direct:
+            torch.ops.tinyfast.augment(src, None, theta, color, list(MEAN), list(STD), 8, 8,
+                                       torch.float16, 0.0)
+        else:
+            ops.augment(src, theta, color, MEAN, STD)
 
 
 @pytest.mark.cuda
@@ -347,6 +359,16 @@ def _bad_cases():
         "std zero": (dict(g(), std=(0.2, 0.0, 0.2)), {}, "std"),
         "mean length": (dict(g(), mean=(0.5, 0.5)), {}, "mean"),
         "out_size": (g(), {"out_size": (0, 8)}, "out_size"),
+        "out_size one value": (g(), {"out_size": (16,)}, "out_size must be (height, width)"),
+        "out_size scalar": (g(), {"out_size": 16}, "out_size must be (height, width)"),
+        "out_size float": (g(), {"out_size": (16.5, 8)}, "out_size must be (height, width)"),
+        "out_size string": (g(), {"out_size": "16"}, "out_size must be (height, width)"),
+        "out_size overflow": (g(), {"out_size": (2 ** 40, 2 ** 40)}, "out_size (1099511627776, "),
+        "out_size unallocatable": (g(), {"out_size": (2 ** 21, 2 ** 21)}, "could not be allocated"),
+        "mean string": (dict(g(), mean="abc"), {}, "mean must be 3 numbers"),
+        "mean scalar": (dict(g(), mean=0.5), {}, "mean must be 3 numbers"),
+        "std none": (dict(g(), std=None), {}, "std must be 3 numbers"),
+        "mean words": (dict(g(), mean=("a", "b", "c")), {}, "mean must be 3 numbers"),
         "out layout": (g(), {"out": torch.zeros(4, 3, 8, 8), "dtype": torch.float32}, "channels-last"),
         "out shape": (g(), {"out": poisoned(4, 8, 7, torch.float32, "cpu")}, "out must be"),
     }
@@ -412,3 +434,48 @@ def test_out_buffer_at_unaligned_offset(device, dtype):
                 out_size=out_size, dtype=dtype, out=buf)
     assert_matches(buf, ref, dtype)
     assert torch.isnan(flat[0]), "nothing is written before the view"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["loader-view", "expanded", "transposed"])
+def test_strided_parameters_match_contiguous(device, layout):
+    """The loaders' (B, 2, 3) view of a (B, 9) block, stride-0 expanded and fully strided
+    parameters give exactly what contiguous copies give."""
+    need(device)
+    gen = torch.Generator().manual_seed(17)
+    src, theta, color, index = random_case(gen, 6, 16, 20, 5, (12, 14), True)
+    if layout == "loader-view":
+        both = torch.cat([theta.reshape(5, 6), color], dim=1)
+        t, c = both[:, :6].reshape(5, 2, 3), both[:, 6:]
+        assert t.stride() == (9, 3, 1) and c.stride() == (9, 1)
+    elif layout == "expanded":
+        t, c = theta[1:2].expand(5, 2, 3), color[1:2].expand(5, 3)
+        assert t.stride(0) == 0 and c.stride(0) == 0
+    else:
+        t, c = theta.permute(1, 2, 0).contiguous().permute(2, 0, 1), color.t().contiguous().t()
+        assert not t.is_contiguous() and not c.is_contiguous()
+    dev = torch.device(device)
+    kw = dict(index=index.to(dev), out_size=(12, 14), dtype=torch.float32, fill=9.0)
+    got = ops.augment(src.to(dev), t.to(dev), c.to(dev), MEAN, STD, **kw)
+    want = ops.augment(src.to(dev), t.contiguous().to(dev), c.contiguous().to(dev), MEAN, STD, **kw)
+    assert torch.equal(got, want)
+
+
+def test_copies_towards_the_host_are_blocking(monkeypatch):
+    """Parameters copied to a CPU ``src`` must have landed before the CPU kernel reads them: only a
+    copy towards CUDA may be ``non_blocking`` (here a meta tensor stands in for a CUDA one)."""
+    calls = []
+    real_to = torch.Tensor.to
+    g = _good()
+
+    def spy(self, *args, **kwargs):
+        if self.device.type == "meta":
+            calls.append(kwargs.get("non_blocking", False))
+            return g["theta"] if self.dim() == 3 else g["color"]
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    out = ops.augment(g["src"], torch.empty(4, 2, 3, device="meta"), torch.empty(4, 3, device="meta"),
+                      MEAN, STD, dtype=torch.float32)
+    assert calls == [False, False]
+    assert torch.equal(out, normalise_f32(g["src"], torch.float32))

@@ -11,6 +11,7 @@ raises a ``RuntimeError`` saying how to build it.
 """
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Sequence
 
@@ -74,10 +75,45 @@ def _three_floats(name: str, value) -> list[float]:
                 hit = (value._version, value.detach().reshape(-1).tolist())
                 _DEVICE_STATS[value] = hit
             value = hit[1]
-    out = [float(v) for v in value]
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"tinyfast.ops.augment: {name} must be 3 numbers (R, G, B), got {value!r}") from None
     if len(out) != 3:
         raise ValueError(f"tinyfast.ops.augment: {name} must have 3 values (R, G, B), got {len(out)}")
     return out
+
+
+def _out_size(out_size, src) -> tuple[int, int]:
+    if out_size is None:
+        if not isinstance(src, torch.Tensor) or src.dim() != 4:
+            raise ValueError(f"tinyfast.ops.augment: src must be (N, H, W, 3), got shape {tuple(src.shape)}")
+        return int(src.shape[1]), int(src.shape[2])
+    try:
+        if isinstance(out_size, (str, bytes)) or len(out_size) != 2:
+            raise TypeError
+        h, w = (operator.index(v) for v in out_size)
+    except TypeError:
+        raise ValueError("tinyfast.ops.augment: out_size must be (height, width), two integers, "
+                         f"got {out_size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"tinyfast.ops.augment: out_size must be positive, got ({h}, {w})")
+    return h, w
+
+
+def _to_device(name: str, t, dev: torch.device):
+    """``t`` on ``dev``. Host tensors are checked first (free there, a sync once on the GPU); the copy
+    is asynchronous only towards CUDA: a CUDA-to-CPU copy with ``non_blocking`` returns before the
+    data lands, and the CPU kernel would read it too early."""
+    if not isinstance(t, torch.Tensor) or t.device == dev:
+        return t
+    if t.device.type == "cpu" and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        row = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0]) if t.dim() else 0
+        raise ValueError(f"tinyfast.ops.augment: {name}[{row}] has a non-finite value "
+                         f"{t[row].reshape(-1).tolist()}; parameters must be finite")
+    return t.to(dev, non_blocking=dev.type == "cuda")
 
 
 def augment(
@@ -153,11 +189,16 @@ def augment(
     integer entries and 0/±1 rotation part (90° rotations, flips) is an exact pixel permutation.
 
     Errors: wrong dtype, rank, channel count, a non-contiguous ``src``, an empty batch, shape
-    mismatches, ``fill`` outside ``[0, 255]``, ``std`` containing 0 and (for an index on the CPU)
-    an out-of-range index raise ``ValueError`` with one line naming the argument (a CPU index for
-    a CUDA ``src`` is checked before it is copied). A CUDA-resident ``index`` is not checked on the
-    host (that would cost a sync per batch): a sample whose index is out of range is written as NaN
-    instead of reading outside ``src``.
+    mismatches, ``fill`` outside ``[0, 255]``, ``std`` containing 0, a malformed ``mean``/``std``
+    or ``out_size``, a non-finite ``theta``/``color`` value on the host and (for an index on the
+    CPU) an out-of-range index raise ``ValueError`` with one line naming the argument (CPU
+    parameters and index for a CUDA ``src`` are checked before they are copied). An ``out_size``
+    whose output cannot be allocated raises ``RuntimeError`` (``torch.OutOfMemoryError`` on CUDA)
+    naming ``out_size`` and the bytes. *Device-resident* parameters are not read on the host (that
+    would cost a sync per batch): a CUDA ``index`` out of range makes that sample all NaN instead of
+    reading outside ``src``; a non-finite CUDA ``theta`` samples ``fill`` (every coordinate is
+    clamped first, NaN to the lower bound) and a non-finite CUDA ``color`` gives NaN or clamped
+    values; nothing is ever read or written out of bounds.
 
     ``theta``, ``color`` and ``index`` on another device than ``src`` are copied to it. For
     ``torch.compile(fullgraph=True)`` pass ``mean``/``std`` as Python floats.
@@ -170,10 +211,8 @@ def augment(
     mean_l = _three_floats("mean", mean)
     std_l = _three_floats("std", std)
     dev = src.device
-    if isinstance(theta, torch.Tensor) and theta.device != dev:
-        theta = theta.to(dev, non_blocking=True)
-    if isinstance(color, torch.Tensor) and color.device != dev:
-        color = color.to(dev, non_blocking=True)
+    theta = _to_device("theta", theta, dev)
+    color = _to_device("color", color, dev)
     if index is not None and isinstance(index, torch.Tensor) and index.device != dev:
         if index.device.type == "cpu" and src.dim() >= 1 and index.numel() and not index.is_floating_point():
             # Free to check here, impossible without a sync once it is on the GPU.
@@ -182,13 +221,8 @@ def augment(
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"tinyfast.ops.augment: index value {bad} is out of range for src "
                                  f"with {src.shape[0]} rows")
-        index = index.to(dev, non_blocking=True)
-    if out_size is None:
-        if src.dim() != 4:
-            raise ValueError(f"tinyfast.ops.augment: src must be (N, H, W, 3), got shape {tuple(src.shape)}")
-        out_h, out_w = int(src.shape[1]), int(src.shape[2])
-    else:
-        out_h, out_w = (int(v) for v in out_size)
+        index = _to_device("index", index, dev)
+    out_h, out_w = _out_size(out_size, src)
     if out is not None:
         torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w,
                                        float(fill), out)
