@@ -56,3 +56,11 @@ spec="."
 say "pip install -e '$spec' (compiling the extension)"
 pip install -q --no-build-isolation -e "$spec" 2>&1 | quiet
 .venv/bin/python -c "import tinyfast, tinyfast.ops as o; print('[install] tinyfast', tinyfast.__version__, '| kernels compiled:', ', '.join(o.compiled_backends()) or 'NONE', '| usable here:', ', '.join(o.available_backends()) or 'none')"
+
+# 4. The DALI plugin operator (tinyfast.dali_ops) when DALI is installed: CPU backend, plus the GPU
+#    backend whenever the CUDA kernels were built. Status 2 = cannot be built here (said why).
+if .venv/bin/python -c "import nvidia.dali" 2>/dev/null; then
+  say "building the DALI plugin (csrc/dali/build.py)"
+  rc=0; .venv/bin/python csrc/dali/build.py || rc=$?
+  if [ "$rc" = 2 ]; then say "continuing without the DALI plugin"; elif [ "$rc" != 0 ]; then exit "$rc"; fi
+fi

@@ -9,11 +9,17 @@ break the shared order, sharding and exact resume), with one of two sources:
   (``DIR/<split>/jpeg/*.tar``, written by ``pack --jpeg-shards``; member ``%08d.jpg`` = row),
   decoded by ``fn.decoders.image`` (device ``"mixed"``, i.e. nvJPEG, on a GPU; ``"cpu"`` otherwise).
 
-``dali`` then hands the pipeline's uint8 NHWC batch, on the loader's device, to
-``tinyfast.ops.augment`` through DLPack (no copy), with the parameters drawn by the shared sampler:
-identical pixels to the ``gpu`` loader. ``dali-native`` instead runs DALI's own operators:
-``fn.warp_affine`` (the same inverse matrices, shifted to DALI's pixel-corner convention),
-``fn.brightness_contrast`` (contrast about DALI's fixed centre 128, brightness applied after it),
+``dali`` then augments inside the pipeline with the plugin operator of :mod:`tinyfast.dali_ops`
+(the fused op's own kernels, run and prefetched by DALI's executor), the external source feeding
+each batch's parameters drawn by the shared sampler (for the output size of that batch): identical
+pixels to the ``gpu`` loader. ``set_out_size`` then reaches the batches DALI has not prefetched yet
+(all of them between passes, as the trainer calls it). Without the built plugin (or with
+``plugin=False``) the pipeline's uint8 NHWC batch goes to ``tinyfast.ops.augment`` through DLPack
+instead (no copy), with the same parameters and pixels.
+
+``dali-native`` instead runs DALI's own operators: ``fn.warp_affine`` (the same inverse
+matrices, shifted to DALI's pixel-corner convention), ``fn.brightness_contrast`` (contrast about
+DALI's fixed centre 128, brightness applied after it),
 ``fn.saturation`` and ``fn.crop_mirror_normalize`` -- the comparison point, with DALI's semantics
 (uint8 rounding between operators), so its pixels differ slightly from the fused op's.
 
@@ -108,18 +114,23 @@ class DaliLoader(BaseLoader):
         native: use DALI's own augmentation operators (``dali-native``) instead of the fused op.
         source: ``"pixels"`` (packed rows) or ``"jpeg"`` (WebDataset shards decoded by DALI).
         prefetch: DALI's prefetch queue depth (default 2).
+        plugin: run the fused op inside the pipeline as the DALI plugin operator
+            (:mod:`tinyfast.dali_ops`): ``None`` (default) when it is built, ``True`` always (an
+            error names the build command if it is missing), ``False`` never (the op then runs on
+            the pipeline's output, as ``tinyfast.ops.augment``; same pixels).
     """
 
     name = "dali"
 
     def __init__(self, data_dir, split, batch_size, *, native: bool = False, source: str = "pixels",
-                 prefetch: int = 2, **kw):
+                 prefetch: int = 2, plugin: bool | None = None, **kw):
         super().__init__(data_dir, split, batch_size, **kw)
         self._dali = _import_dali()
         if source not in ("pixels", "jpeg"):
             raise ValueError(f"source must be 'pixels' or 'jpeg', got {source!r}")
         self.native, self.source, self.prefetch = bool(native), source, int(prefetch)
         self.can_resize = not self.native  # DALI's own warp_affine keeps the packed size here
+        self.in_pipeline = self._use_plugin(plugin) if not self.native else False
         self.name = "dali-native" if native else "dali"
         self._jpeg = (_JpegShards(self.data_dir, split, self.packed.manifest, len(self.packed))
                       if source == "jpeg" else None)
@@ -129,6 +140,18 @@ class DaliLoader(BaseLoader):
         self._plan = (0, 0, 0)       # (epoch, first batch, number of batches) fed by the source
         self._ended = False
         self._sizes = self.order.batch_sizes()
+
+    def _use_plugin(self, plugin: bool | None) -> bool:
+        """Whether the fused op runs inside the pipeline (the plugin), else after it."""
+        if plugin is False:
+            return False
+        from tinyfast import dali_ops
+
+        if plugin is None and not dali_ops.plugin_available():
+            return False
+        dali_ops.load_plugin()  # names the build command when the plugin is missing
+        self._as_torch = dali_ops.as_torch
+        return True
 
     # ----- the pipeline ---------------------------------------------------------------------------
     def _source(self, info):
@@ -147,46 +170,72 @@ class DaliLoader(BaseLoader):
             rows = np.empty((len(idx),) + self.packed.images.shape[1:], np.uint8)
             rows[order] = self.packed.images[idx[order]]
             images = rows
-        if not (self.native and self.train):
+        if self.native:
+            if not self.train:
+                return images
+            theta, color = self.aug_params(epoch, b, len(idx))
+            c = color.numpy()
+            return images, dali_matrix(theta), c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
+        if not self.in_pipeline:
             return images
+        # Drawn for the size this batch is produced at (fed to the operator with it).
         theta, color = self.aug_params(epoch, b, len(idx))
-        c = color.numpy()
-        return images, dali_matrix(theta), c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
+        size = np.array(self.out_size or (self.height, self.width), dtype=np.int32)
+        return images, theta.numpy(), color.numpy(), np.tile(size, (len(idx), 1))
+
+    def _stage(self):
+        """The graph after decoding: ``(parameter inputs the source feeds, function(images, *params))``.
+
+        Built from plain values (no ``self``: see :class:`_Source`).
+        """
+        fn, _, types = self._dali
+        mean, std, fill, dtype = self.mean, self.std, float(self.policy.fill), self.dtype
+        if self.in_pipeline:
+            from tinyfast import dali_ops
+
+            def plugin(images, theta, color, size):
+                return dali_ops.augment(images, theta, color, mean=mean, std=std, dtype=dtype,
+                                        out_size=size, fill=fill)
+            return 3, plugin
+        if not self.native:
+            return 0, lambda images: images
+        h, w, augment = self.height, self.width, self.train
+        out_dtype = types.FLOAT16 if dtype == torch.float16 else types.FLOAT
+
+        def native(images, *params):
+            if augment:
+                matrix, br, co, sa = params
+                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=fill,
+                                        interp_type=types.INTERP_LINEAR, inverse_map=True)
+                images = fn.brightness_contrast(images, brightness=br, contrast=co)
+                images = fn.saturation(images, saturation=sa)
+            return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC",
+                                            mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
+        return (4 if augment else 0), native
 
     def _build(self):
         fn, pipeline_def, types = self._dali
         gpu = self.device.type == "cuda"
-        augment = self.native and self.train
-        h, w = self.height, self.width
-        mean = [255.0 * m for m in self.mean]
-        std = [255.0 * s for s in self.std]
-        out_dtype = types.FLOAT16 if self.dtype == torch.float16 else types.FLOAT
         jpeg = self._jpeg is not None
-        native, fill, source = self.native, float(self.policy.fill), _Source(self)  # no `self` in the graph closure
+        n_params, stage = self._stage()
+        source = _Source(self)  # no `self` in the graph closure
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self._threads,
                       device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,
                       seed=self.seed & 0x7FFFFFFF)
         def pipe():
             kw = dict(source=source, batch=True, batch_info=True)
-            if augment:
-                images, matrix, br, co, sa = fn.external_source(num_outputs=5, **kw)
+            if n_params:
+                images, *params = fn.external_source(num_outputs=1 + n_params, **kw)
             else:
-                images = fn.external_source(**kw)
+                images, params = fn.external_source(**kw), []
             if jpeg:
                 images = fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
             else:
                 images = fn.reshape(images, layout="HWC")
                 if gpu:
                     images = images.gpu()
-            if not native:
-                return images
-            if augment:
-                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=fill,
-                                        interp_type=types.INTERP_LINEAR, inverse_map=True)
-                images = fn.brightness_contrast(images, brightness=br, contrast=co)
-                images = fn.saturation(images, saturation=sa)
-            return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC", mean=mean, std=std)
+            return stage(images, *params)
 
         p = pipe()
         p.build()
@@ -215,10 +264,13 @@ class DaliLoader(BaseLoader):
         for b in range(start, nb):
             stream = torch.cuda.current_stream(self.device).cuda_stream if cuda else None
             (out,) = self._pipe.run(stream) if cuda else self._pipe.run()
-            batch = torch.from_dlpack(out.as_tensor())   # zero-copy view of DALI's output (NHWC)
             idx = self.order.batch(epoch, b)
             labels = self.to_device(labels_all.index_select(0, idx))
-            if self.native:
+            batch = torch.from_dlpack(out.as_tensor())   # zero-copy view of DALI's output (NHWC)
+            if self.in_pipeline:
+                # Augmented inside the pipeline; DALI reuses that buffer: copy out (channels-last kept).
+                images = self._as_torch(out, self.dtype).clone()
+            elif self.native:
                 # DALI owns that buffer: copy out, to the requested dtype, channels-last.
                 images = batch.permute(0, 3, 1, 2).to(self.dtype, copy=True,
                                                       memory_format=torch.channels_last)

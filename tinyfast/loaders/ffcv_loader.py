@@ -3,9 +3,12 @@
 The ``.beton`` is written by ``python -m tinyfast.pack --ffcv`` (fields ``image``: raw RGB, and
 ``label``: int, one record per packed row, same order). FFCV's pipeline decodes the raw pixels
 (``SimpleRGBImageDecoder``), ``ToTensor`` and, on a GPU, ``ToDevice(non_blocking=True)``, giving a
-uint8 NHWC batch on the device; ``tinyfast.ops.augment`` turns it into the channels-last,
+uint8 NHWC batch on the device; the last stage, :class:`tinyfast.ffcv_ops.Augment`, runs
+``tinyfast.ops.augment`` on it inside FFCV's prefetching thread, giving the channels-last,
 augmented, normalised batch (so FFCV's ``ToTorchImage`` permute is unnecessary: the op reads NHWC
 and writes channels-last). Identical pixels to the ``gpu`` loader for the same seed.
+``set_out_size`` reaches the batches FFCV has not prefetched yet (all of them when called between
+passes, as the trainer does; mid-pass, up to ``batches_ahead`` batches later).
 
 How the shared contract is met. FFCV's built-in orders (``SEQUENTIAL``, ``RANDOM``,
 ``QUASI_RANDOM``, with ``distributed=True`` emulating ``DistributedSampler``) draw their own
@@ -40,11 +43,12 @@ def _import_ffcv():
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor
         from ffcv.traversal_order.base import TraversalOrder
+        from tinyfast.ffcv_ops import Augment
     except ImportError as e:
         raise ImportError(f"the 'ffcv' loader needs FFCV, which is not installed ({e}); {_EXTRA}") from None
     return dict(IntDecoder=IntDecoder, SimpleRGBImageDecoder=SimpleRGBImageDecoder, Loader=Loader,
                 OrderOption=OrderOption, Squeeze=Squeeze, ToDevice=ToDevice, ToTensor=ToTensor,
-                TraversalOrder=TraversalOrder)
+                TraversalOrder=TraversalOrder, Augment=Augment)
 
 
 class FFCVLoader(BaseLoader):
@@ -71,8 +75,10 @@ class FFCVLoader(BaseLoader):
         self.beton = path
         cuda = self.device.type == "cuda"
         to_dev = [api["ToDevice"](self.device, non_blocking=True)] if cuda else []
+        self._augment = api["Augment"](self.policy, self.mean, self.std, self.dtype, self.seed,
+                                       rank=self.rank, out_size=self.out_size, fill=self.policy.fill)
         pipelines = {
-            "image": [api["SimpleRGBImageDecoder"](), api["ToTensor"]()] + to_dev,
+            "image": [api["SimpleRGBImageDecoder"](), api["ToTensor"]()] + to_dev + [self._augment],
             "label": [api["IntDecoder"](), api["ToTensor"](), api["Squeeze"]()] + to_dev,
         }
         try:
@@ -103,12 +109,16 @@ class FFCVLoader(BaseLoader):
             return
         bs = self.batch_size
         self._pending = self.order.indices(epoch)[start * bs:sum(sizes)].numpy().astype(np.uint64)
-        for b, (images, labels) in enumerate(self._ffcv, start):
-            n = images.shape[0]
-            theta, color = self.device_aug_params(epoch, b, n)
-            out = self.fused_augment(images, theta, color)
-            # FFCV reuses its output buffers for later batches: copy the labels out.
-            yield out, labels.reshape(n).to(torch.int64, copy=True)
+        self._augment.set_epoch(epoch, start)
+        for images, labels in self._ffcv:
+            # FFCV reuses its output buffers for later batches: copy the labels out (the images
+            # are the op's own fresh output).
+            yield images, labels.reshape(images.shape[0]).to(torch.int64, copy=True)
+
+    def set_out_size(self, size: tuple[int, int] | None) -> None:
+        """See :meth:`BaseLoader.set_out_size`; applies to batches not yet prefetched."""
+        super().set_out_size(size)
+        self._augment.out_size = self.out_size
 
 
 @register("ffcv")

@@ -1,0 +1,139 @@
+"""tinyfast.ffcv_ops.Augment inside a real FFCV pipeline, bit-exact against the op called directly.
+
+The reference is ``torch.ops.tinyfast.augment`` applied to the very pixels written into the
+``.beton``, with parameters drawn here from the shared sampler's rule (``derive_seed(seed, epoch,
+rank, batch)`` -> ``Policy.sample``), independently of the Operation.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ffcv", reason="needs the optional ffcv extra (pip install .[ffcv])")
+
+from ffcv.fields import IntField, RGBImageField  # noqa: E402
+from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.transforms import ToDevice, ToTensor  # noqa: E402
+from ffcv.writer import DatasetWriter  # noqa: E402
+
+from tinyfast import ops  # noqa: E402
+from tinyfast.augment import get_policy  # noqa: E402
+from tinyfast.ffcv_ops import Augment  # noqa: E402
+from tinyfast.loaders.base import derive_seed  # noqa: E402
+
+MEAN, STD = (0.48, 0.45, 0.40), (0.28, 0.27, 0.29)
+N, SIZE = 23, 128
+
+
+class _Rows:
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], i
+
+
+@pytest.fixture(scope="module")
+def beton(tmp_path_factory):
+    """A 23-image ``.beton`` of random 128x128 sources (raw pixels, so decode is exact)."""
+    images = np.random.default_rng(0).integers(0, 256, (N, SIZE, SIZE, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("ffcv") / "rand.beton"
+    writer = DatasetWriter(str(path), {"image": RGBImageField(write_mode="raw", max_resolution=SIZE),
+                                       "label": IntField()}, num_workers=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        writer.from_indexed_dataset(_Rows(images))
+    return path, torch.from_numpy(images)
+
+
+def loader(path, aug, batch_size, device=None):
+    to_dev = [ToDevice(torch.device(device), non_blocking=True)] if device else []
+    return Loader(str(path), batch_size=batch_size, num_workers=1, order=OrderOption.SEQUENTIAL,
+                  drop_last=False, pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()] + to_dev + [aug],
+                                              "label": [IntDecoder(), ToTensor()]})
+
+
+def reference(src, policy, seed, rank, epoch, b, idx, dtype, out_size=None):
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, rank, b))
+    p = get_policy(policy)
+    theta, color = p.sample(len(idx), SIZE, SIZE, g, out_size=out_size)
+    return ops.augment(src, theta, color, MEAN, STD, index=idx, dtype=dtype, fill=p.fill,
+                       out_size=out_size)
+
+
+def check_pass(ld, src, policy, seed, rank, epoch, start, batch_size, dtype, out_size=None):
+    n = 0
+    for k, (x, lab) in enumerate(ld):
+        b = start + k
+        idx = lab.reshape(-1).to(torch.int64)
+        assert torch.equal(idx, torch.arange(k * batch_size, k * batch_size + len(idx)))  # sequential
+        want = reference(src, policy, seed, rank, epoch, b, idx, dtype, out_size)
+        assert x.dtype == dtype and x.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(x, want), f"batch {b} of epoch {epoch} differs from tinyfast.ops.augment"
+        n += len(idx)
+    return n
+
+
+@pytest.mark.parametrize("batch_size, dtype", [(7, torch.float16), (5, torch.bfloat16), (23, torch.float32)])
+def test_bit_exact_against_the_op(beton, batch_size, dtype):
+    path, src = beton
+    aug = Augment("standard", MEAN, STD, dtype, seed=11, rank=1)
+    ld = loader(path, aug, batch_size)
+    # Passes without set_epoch count epochs 0, 1 like FFCV; set_epoch picks epoch and first batch.
+    assert check_pass(ld, src, "standard", 11, 1, 0, 0, batch_size, dtype) == N
+    assert check_pass(ld, src, "standard", 11, 1, 1, 0, batch_size, dtype) == N
+    aug.set_epoch(7, start=2)
+    check_pass(ld, src, "standard", 11, 1, 7, 2, batch_size, dtype)
+
+
+def test_out_size_and_identity(beton):
+    path, src = beton
+    aug = Augment("color", MEAN, STD, torch.float16, seed=3, out_size=(33, 65))
+    x, _ = next(iter(loader(path, aug, 9)))
+    assert x.shape == (9, 3, 33, 65)
+    assert torch.equal(x, reference(src, "color", 3, 0, 0, 0, torch.arange(9), torch.float16, (33, 65)))
+    # "none": plain normalisation, checked against a float64 formula (not the op).
+    x, _ = next(iter(loader(path, Augment("none", MEAN, STD, torch.float32), 4)))
+    m, s = (torch.tensor(v, dtype=torch.float32).double().view(1, 3, 1, 1) for v in (MEAN, STD))
+    want = (src[:4].permute(0, 3, 1, 2).double() / 255 - m) / s
+    assert (x.double() - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(dtype=torch.int32), "dtype must be float16, bfloat16 or float32"),
+    (dict(mean=(0.5, 0.5)), "mean must have 3 values"),
+    (dict(std=(0.2, 0.0, 0.2)), "std non-zero"),
+    (dict(fill=300.0), "fill must be in"),
+    (dict(policy="nope"), "unknown augmentation policy"),
+])
+def test_bad_arguments(kw, msg):
+    args = dict(policy="standard", mean=MEAN, std=STD, dtype=torch.float16) | kw
+    with pytest.raises(ValueError, match=f"tinyfast.ffcv_ops.Augment: .*{msg}"):
+        Augment(**args)
+
+
+def test_wrong_place_in_the_pipeline_is_ffcvs_error_with_our_message(beton):
+    path, _ = beton
+    aug = Augment("standard", MEAN, STD)
+    with pytest.raises(ValueError, match=r"tinyfast.ffcv_ops.Augment: .*add ToTensor\(\)"):
+        Loader(str(path), batch_size=4, num_workers=1, order=OrderOption.SEQUENTIAL,
+               pipelines={"image": [SimpleRGBImageDecoder(), aug]})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_the_op_on_the_device(beton):
+    path, src = beton
+    aug = Augment("standard", MEAN, STD, torch.bfloat16, seed=2)
+    for k, (x, lab) in enumerate(loader(path, aug, 7, device="cuda:0")):
+        idx = lab.reshape(-1).to(torch.int64).cpu()
+        assert x.is_cuda
+        want = reference(src.cuda(), "standard", 2, 0, 0, k, idx.cuda(), torch.bfloat16)
+        assert torch.equal(x, want)

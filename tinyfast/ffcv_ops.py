@@ -1,0 +1,146 @@
+"""The fused op inside an FFCV pipeline: :class:`Augment`, an FFCV ``Operation`` (extra ``tinyfast[ffcv]``).
+
+Put it in an image pipeline after ``ToTensor()`` (and ``ToDevice(...)`` to augment on a GPU)::
+
+    from ffcv.fields.decoders import SimpleRGBImageDecoder
+    from ffcv.transforms import ToDevice, ToTensor
+    from tinyfast.ffcv_ops import Augment
+
+    aug = Augment("standard", mean=(0.48, 0.448, 0.398), std=(0.277, 0.269, 0.282),
+                  dtype=torch.bfloat16, seed=0)
+    pipelines = {"image": [SimpleRGBImageDecoder(), ToTensor(), ToDevice("cuda:0"), aug], ...}
+
+Each batch is one ``torch.ops.tinyfast.augment`` call on the uint8 NHWC batch FFCV produced, so it
+runs in FFCV's prefetching thread (on its side CUDA stream), and yields ``(B, 3, Ho, Wo)``
+channels-last images in ``dtype`` (no ``ToTorchImage`` needed). Parameters come from the shared
+sampler: batch ``b`` of epoch ``e`` draws :meth:`tinyfast.augment.Policy.sample` from a CPU generator
+seeded with ``derive_seed(seed, e, rank, b)``, exactly as the loaders of :mod:`tinyfast.loaders`
+do, so the same seed gives the same images as the ``gpu`` loader.
+
+Epochs: every pass over an FFCV ``Loader`` runs in a fresh thread; a pass starts at
+``(epoch, batch)`` given by the last :meth:`Augment.set_epoch` call, or, without one, at batch 0 of
+the epoch after the previous pass's (like FFCV's own epoch counter), so each epoch draws fresh
+parameters.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import replace
+
+import torch
+
+try:
+    from ffcv.pipeline.operation import Operation
+except ImportError as _e:  # the message names what to install
+    raise ImportError(f"tinyfast.ffcv_ops needs FFCV, which is not installed ({_e}); "
+                      "pip install 'tinyfast[ffcv]' (FFCV 1.0.2; needs libturbojpeg, OpenCV and "
+                      "pkg-config, see install.sh)") from None
+
+from tinyfast import ops
+from tinyfast.augment import get_policy
+from tinyfast.loaders.base import derive_seed
+
+__all__ = ["Augment"]
+
+_NAME = "tinyfast.ffcv_ops.Augment"
+
+
+def _check_op_args(mean, std, dtype, fill, out_size) -> None:
+    """Validate by the op's own checks, on a one-pixel image: one set of rules, one message."""
+    one = torch.zeros((1, 1, 1, 3), dtype=torch.uint8)
+    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    try:
+        ops.augment(one, theta, torch.ones(1, 3), mean, std, dtype=dtype, fill=fill, out_size=out_size)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{_NAME}: {e}") from None
+
+
+class Augment(Operation):
+    """FFCV ``Operation`` running :func:`tinyfast.ops.augment` on each batch (see the module docstring).
+
+    Args:
+        policy: a :class:`tinyfast.augment.Policy` or preset name (``"none"`` only normalises).
+        mean, std: 3 floats each, per-channel statistics in ``[0, 1]`` units.
+        dtype: output dtype (``torch.float16``, ``torch.bfloat16`` or ``torch.float32``).
+        seed: seed of the shared sampler.
+        rank: the process's rank (its draws differ from other ranks', as in the loaders).
+        out_size: ``(Ho, Wo)`` to resample to; ``None`` keeps the decoded size.
+        fill: value (0..255) outside the source; ``None`` = the policy's ``fill``.
+
+    Raises:
+        ValueError: an invalid argument, or (when FFCV builds the pipeline) a previous stage that
+            does not deliver a uint8 ``(H, W, 3)`` torch tensor; the message starts with
+            ``tinyfast.ffcv_ops.Augment:``.
+    """
+
+    def __init__(self, policy="standard", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                 dtype: torch.dtype = torch.float16, seed: int = 0, *, rank: int = 0,
+                 out_size: tuple[int, int] | None = None, fill: float | None = None):
+        super().__init__()
+        try:
+            self.policy = get_policy(policy)
+        except ValueError as e:
+            raise ValueError(f"{_NAME}: {e}") from None
+        self.fill = float(self.policy.fill if fill is None else fill)
+        self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
+        _check_op_args(mean, std, dtype, self.fill, self.out_size)
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.dtype, self.seed, self.rank = dtype, int(seed), int(rank)
+        self._lock = threading.Lock()
+        self._plan: tuple[int, int] | None = None   # (epoch, first batch) of the next pass
+        self._last_epoch = -1
+        self._passes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # thread -> [epoch, batch]
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next pass is epoch ``epoch`` and its first batch is batch ``start`` (resume)."""
+        with self._lock:
+            self._plan = (int(epoch), int(start))
+
+    def params(self, epoch: int, b: int, n: int, height: int, width: int, out_size=None):
+        """``AugParams(theta, color)`` (CPU) of batch ``b`` of ``epoch``: ``n`` sources of
+        ``height`` x ``width`` resampled to ``out_size`` (``None``: the same size)."""
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
+        return self.policy.sample(n, height, width, g, out_size=out_size)
+
+    def _next_batch(self) -> tuple[int, int]:
+        """(epoch, batch) of the calling pass's next batch; a new thread is a new pass."""
+        me = threading.current_thread()
+        with self._lock:
+            state = self._passes.get(me)
+            if state is None:
+                epoch, start = self._plan if self._plan is not None else (self._last_epoch + 1, 0)
+                self._plan, self._last_epoch = None, epoch
+                state = self._passes[me] = [epoch, start]
+            epoch, b = state
+            state[1] += 1
+        return epoch, b
+
+    def generate_code(self):
+        op = self
+
+        def tinyfast_augment(images, _dst):
+            n, h, w = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
+            epoch, b = op._next_batch()
+            size = op.out_size  # read once: set_out_size() may run meanwhile in another thread
+            theta, color = op.params(epoch, b, n, h, w, size)
+            if images.is_cuda:
+                # One pinned copy on FFCV's current (side) stream; the host does not wait.
+                both = torch.cat([theta.reshape(n, 6), color], dim=1).pin_memory()
+                both = both.to(images.device, non_blocking=True)
+                theta, color = both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
+            return ops.augment(images, theta, color, op.mean, op.std, out_size=size,
+                               dtype=op.dtype, fill=op.fill)
+
+        return tinyfast_augment
+
+    def declare_state_and_memory(self, previous_state):
+        shape, dtype = tuple(previous_state.shape), previous_state.dtype
+        if previous_state.jit_mode or dtype != torch.uint8 or len(shape) != 3 or shape[2] != 3:
+            what = "a NumPy array (add ToTensor() before it)" if previous_state.jit_mode else \
+                f"{dtype} of shape {shape}"
+            raise ValueError(f"{_NAME}: needs uint8 (H, W, 3) torch tensors from the previous stage "
+                             f"(e.g. SimpleRGBImageDecoder(), ToTensor()), got {what}")
+        ho, wo = self.out_size if self.out_size is not None else shape[:2]
+        # The op allocates each output itself: a batch stays valid however long the caller keeps it.
+        return replace(previous_state, shape=(3, ho, wo), dtype=self.dtype), None
