@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run():
-        from tinyfast.data import ensure_default_data
+        from tinyfast.default_data import ensure_default_data
         return write_preview(args.preview, args.data or ensure_default_data(), args.images, args.seed)
 
     status, msg = run_command(prog, run)
