@@ -17,33 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinyfast import pack as P
-from tinyfast import synthetic
-from tinyfast.data import PackError, open_packed
-from tinyfast.pack import decode, pipeline
+from test_pack import run, src, tree  # noqa: F401  (the same small tree and CLI runner)
+from tinyfast.data import open_packed
+from tinyfast.pack import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    d = tmp_path_factory.mktemp("src") / "tiny"
-    synthetic.write_tree(d, classes=3, per_class=6, val_per_class=2, test_count=3, seed=1, progress=False)
-    return d
-
-
-@pytest.fixture
-def src(tree, tmp_path):
-    d = tmp_path / "tiny"
-    shutil.copytree(tree, d)
-    return d
-
-
-def run(argv, capsys):
-    rc = P.main(argv)
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def one_line_error(rc, err):
