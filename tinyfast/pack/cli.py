@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 
 from tinyfast.data import PackError, verify
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     """CLI entry point; returns the exit status (2 with one ``error: ...`` line on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    restore = _sigterm_interrupts()
     try:
         _run(args, parser, (lambda *a: None) if args.quiet else print)
         return 0
@@ -60,6 +63,20 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written to --out", file=sys.stderr)
         return 130
+    finally:
+        restore()
+
+
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a job scheduler) cleans up as Ctrl-C does; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _run(args, parser: argparse.ArgumentParser, log) -> None:

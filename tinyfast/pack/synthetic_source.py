@@ -53,7 +53,8 @@ def pack_synthetic(out, classes: int = 200, per_class: int = 500, val_per_class:
                                  progress=progress)
         except OSError as e:
             n = classes * (per_class + val_per_class) + (test_count or classes * val_per_class)
-            raise os_error(e, tree.parent, n * (size * size * 3 + 4096)) from None
+            folder = out.parent if work is not None else tree.parent
+            raise os_error(e, folder, n * (size * size * 3 + 4096)) from None
         if log:
             log(f"synthetic tree ({classes} classes x {per_class} + {val_per_class} val) written in "
                 f"{time.time() - t0:.1f} s")
