@@ -40,6 +40,7 @@ def worker_init() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's handler
     if sys.platform != "linux":
         return
     import ctypes
