@@ -394,6 +394,8 @@ def test_limit_packs_a_per_class_subset(tree, tmp_path, capsys):
     assert "train: --limit 1 kept 3 of 18 images" in tr.manifest["notes"]
     rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--limit", "0"], capsys)
     assert rc == 2 and err == "error: --limit must be positive, got 0\n"
+    rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--workers", "-1"], capsys)
+    assert rc == 2 and err == "error: --workers must be >= 0 (0: all cores), got -1\n"
 
 
 def test_progress_in_a_log_is_plain_lines(tree, tmp_path):

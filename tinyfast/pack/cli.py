@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="pack at most N images per class of each split (a quick subset of real data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default or 0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--verify", metavar="DIR", help="re-check every sha256 of a packed dataset and exit")
     g = p.add_argument_group("synthetic data")

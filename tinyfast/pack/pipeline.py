@@ -72,6 +72,8 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
     opts = Options(size=size, val_fraction=val_fraction, seed=seed, jpeg_shards=jpeg_shards,
                    shard_size=shard_size, ffcv=ffcv, strict=strict, limit=limit)
     opts.check()
+    if workers is not None and workers < 0:
+        raise PackError(f"--workers must be >= 0 (0: all cores), got {workers}")
     if check_out(out, overwrite, exist_ok):
         return read_manifest(out)
     if ffcv:
