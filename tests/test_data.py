@@ -93,17 +93,32 @@ def test_default_data_dir(monkeypatch, tmp_path):
     assert DD.default_data_dir() == tmp_path / "x"
 
 
+def _ffcv_imports():
+    return DD._ffcv_missing() is None
+
+
 def test_ensure_default_data(monkeypatch, tmp_path):
     monkeypatch.setattr(DD, "QUICK_SYNTHETIC", TINY)
     monkeypatch.setattr(DD, "_cuda_available", lambda: False)
     monkeypatch.setenv("TINYFAST_DATA", str(tmp_path / "default"))
-    path = DD.ensure_default_data()
+    path = DD.ensure_default_data(log=None)
     assert path == tmp_path / "default"
     man = D.verify(path)
     assert man["source"]["synthetic"] == dict(TINY, test_count=2)
     assert {k: v["count"] for k, v in man["splits"].items()} == {"train": 12, "val": 6, "test": 2}
+    # every loader finds its input: the JPEG tree (torch), shards (dali jpeg), .beton (ffcv)
+    tree = path / "jpeg-tree"
+    assert man["source"]["path"] == str(tree.absolute())
+    tr = open_packed(path, "train")
+    for i, name in enumerate(tr.ids):
+        assert (tree / "train" / tr.classes[tr.labels[i]] / "images" / name).is_file()
+    assert all(s["jpeg_shards"] for s in man["splits"].values())
+    if _ffcv_imports():
+        assert all((path / s["beton"]).is_file() for s in man["splits"].values())
+    else:
+        assert man["source"]["ffcv_unavailable"]
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    assert DD.ensure_default_data() == path and (path / "manifest.json").stat().st_mtime_ns == stamp
+    assert DD.ensure_default_data(log=None) == path and (path / "manifest.json").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]  # no temporary leftovers
     other = tmp_path / "other"
     other.mkdir()
@@ -112,11 +127,54 @@ def test_ensure_default_data(monkeypatch, tmp_path):
         DD.ensure_default_data(other)
 
 
+def test_default_data_of_an_older_version_is_remade(monkeypatch, tmp_path):
+    monkeypatch.setattr(DD, "_cuda_available", lambda: False)
+    monkeypatch.setattr(DD, "QUICK_SYNTHETIC", TINY)
+    old = tmp_path / "old"
+    pack_synthetic(old, **TINY, progress=False, log=None)  # what earlier versions made: arrays only
+    lines = []
+    assert DD.ensure_default_data(old, log=lines.append) == old
+    assert "lacks the JPEG tree, WebDataset shards" in lines[0]
+    lines.clear()
+    man = D.verify(old)
+    assert (old / "jpeg-tree").is_dir() and all(s["jpeg_shards"] for s in man["splits"].values())
+    moved = tmp_path / "moved"
+    old.rename(moved)  # the kept tree moves with its folder: the manifest is re-pointed, not re-made
+    stamp = open_packed(moved, "train").manifest["created"]
+    assert DD.ensure_default_data(moved, log=lines.append) == moved and lines == []
+    man = D.read_manifest(moved)
+    assert man["source"]["path"] == str((moved / "jpeg-tree").absolute()) and man["created"] == stamp
+    # a real dataset placed at the default path is used as it is, shards or not
+    real = tmp_path / "real"
+    from tinyfast import synthetic
+    synthetic.write_tree(tmp_path / "src", classes=2, per_class=3, val_per_class=1, test_count=0, progress=False)
+    from tinyfast.pack import pack
+    pack(tmp_path / "src", real, progress=False, log=None)
+    assert DD.ensure_default_data(real, log=lines.append) == real and lines == []
+    assert "jpeg_shards" not in D.read_manifest(real)["splits"]["train"]
+
+
+def test_torch_loader_reads_the_default_tree(monkeypatch, tmp_path):
+    """The JPEG loader works on the default data with no extra argument."""
+    torch = pytest.importorskip("torch")
+    from tinyfast import loaders
+
+    monkeypatch.setattr(DD, "_cuda_available", lambda: False)
+    monkeypatch.setattr(DD, "QUICK_SYNTHETIC", TINY)
+    monkeypatch.setattr(DD, "_ffcv_missing", lambda: "not needed here")
+    path = DD.ensure_default_data(tmp_path / "d", log=None)
+    ref = loaders.build("torch-npy", path, "val", 6, dtype=torch.float32, train=False, num_workers=0)
+    got = loaders.build("torch", path, "val", 6, dtype=torch.float32, train=False, num_workers=0)
+    (x_ref, y_ref), (x, y) = next(iter(ref)), next(iter(got))
+    assert torch.equal(y, y_ref) and torch.allclose(x, x_ref, atol=1e-5)
+
+
 def test_ensure_default_data_concurrent(tmp_path):
     """Two processes racing to create the default data both end up with one valid dataset."""
     code = (
         "import sys, tinyfast.default_data as DD;"
         f"DD.QUICK_SYNTHETIC = {TINY!r};"
+        "DD._ffcv_missing = lambda: 'left out in this test';"
         "print(DD.ensure_default_data(sys.argv[1], quick=True))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     target = tmp_path / "shared"

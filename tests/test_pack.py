@@ -381,3 +381,38 @@ def test_synthetic_cli_packs_and_keeps_tree(tmp_path, capsys):
     np.testing.assert_array_equal(tr.images[0], pil_rgb(keep / "train" / tr.classes[0] / "images" / tr.ids[0]))
     rc, _, err = run(["--synthetic", "--out", str(out)], capsys)
     assert rc == 2 and "exists and is not empty" in err
+
+
+def test_limit_packs_a_per_class_subset(tree, tmp_path, capsys):
+    out = tmp_path / "packed"
+    rc, stdout, err = run([str(tree), "--out", str(out), "--limit", "1", "--workers", "1"], capsys)
+    assert rc == 0, err
+    assert "train 3  val 3  test 3" in stdout
+    tr, va = open_packed(out, "train"), open_packed(out, "val")
+    assert tr.ids == [f"{w}_0.JPEG" for w in wnids_of(tree)] and sorted(va.labels.tolist()) == [0, 1, 2]
+    assert tr.manifest["options"]["limit"] == 1
+    assert "train: --limit 1 kept 3 of 18 images" in tr.manifest["notes"]
+    rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--limit", "0"], capsys)
+    assert rc == 2 and err == "error: --limit must be positive, got 0\n"
+    rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--workers", "-1"], capsys)
+    assert rc == 2 and err == "error: --workers must be >= 0 (0: all cores), got -1\n"
+
+
+def test_progress_in_a_log_is_plain_lines(tree, tmp_path):
+    """Not a terminal: timed plain lines on stderr, no carriage returns or cursor codes; --quiet: none."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TINYFAST_PROGRESS", None)
+    out = tmp_path / "packed"
+    base = [sys.executable, "-m", "tinyfast.pack"]
+    r = subprocess.run(base + [str(tree), "--out", str(out), "--workers", "1", "--jpeg-shards"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "\x1b[" not in r.stderr
+    assert "decode: 27/27 (100%)" in r.stderr and "train shards: 18/18 (100%)" in r.stderr
+    r = subprocess.run(base + ["--verify", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("ok:")
+    total = sum(f["bytes"] for f in json.loads((out / "manifest.json").read_text())["files"].values())
+    assert f"verify: {total}/{total} (100%)" in r.stderr and "\r" not in r.stderr
+    r = subprocess.run(base + ["--verify", str(out), "--quiet"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""

@@ -17,33 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_pack import run, src, tree  # noqa: F401  (the same small tree and CLI runner)
 from tinyfast import pack as P
-from tinyfast import synthetic
-from tinyfast.data import PackError, open_packed
-from tinyfast.pack import decode, pipeline
+from tinyfast.data import open_packed
+from tinyfast.pack import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    d = tmp_path_factory.mktemp("src") / "tiny"
-    synthetic.write_tree(d, classes=3, per_class=6, val_per_class=2, test_count=3, seed=1, progress=False)
-    return d
-
-
-@pytest.fixture
-def src(tree, tmp_path):
-    d = tmp_path / "tiny"
-    shutil.copytree(tree, d)
-    return d
-
-
-def run(argv, capsys):
-    rc = P.main(argv)
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def one_line_error(rc, err):
@@ -109,6 +89,20 @@ def test_disk_full_on_a_real_small_filesystem(tree, small_tmpfs, workers):
     assert os.listdir(small_tmpfs) == []
 
 
+def test_disk_full_while_generating_the_synthetic_tree(small_tmpfs, tmp_path):
+    out = small_tmpfs / "syn"
+    r = subprocess.run([sys.executable, "-m", "tinyfast.pack", "--synthetic", "--classes", "4", "--per-class",
+                        "40", "--out", str(out), "--quiet"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
+    assert one_line_error(r.returncode, r.stderr), r.stderr
+    assert f"error: {small_tmpfs}: no space left on device: this pack needs about" in r.stderr
+    assert os.listdir(small_tmpfs) == []
+    f = tmp_path / "afile"
+    f.write_text("x")
+    rc = P.main(["--synthetic", "--classes", "2", "--per-class", "2", "--out", str(tmp_path / "s"), "--tree", str(f)])
+    assert rc == 2 and not (tmp_path / "s").exists()
+
+
 # -------------------------------------------------------------------------------------- workers
 def _no_torch_script(body: str) -> str:
     # Without torch loaded, the pool forks: the patches below reach the workers.
@@ -139,7 +133,7 @@ def _pids_with(marker: str) -> list:
     return pids
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_path, sig):
     out = tmp_path / "packed-by-pool"
     env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="0.3", PYTHONPATH=str(ROOT))
@@ -153,8 +147,9 @@ def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_pa
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)  # returns once every holder of stderr (the workers) is gone
     assert proc.returncode != 0 and b"Traceback" not in err, err.decode()
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:  # cleaned up at once; after SIGKILL the next pack cleans up
         assert err.decode().count("\n") == 1 and b"interrupted" in err
+        assert leftovers(tmp_path) == []
     deadline = time.time() + 10
     while _pids_with(str(out)) and time.time() < deadline:
         time.sleep(0.1)

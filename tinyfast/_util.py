@@ -40,6 +40,7 @@ def worker_init() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's handler
     if sys.platform != "linux":
         return
     import ctypes
@@ -52,3 +53,13 @@ def worker_init() -> None:
     parent = mp.parent_process()
     if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl
         os._exit(1)
+
+
+def close_bar(bar, failed: bool = False) -> None:
+    """Close a :func:`tinyfast.progress.progress` bar. After a failure a plain-line bar prints no
+    final count, so that the error is the one line a log ends with."""
+    from tinyfast.progress import LineProgress
+
+    if failed and isinstance(bar, LineProgress):
+        bar.disable = True
+    bar.close()

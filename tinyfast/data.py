@@ -348,6 +348,7 @@ def verify(root: str | os.PathLike, progress: bool = False) -> dict:
     Returns the manifest. Raises :class:`PackError` naming the first file that differs.
     ``progress``: show the bytes hashed with :func:`tinyfast.progress.progress`.
     """
+    from tinyfast._util import close_bar
     from tinyfast.progress import progress as bar_of
 
     root = Path(root)
@@ -355,9 +356,14 @@ def verify(root: str | os.PathLike, progress: bool = False) -> dict:
     for rel in sorted(man["files"]):
         _check_size(root, man, rel)
     total = sum(info["bytes"] for info in man["files"].values())
-    with bar_of(total=total, desc="verify", unit="B", disable=not progress, unit_scale=True) as bar:
+    bar = bar_of(total=total, desc="verify", unit="B", disable=not progress, unit_scale=True)
+    failed = True
+    try:
         for rel in sorted(man["files"]):
             _check_hash(root, man, rel, bar)
+        failed = False
+    finally:
+        close_bar(bar, failed)
     for split in man["splits"]:
         open_packed(root, split)  # shapes/dtypes
     return man

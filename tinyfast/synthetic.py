@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyfast._util import cpu_count, mp_context
+from tinyfast._util import cpu_count, mp_context, worker_init
+from tinyfast.progress import progress
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross", "star", "bar", "crescent", "frame",
           "half-disc")
@@ -234,7 +235,7 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
 
     ``test_count`` defaults to ``classes * val_per_class`` (as Tiny ImageNet: 10000 for 200 x 50).
     Uses ``workers`` processes (default: all cores) when there is enough work; the output is
-    identical for any worker count.
+    identical for any worker count. Progress goes through :func:`tinyfast.progress.progress`.
     """
     root = Path(root)
     if test_count is None:
@@ -244,50 +245,11 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
     root.mkdir(parents=True, exist_ok=True)
     (root / "wnids.txt").write_text("".join(w + "\n" for w in wn))
     (root / "words.txt").write_text("".join(f"{w}\t{name}\n" for w, name in zip(wn, specs["names"])))
-    tasks = []  # (kind, meta, args)
-    for c in range(classes):
-        d = root / "train" / wn[c] / "images"
-        d.mkdir(parents=True, exist_ok=True)
-        names = [f"{wn[c]}_{i}.JPEG" for i in range(per_class)]
-        for k in range(0, per_class, _CHUNK):
-            part = names[k:k + _CHUNK]
-            tasks.append((("train", c, part),
-                          (str(root), 1, c * 100000 + k // _CHUNK, [c] * len(part),
-                           [f"train/{wn[c]}/images/{p}" for p in part], classes, seed, size)))
     order = np.random.default_rng([seed, 7002])
     val_labels = order.permutation(np.repeat(np.arange(classes), val_per_class))
     test_labels = order.integers(0, classes, test_count)
-    for split, code, labels in (("val", 2, val_labels), ("test", 3, test_labels)):
-        (root / split / "images").mkdir(parents=True, exist_ok=True)
-        names = [f"{split}_{i}.JPEG" for i in range(len(labels))]
-        for k in range(0, len(labels), _CHUNK):
-            part = names[k:k + _CHUNK]
-            tasks.append(((split, None, part),
-                          (str(root), code, k // _CHUNK, labels[k:k + _CHUNK].tolist(),
-                           [f"{split}/images/{p}" for p in part], classes, seed, size)))
-    total = classes * per_class + len(val_labels) + len(test_labels)
-    workers = workers or cpu_count()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="img", desc="synthetic", dynamic_ncols=True, leave=False)
-    results = [None] * len(tasks)
-    if workers <= 1 or total <= 2 * _CHUNK:
-        for i, (_, args) in enumerate(tasks):
-            results[i] = _task(args)
-            if bar:
-                bar.update(len(args[3]))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp_context()) as ex:
-            futs = {ex.submit(_task, args): i for i, (_, args) in enumerate(tasks)}
-            for fut in as_completed(futs):
-                i = futs[fut]
-                results[i] = fut.result()
-                if bar:
-                    bar.update(len(tasks[i][1][3]))
-    if bar:
-        bar.close()
+    tasks = _plan_tasks(root, wn, per_class, val_labels, test_labels, seed, size)
+    results = _run_tasks(tasks, workers or cpu_count(), progress)
     train_lines = {c: [] for c in range(classes)}
     val_lines = []
     for ((split, c, part), _), boxes in zip(tasks, results):
@@ -301,3 +263,49 @@ def write_tree(root: str | os.PathLike, classes: int = 200, per_class: int = 500
         (root / "train" / wn[c] / f"{wn[c]}_boxes.txt").write_text("".join(train_lines[c]))
     (root / "val" / "val_annotations.txt").write_text("".join(val_lines))
     return root
+
+
+def _plan_tasks(root: Path, wn: list, per_class: int, val_labels, test_labels, seed: int, size: int) -> list:
+    """Chunks of images to render, as ((split, class or None, names), _task arguments); folders made."""
+    classes, tasks = len(wn), []
+    for c in range(classes):
+        d = root / "train" / wn[c] / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        names = [f"{wn[c]}_{i}.JPEG" for i in range(per_class)]
+        for k in range(0, per_class, _CHUNK):
+            part = names[k:k + _CHUNK]
+            tasks.append((("train", c, part),
+                          (str(root), 1, c * 100000 + k // _CHUNK, [c] * len(part),
+                           [f"train/{wn[c]}/images/{p}" for p in part], classes, seed, size)))
+    for split, code, labels in (("val", 2, val_labels), ("test", 3, test_labels)):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        names = [f"{split}_{i}.JPEG" for i in range(len(labels))]
+        for k in range(0, len(labels), _CHUNK):
+            part = names[k:k + _CHUNK]
+            tasks.append(((split, None, part),
+                          (str(root), code, k // _CHUNK, labels[k:k + _CHUNK].tolist(),
+                           [f"{split}/images/{p}" for p in part], classes, seed, size)))
+    return tasks
+
+
+def _run_tasks(tasks: list, workers: int, show: bool) -> list:
+    """Each task's box lines, in task order; in a worker pool when there is enough work."""
+    total = sum(len(args[3]) for _, args in tasks)
+    results = [None] * len(tasks)
+    with progress(total=total, unit="img", desc="synthetic", disable=not show) as bar:
+        if workers <= 1 or total <= 2 * _CHUNK:
+            for i, (_, args) in enumerate(tasks):
+                results[i] = _task(args)
+                bar.update(len(args[3]))
+            return results
+        with ProcessPoolExecutor(workers, mp_context=mp_context(), initializer=worker_init) as ex:
+            futs = {ex.submit(_task, args): i for i, (_, args) in enumerate(tasks)}
+            try:
+                for fut in as_completed(futs):
+                    i = futs[fut]
+                    results[i] = fut.result()
+                    bar.update(len(tasks[i][1][3]))
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
+    return results

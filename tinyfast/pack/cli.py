@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 
 from tinyfast.data import PackError, verify
@@ -28,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
     p.add_argument("--ffcv", action="store_true", help="also write <split>.beton with FFCV's writer")
     p.add_argument("--strict", action="store_true", help="make every skipped file an error")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="pack at most N images per class of each split (a quick subset of real data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default or 0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--verify", metavar="DIR", help="re-check every sha256 of a packed dataset and exit")
     g = p.add_argument_group("synthetic data")
@@ -46,41 +50,59 @@ def main(argv=None) -> int:
     """CLI entry point; returns the exit status (2 with one ``error: ...`` line on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    log = (lambda *a: None) if args.quiet else print
+    restore = _sigterm_interrupts()
     try:
-        if args.verify:
-            if args.src or args.out or args.synthetic:
-                parser.error("--verify takes only DIR")
-            t0 = time.time()
-            man = verify(args.verify)
-            n = sum(s["count"] for s in man["splits"].values())
-            log(f"ok: {args.verify}: {len(man['files'])} files match their sha256 ({n} images, "
-                f"{time.time() - t0:.1f} s)")
-            return 0
-        if not args.out:
-            parser.error("--out is required")
-        if args.synthetic:
-            if args.src:
-                parser.error("--synthetic takes no SRC")
-            for name in ("classes", "per_class", "val_per_class"):
-                if getattr(args, name) < (1 if name != "val_per_class" else 0):
-                    parser.error(f"--{name.replace('_', '-')} too small")
-            pack_synthetic(args.out, classes=args.classes, per_class=args.per_class,
-                           val_per_class=args.val_per_class, test_count=args.test_count, size=args.size,
-                           seed=args.seed, tree=args.tree, overwrite=args.overwrite,
-                           progress=not args.quiet, workers=args.workers, log=log,
-                           jpeg_shards=args.jpeg_shards, shard_size=args.shard_size, ffcv=args.ffcv,
-                           strict=args.strict)
-            return 0
-        if not args.src:
-            parser.error("SRC is required (or --synthetic, or --verify DIR)")
-        pack(args.src, args.out, size=args.size, val_fraction=args.val_fraction, seed=args.seed,
-             jpeg_shards=args.jpeg_shards, shard_size=args.shard_size, ffcv=args.ffcv, strict=args.strict,
-             overwrite=args.overwrite, workers=args.workers, progress=not args.quiet, log=log)
+        _run(args, parser, (lambda *a: None) if args.quiet else print)
         return 0
     except PackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the pack converts its own; this catches what slips through, in one line
+        print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written to --out", file=sys.stderr)
         return 130
+    finally:
+        restore()
+
+
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a job scheduler) cleans up as Ctrl-C does; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _run(args, parser: argparse.ArgumentParser, log) -> None:
+    if args.verify:
+        if args.src or args.out or args.synthetic:
+            parser.error("--verify takes only DIR")
+        t0 = time.time()
+        man = verify(args.verify, progress=not args.quiet)
+        n = sum(s["count"] for s in man["splits"].values())
+        log(f"ok: {args.verify}: {len(man['files'])} files match their sha256 ({n} images, "
+            f"{time.time() - t0:.1f} s)")
+        return
+    if not args.out:
+        parser.error("--out is required")
+    common = dict(size=args.size, seed=args.seed, jpeg_shards=args.jpeg_shards, shard_size=args.shard_size,
+                  ffcv=args.ffcv, strict=args.strict, overwrite=args.overwrite, workers=args.workers,
+                  progress=not args.quiet, log=log, limit=args.limit)
+    if args.synthetic:
+        if args.src:
+            parser.error("--synthetic takes no SRC")
+        for name in ("classes", "per_class", "val_per_class"):
+            if getattr(args, name) < (1 if name != "val_per_class" else 0):
+                parser.error(f"--{name.replace('_', '-')} too small")
+        pack_synthetic(args.out, classes=args.classes, per_class=args.per_class,
+                       val_per_class=args.val_per_class, test_count=args.test_count, tree=args.tree, **common)
+        return
+    if not args.src:
+        parser.error("SRC is required (or --synthetic, or --verify DIR)")
+    pack(args.src, args.out, val_fraction=args.val_fraction, **common)

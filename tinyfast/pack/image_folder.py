@@ -37,7 +37,10 @@ def scan_image_folder(src: Path, skips: Skips, val_fraction: float, seed: int) -
     predefined = "train" in split_dirs and any(
         d.is_dir() and any(is_image_name(f.name) for f in d.iterdir() if f.is_file())
         for d in (src / "train").iterdir())
-    plan = _predefined_splits(src, split_dirs, skips) if predefined else _split_off_val(src, skips, val_fraction, seed)
+    if predefined:
+        plan = _predefined_splits(src, split_dirs, skips)
+    else:
+        plan = _split_off_val(src, skips, val_fraction, seed)
     for s in plan.splits:
         plan.has_boxes[s] = False
     return plan

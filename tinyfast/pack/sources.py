@@ -25,3 +25,22 @@ def scan(src: Path, skips: Skips, val_fraction: float = 0.0, seed: int = 0) -> P
             train.is_dir() and any((d / "images").is_dir() for d in train.iterdir() if d.is_dir())):
         raise PackError(f"{src / 'wnids.txt'}: missing (needed for the tiny-imagenet layout: the label order)")
     return scan_image_folder(src, skips, val_fraction, seed)
+
+
+def apply_limit(plan: Plan, limit: int | None) -> None:
+    """``--limit N``: keep the first N images of each class in every labelled split (in the
+    listing's natural order) and the first N x classes of an unlabelled one; the cut is noted."""
+    if not limit:
+        return
+    for split, items in plan.splits.items():
+        if split == "test":
+            kept = items[:limit * len(plan.classes)]
+        else:
+            seen, kept = {}, []
+            for it in items:
+                if seen.get(it.label, 0) < limit:
+                    seen[it.label] = seen.get(it.label, 0) + 1
+                    kept.append(it)
+        if len(kept) < len(items):
+            plan.notes.append(f"{split}: --limit {limit} kept {len(kept)} of {len(items)} images")
+        plan.splits[split] = kept

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyfast.progress import progress as bar_of
+
 SHARD_JPEG_QUALITY = 95  # re-encodes (see write_shards) use 4:4:4 chroma at this quality
 
 
@@ -20,12 +22,10 @@ def write_shards(split_dir: Path, split: str, items, rows_src, images, labels, r
     grayscale, already ``size`` square); otherwise the packed row re-encoded (quality 95, 4:4:4).
     """
     from PIL import Image
-    from tqdm.auto import tqdm
-
     jdir = split_dir / "jpeg"
     jdir.mkdir()
     names, n = [], len(rows_src)
-    bar = tqdm(total=n, unit="img", desc=f"{split} shards", leave=False, disable=not progress)
+    bar = bar_of(total=n, unit="img", desc=f"{split} shards", disable=not progress)
     for k, start in enumerate(range(0, n, shard_size)):
         name = f"{split}-{k:05d}.tar"
         with tarfile.open(jdir / name, "w", format=tarfile.USTAR_FORMAT) as tar:
