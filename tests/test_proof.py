@@ -25,3 +25,20 @@ def test_default_arch_list_embeds_ptx_of_the_newest_arch(setup_module, monkeypat
 def test_explicit_arch_list_is_used_as_given(setup_module, monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.6")
     assert setup_module["_arch_list"]() == "8.6"
+
+
+def test_progress_falls_back_to_lines_without_tqdm(monkeypatch, capsys):
+    """The GPU machine may have no tqdm: a terminal then gets the plain lines, not an ImportError."""
+    import sys
+
+    from tinyfast import progress as prog
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setenv("TINYFAST_PROGRESS", "bar")
+    with prog.progress(total=3, desc="step", unit="img", log=print) as bar:
+        bar.update(3)
+    assert isinstance(bar, prog.LineProgress)
+    prog.write("done")
+    out = capsys.readouterr().out
+    assert "step: 3/3" in out and "done" in out
