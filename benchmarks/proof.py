@@ -56,7 +56,7 @@ class Runner:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget
         self.out = args.out
-        self.work = Path(tempfile.mkdtemp(prefix="tinyfast-proof-"))
+        self.work = Path(tempfile.mkdtemp(prefix="tinyfast-proof-", dir=args.work))
         self.log_path = self.out / f"{stem}.log"
         self.raw_path = self.out / f"{stem}-cuda-tests.txt"
         self.site = self.work / "site"
@@ -531,6 +531,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cap-scale", type=float, default=1.0, help="multiplies every phase's own cap")
     p.add_argument("--arch-list", default=None, help="TORCH_CUDA_ARCH_LIST for the build (default: the GPU + PTX)")
     p.add_argument("--archs", default=",".join(TRAIN_ARCHS), help="training phase, in order, as time allows")
+    p.add_argument("--work", type=Path, default=None, help="parent of the work dir (default: the system temp)")
     p.add_argument("--keep-work", action="store_true", help="keep the work dir (data, sub-reports)")
     return p
 

@@ -52,12 +52,13 @@ from benchmarks import proof  # noqa: E402
 
 
 def test_cpu_smoke_runs_every_phase_and_writes_a_sound_report(tmp_path, capsys):
-    rc = proof.main(["--cpu-smoke", "--out", str(tmp_path)])
+    out = tmp_path / "out"
+    rc = proof.main(["--cpu-smoke", "--out", str(out), "--work", str(tmp_path)])
     printed = capsys.readouterr().out.strip().splitlines()
     assert rc == 0, "\n".join(printed[-30:])
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in out.iterdir())
     assert 4 <= len(files) <= 8, files
-    report = json.loads(next(tmp_path.glob("*-????-??-??.json")).read_text())
+    report = json.loads(next(out.glob("*-????-??-??.json")).read_text())
     names = [ph["name"] for ph in report["phases"]]
     assert names == [n for n, _ in proof.PHASES]
     for ph in report["phases"]:
@@ -74,9 +75,10 @@ def test_cpu_smoke_runs_every_phase_and_writes_a_sound_report(tmp_path, capsys):
     assert loaders["torch"]["speedup_vs_torch_best"] == pytest.approx(1.0)
     assert {r["feed"] for r in report["train"]} >= {"synthetic", "gpu"}
     assert [r["what"] for r in report["proof"]["syncs"]["rows"]] == ["gpu loader", "tinyfast.train cnn2"]
-    raw = next(tmp_path.glob("*-cuda-tests.txt")).read_text()
+    raw = next(out.glob("*-cuda-tests.txt")).read_text()
     assert "skipped" in raw and "sanitize_cases: 6/6 cases match on cpu" in raw
-    assert "## Targets" in next(tmp_path.glob("*.md")).read_text()
+    assert "## Targets" in next(out.glob("*.md")).read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tinyfast-proof-")], "work dir left behind"
     # The last line is the summary of every target, none claimed on a CPU.
     assert printed[-1].startswith("PROOF ") and printed[-1].count("|") == len(report["targets"]) - 1
     assert all(t["met"] is None for t in report["targets"] if t["name"] != "wall seconds")
@@ -90,7 +92,7 @@ def test_a_failing_phase_is_recorded_and_later_phases_still_run(tmp_path, monkey
         return {"status": "ok", "cap_seen": cap}
 
     monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok)])
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--budget", "100"])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--budget", "100"])
     phases = proof.run_phases(proof.Runner(args, "t"))
     assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok")]
     assert "kernel exploded" in phases[0]["reason"]
@@ -98,7 +100,7 @@ def test_a_failing_phase_is_recorded_and_later_phases_still_run(tmp_path, monkey
 
 
 def test_a_command_over_its_cap_is_killed_with_its_children(tmp_path):
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path)])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)])
     runner = proof.Runner(args, "t")
     t0 = time.monotonic()
     child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"
@@ -143,3 +145,35 @@ def test_targets_met_and_missed():
     report["targets"] = proof.targets(report)
     line = proof.summary_line(report)
     assert line.startswith("PROOF H200: op fraction of copy 0.85 (>= 0.80) MET |") and "racecheck errors 3 (0) MISSED" in line
+
+
+def _tiny_wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel of one module, built by hand (nothing downloaded)."""
+    import zipfile
+
+    whl = folder / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+    return whl
+
+
+def test_wheelhouse_installs_missing_wheels_offline_into_a_private_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    house = tmp_path / "wheels"
+    house.mkdir()
+    _tiny_wheel(house, "tinyfast_probe_pkg")
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--wheelhouse", str(house)])
+    runner = proof.Runner(args, "t")
+    res = proof.phase_wheelhouse(runner, 120)
+    assert res["status"] == "ok" and res["installed"] == ["tinyfast_probe_pkg-1.0-py3-none-any.whl"], res
+    assert (runner.site / "tinyfast_probe_pkg.py").exists() and runner.site.is_relative_to(tmp_path)
+    r = runner.run([sys.executable, "-c", "import tinyfast_probe_pkg as m; print('VALUE', m.VALUE)"], 60)
+    assert "VALUE 42" in r["output"]
+    assert proof.phase_wheelhouse(proof.Runner(proof.get_args_parser().parse_args(
+        ["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)]), "t"), 10)["status"] == "skipped"
