@@ -1,5 +1,7 @@
 """The GPU proof command (benchmarks/proof.py) in its CPU smoke mode, and the build defaults it relies on."""
 import json
+import os
+import subprocess
 import runpy
 import sys
 import time
@@ -177,3 +179,17 @@ def test_wheelhouse_installs_missing_wheels_offline_into_a_private_dir(tmp_path,
     assert "VALUE 42" in r["output"]
     assert proof.phase_wheelhouse(proof.Runner(proof.get_args_parser().parse_args(
         ["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)]), "t"), 10)["status"] == "skipped"
+
+
+def test_tqdm_stand_in_prints_plain_lines(tmp_path):
+    """Where tqdm is missing the packer and trainer still import it: the stand-in serves them."""
+    proof.install_tqdm_stand_in(tmp_path)
+    code = ("import tqdm, tqdm.auto; assert tqdm.__file__.startswith(%r)\n"
+            "with tqdm.auto.tqdm(total=4, desc='decode', unit='img', dynamic_ncols=True, smoothing=0.1) as b:\n"
+            "    b.update(4)\n"
+            "tqdm.tqdm.write('note')\n"
+            "print(sum(tqdm.tqdm(range(3), leave=False)))\n") % str(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "decode: 4/4" in r.stderr and "note" in r.stdout and r.stdout.strip().endswith("3")
