@@ -50,8 +50,10 @@ def test_cpu_and_cuda_agree_with_contrast():
     src, theta, color, index = random_case(gen, 16, 64, 64, 32, (64, 64), True)
     cpu = ops.augment(src, theta, color, MEAN, STD, index=index, dtype=torch.float32)
     gpu = ops.augment(src.cuda(), theta, color, MEAN, STD, index=index.cuda(), dtype=torch.float32).cpu()
+    # Only the contrast mean may differ (its summation order), by float32 rounding.
     torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
-    assert (gpu == cpu).float().mean() > 0.99  # only the contrast mean may differ, in its last bit
+    same = color[:, 1] == 1.0
+    assert same.any() and torch.equal(gpu[same], cpu[same])
 
 
 def test_runs_on_the_current_stream_without_syncing():
