@@ -188,20 +188,24 @@ at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tens
 }
 
 
-std::string augment_args_error(const KernelArgs& a, bool cuda) {
+namespace {
+// augment_args_error() less the check of `out`, so a call is validated before its output exists.
+std::string args_error_before_out(const KernelArgs& a, bool cuda) {
   auto mul_ok = [](int64_t x, int64_t y, int64_t z, int64_t limit) {
     int64_t r = 0;
     return x > 0 && y > 0 && z > 0 && !__builtin_mul_overflow(x, y, &r) &&
            !__builtin_mul_overflow(r, z, &r) && r < limit;
   };
   constexpr int64_t kBig = int64_t{1} << 62;
-  if (!a.src || !a.theta || !a.color || !a.out) return "src, theta, color and out must be non-null";
+  if (!a.src || !a.theta || !a.color) return "src, theta and color must be non-null";
   if (a.n <= 0 || a.h <= 0 || a.w <= 0) return "src is empty (n, h and w must be positive)";
   if (a.batch <= 0) return "empty batch (B = 0)";
   if (!a.index && a.batch > a.n) return "batch exceeds n and there is no index";
   if (a.out_h <= 0 || a.out_w <= 0) return "out_size must be positive";
-  if (!mul_ok(a.h, a.w, 3, kBig) || !mul_ok(a.batch, a.out_h * 3, a.out_w, kBig))
-    return "image sizes overflow 64-bit offsets";
+  if (!mul_ok(a.h, a.w, 3, kBig)) return "src images are too large: h * w * 3 overflows 64-bit offsets";
+  if (!mul_ok(a.batch, a.out_h, a.out_w, kBig / 3))
+    return "out_size (" + std::to_string(a.out_h) + ", " + std::to_string(a.out_w) +
+           ") is too large: batch * out_h * out_w * 3 overflows 64-bit offsets";
   if (a.theta_stride0 != 0 && a.theta_stride0 < 6) return "theta_stride0 must be 0 or >= 6";
   if (a.color_stride0 != 0 && a.color_stride0 < 3) return "color_stride0 must be 0 or >= 3";
   if (a.out_dtype < kOutFloat32 || a.out_dtype > kOutBFloat16)
@@ -218,11 +222,17 @@ std::string augment_args_error(const KernelArgs& a, bool cuda) {
   }
   return "";
 }
+}  // namespace
+
+std::string augment_args_error(const KernelArgs& a, bool cuda) {
+  if (!a.out) return "out must be non-null";
+  return args_error_before_out(a, cuda);
+}
 
 PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
                           const at::Tensor& theta, const at::Tensor& color,
                           c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
-                          const AugmentDims& d, const at::Tensor& out_nhwc) {
+                          const AugmentDims& d, c10::ScalarType dt) {
   PreparedCall c;
   // Samples may be any (non-overlapping) stride apart; inside one the values must be dense.
   const bool theta_ok = theta.stride(2) == 1 && theta.stride(1) == 3 &&
@@ -250,10 +260,9 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
   a.fill = static_cast<float>(fill);
   a.out_h = d.out_h;
   a.out_w = d.out_w;
-  a.out = out_nhwc.data_ptr();
-  const auto dt = out_nhwc.scalar_type();
+  a.out = nullptr;  // set once allocated (or checked)
   a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
-  const std::string err = augment_args_error(a, src.is_cuda());
+  const std::string err = args_error_before_out(a, src.is_cuda());
   TORCH_CHECK_VALUE(err.empty(), kOp, err);
   return c;
 }

@@ -41,7 +41,9 @@ at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tens
 
 // The raw kernel arguments of one validated call, with the tensors they point into kept alive
 // (theta/color/index made contiguous where the kernels need it; theta's (B, 2, 3) view of a
-// (B, 9) block is passed as is, with its stride).
+// (B, 9) block is passed as is, with its stride). Everything is validated (the raw kernels'
+// limits too) before the output exists, so a call the kernel would refuse allocates nothing;
+// `args.out` is set by the caller.
 struct PreparedCall {
   at::Tensor theta, color, index;
   KernelArgs args;
@@ -49,7 +51,7 @@ struct PreparedCall {
 PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
                           const at::Tensor& theta, const at::Tensor& color,
                           c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
-                          const AugmentDims& d, const at::Tensor& out_nhwc);
+                          const AugmentDims& d, c10::ScalarType out_dtype);
 
 // What each backend registers: run the raw kernel of a prepared call on src's device.
 using RunKernel = void (*)(const KernelArgs& args, const at::Tensor& src);
@@ -62,9 +64,10 @@ at::Tensor augment_entry(const at::Tensor& src, const std::optional<at::Tensor>&
                          c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
                          int64_t out_w, c10::ScalarType dtype, double fill) {
   const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
+  check_out_dtype(dtype);
+  PreparedCall call = prepare_call(src, index, theta, color, mean, std, fill, d, dtype);
   at::Tensor out = alloc_out(d, dtype, src);
-  const PreparedCall call =
-      prepare_call(src, index, theta, color, mean, std, fill, d, out.permute({0, 2, 3, 1}));
+  call.args.out = out.data_ptr();
   Run(call.args, src);
   return out;
 }
@@ -76,8 +79,8 @@ void augment_out_entry(const at::Tensor& src, const std::optional<at::Tensor>& i
                        int64_t out_w, double fill, const at::Tensor& out) {
   const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
   check_out(out, d, src);
-  const PreparedCall call =
-      prepare_call(src, index, theta, color, mean, std, fill, d, out.permute({0, 2, 3, 1}));
+  PreparedCall call = prepare_call(src, index, theta, color, mean, std, fill, d, out.scalar_type());
+  call.args.out = out.data_ptr();
   Run(call.args, src);
 }
 

@@ -264,27 +264,6 @@ def test_nonfinite_host_parameters_are_rejected(bad, which, direct):
             ops.augment(src, theta, color, MEAN, STD)
 
 
-@pytest.mark.cuda
-def test_cuda_matches_cpu_bitwise_on_identity_and_close_otherwise():
-    need("cuda")
-    gen = torch.Generator().manual_seed(5)
-    src, theta, color, index = random_case(gen, 16, 64, 64, 32, (64, 64), True)
-    for dtype in DTYPES:
-        a = ops.augment(src, theta, color, MEAN, STD, index=index, dtype=dtype)
-        b = ops.augment(src.cuda(), theta, color, MEAN, STD, index=index, dtype=dtype).cpu()
-        assert_matches(b, a.double(), dtype)
-
-
-@pytest.mark.cuda
-def test_cuda_bad_device_index_gives_nan_not_a_crash():
-    need("cuda")
-    src = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8, device="cuda")
-    index = torch.tensor([0, 4, -1, 3], device="cuda")
-    out = ops.augment(src, ident_theta(4), torch.ones(4, 3), MEAN, STD, index=index, dtype=torch.float32)
-    nan = torch.isnan(out.cpu()).flatten(1).all(1)
-    assert nan.tolist() == [False, True, True, False]
-
-
 # --------------------------------------------------------------------------------------------
 # Dispatcher integration: opcheck, torch.compile
 # --------------------------------------------------------------------------------------------
@@ -363,7 +342,7 @@ def _bad_cases():
         "out_size scalar": (g(), {"out_size": 16}, "out_size must be (height, width)"),
         "out_size float": (g(), {"out_size": (16.5, 8)}, "out_size must be (height, width)"),
         "out_size string": (g(), {"out_size": "16"}, "out_size must be (height, width)"),
-        "out_size overflow": (g(), {"out_size": (2 ** 40, 2 ** 40)}, "out_size (1099511627776, "),
+        "out_size overflow": (g(), {"out_size": (2 ** 40, 2 ** 40)}, "out_size (1099511627776, 1099511627776) is too large"),
         "out_size unallocatable": (g(), {"out_size": (2 ** 21, 2 ** 21)}, "could not be allocated"),
         "mean string": (dict(g(), mean="abc"), {}, "mean must be 3 numbers"),
         "mean scalar": (dict(g(), mean=0.5), {}, "mean must be 3 numbers"),
@@ -395,26 +374,9 @@ def test_checks_live_in_the_compiled_op():
                                    list(MEAN), list(STD), 8, 8, torch.float16, 0.0)
 
 
-@pytest.mark.cuda
-def test_cuda_device_mismatch_raises():
-    need("cuda")
-    g = _good()
-    with pytest.raises(ValueError, match="device|on"):
-        torch.ops.tinyfast.augment(g["src"].cuda(), None, g["theta"], g["color"],
-                                   list(MEAN), list(STD), 8, 8, torch.float16, 0.0)
-
-
 def test_backends_listed():
     assert "cpu" in ops.available_backends()
     assert set(ops.available_backends()) <= set(ops.compiled_backends())
-
-
-@pytest.mark.cuda
-def test_cpu_index_for_cuda_src_is_checked_before_the_copy():
-    need("cuda")
-    g = _good()
-    with pytest.raises(ValueError, match="out of range"):
-        ops.augment(g["src"].cuda(), g["theta"], g["color"], MEAN, STD, index=torch.tensor([0, 1, 2, 4]))
 
 
 @pytest.mark.parametrize("device", DEVICES)

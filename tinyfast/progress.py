@@ -144,6 +144,15 @@ class LineProgress:
         return " ".join(p for p in parts if p)
 
 
+def _tqdm():
+    """tqdm's class, or None where tqdm is not installed (then a terminal gets plain lines too)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              unit: str = "it", disable: bool = False, interval: float = 10.0, leave: bool = False,
              initial: int = 0, log: Callable[[str], None] | None = None, **tqdm_kwargs: Any):
@@ -151,20 +160,16 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     m = mode()
     if m == "off":
         disable = True
-    if m == "bar" and not disable:
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial,
-                    dynamic_ncols=True, **tqdm_kwargs)
+    if m == "bar" and not disable and _tqdm() is not None:
+        return _tqdm()(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial,
+                       dynamic_ncols=True, **tqdm_kwargs)
     return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, interval=interval,
                         disable=disable, log=log)
 
 
 def write(msg: str) -> None:
     """Print a message without breaking a live bar (``tqdm.write`` on a terminal)."""
-    if mode() == "bar":
-        from tqdm.auto import tqdm
-
-        tqdm.write(msg)
+    if mode() == "bar" and _tqdm() is not None:
+        _tqdm().write(msg)
     else:
         print(msg, flush=True)
