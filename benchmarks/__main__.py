@@ -22,7 +22,7 @@ JPEG tree, WebDataset shards, the ``.beton`` when FFCV is installed). A ratio ab
 faster than its ceiling) is flagged in the table as a measurement problem. It writes
 ``<device>-<date>-<time>.json``, the same as a Markdown table (``.md``) and a PNG bar chart, to
 ``benchmarks/results/`` (``./benchmark-results/`` outside a checkout). ``--quick`` is the reduced
-CPU mode (tiny data, few batches; well under a minute on two cores) that CI runs to check the
+CPU mode (tiny data, few batches; a minute or less on two cores) that CI runs to check the
 report's structure; without a GPU and without ``--quick`` it says so and how long it will take.
 
     tinyfast-bench                             # everything, on the GPU when there is one
@@ -582,7 +582,7 @@ def _announce_cpu_run(args, data, names, archs, feeds, ceil) -> float | None:
         est = None
     took = _duration(est) if est else "a long time"
     print(f"note: no GPU in use: running the FULL suite on the CPU; this will take {took} "
-          "(rough estimate). For a smoke run in well under a minute: --quick; to choose: --sections, "
+          "(rough estimate). For a smoke run of a minute or less: --quick; to choose: --sections, "
           "--archs, --batches.", flush=True)
     return est
 
@@ -630,14 +630,25 @@ def write_report(report: dict, out_dir: Path) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
+def _out_dir(path: Path) -> Path:
+    """``path``, created and known to be writable before anything is measured (a long run must not
+    end in a traceback when the results cannot be written)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        get_args_parser().error(f"--out {path}: cannot write results there ({e.strerror or e})")
+    return path
+
+
 def main(argv=None) -> dict:
     """Run the selected sections, write ``<device>-<date>-<time>.{json,md,png}``; returns the report."""
     args = get_args_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     device = _resolve_args(args)
-    out_dir = args.out or common.results_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(args.out or common.results_dir())
     with tempfile.TemporaryDirectory(prefix="tinyfast-bench-") as work:
         work = Path(work)
         out, err = _Scrub(sys.stdout, work), _Scrub(sys.stderr, work)

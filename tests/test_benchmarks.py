@@ -92,6 +92,13 @@ def test_bad_arguments_are_clear(capsys):
     assert "unknown section" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--batches", "0", "--sections", "op"])
+    capsys.readouterr()
+    for bad in (["--device", "tpu7"], ["--out", __file__]):
+        with pytest.raises(SystemExit) as e:
+            main(bad + ["--sections", "op", "--quick"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and bad[1] in err.strip().splitlines()[-1]
 
 
 def test_names_carry_the_time_and_no_temporary_path(report):
