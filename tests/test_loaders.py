@@ -546,6 +546,23 @@ def test_cuda_matches_cpu(name, packed):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("resident", [True, False])
+def test_cuda_set_out_size_mid_epoch(resident, packed):
+    """On the GPU batch b + 1's parameters are copied ahead, asynchronously: a size change while
+    the caller holds batch b still gives batch b + 1 the geometry drawn for the new size."""
+    ld = make("gpu", packed, "train", 8, train=True, policy="standard", seed=3, device="cuda", resident=resident)
+    ld.set_epoch(0)
+    it = iter(ld)
+    next(it)
+    ld.set_out_size((32, 32))
+    x1, _ = next(it)
+    want, _ = fused_reference(ld, 0, 1)             # CPU kernel: equal to fp16 rounding
+    assert x1.shape[-2:] == (32, 32)
+    assert (x1.float().cpu() - want.float()).abs().max() < 2e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_gpu_fallback_matches_resident(packed):
     kw = dict(train=True, policy="standard", seed=2, device="cuda")
     a = run_epoch(make("gpu", packed, "train", 16, resident=True, **kw))

@@ -9,9 +9,11 @@ Every loader yields ``(images, labels)`` on ``device``: images ``(B, 3, H, W)`` 
 ``dtype``, augmented by ``policy`` then normalised with the dataset's mean/std for training, only
 normalised for evaluation; labels int64 (``-1`` for the unlabelled test split). They expose
 ``len()``, ``set_epoch(e)``, ``state_dict()`` / ``load_state_dict()`` (exact mid-epoch resume), DDP
-sharding by ``rank`` / ``world_size`` and the attributes ``num_classes``, ``num_samples`` (this
-rank's), ``batch_size``, ``mean``, ``std``. Order, sharding and resume rules:
-:mod:`tinyfast.loaders.base`.
+sharding by ``rank`` / ``world_size`` and the attributes ``num_classes``, ``classes``
+(``ClassName(wnid, words)`` per label) and ``class_to_idx`` (as on torchvision datasets),
+``num_samples`` (this rank's), ``batch_size``, ``mean``, ``std``. Images are float32 unless
+``dtype`` says otherwise (or ``build`` runs inside ``torch.autocast``: then its dtype). Order,
+sharding and resume rules (the state is always what comes next): :mod:`tinyfast.loaders.base`.
 
 Registered loaders (``list_loaders()``):
 

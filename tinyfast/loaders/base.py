@@ -166,7 +166,87 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
-class BaseLoader:
+class AugmentHelpers:
+    """What loaders calling the fused op share: per-batch parameter draws, the output size, the
+    op call and host-to-device copies. Mixed into :class:`BaseLoader`, whose attributes it reads
+    (``seed``, ``rank``, ``policy``, ``height``, ``width``, ``device``, ``dtype``, ``mean``, ``std``)."""
+
+    #: True where batches come out of the fused op, which can write any output size
+    #: (:meth:`set_out_size`); the torchvision baselines and ``dali-native`` cannot.
+    can_resize = False
+    #: ``(Ho, Wo)`` of the batches; ``None`` = the packed size. See :meth:`set_out_size`.
+    out_size: tuple[int, int] | None = None
+
+    def aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None):
+        """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
+
+        Training draws from the policy with a generator seeded by ``(seed, epoch, rank, b)``;
+        evaluation gets the identity (plain normalisation). The geometry is drawn for ``out_size``
+        (default: the current :attr:`produced_size`), which must be the size the batch is produced at.
+        """
+        size = self.produced_size if out_size is None else out_size
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
+        return self.policy.sample(n, self.height, self.width, g, out_size=size)
+
+    def set_out_size(self, size: tuple[int, int] | None) -> None:
+        """Deliver ``(Ho, Wo)`` images from the next batch handed out on (``None``: the packed size).
+
+        The fused op resamples straight to that size (progressive resizing costs no extra pass);
+        the augmentation is the same geometry, drawn for the new output size. Also in the middle
+        of an epoch: a batch prepared ahead for the old size is redrawn for the new one.
+
+        Raises:
+            ValueError: this loader cannot resize (``can_resize`` is False) or ``size`` is invalid.
+        """
+        if not self.can_resize:
+            raise ValueError(f"the {self.name!r} loader cannot change its output size")
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise ValueError(f"set_out_size: sizes must be >= 1, got {size}")
+            if size == (self.height, self.width):
+                size = None
+        self.out_size = size
+
+    @property
+    def produced_size(self) -> tuple[int, int]:
+        """``(Ho, Wo)`` the next batch is produced at: :attr:`out_size`, or the packed size."""
+        return self.out_size if self.out_size is not None else (self.height, self.width)
+
+    def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
+                      index: torch.Tensor | None = None,
+                      out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
+        output size (default: the current :attr:`produced_size`; pass the size ``theta`` was drawn
+        for). The single place the loaders call the op."""
+        from tinyfast import ops
+
+        size = self.produced_size if out_size is None else out_size
+        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=size,
+                           dtype=self.dtype, fill=float(self.policy.fill))
+
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
+
+        The pinned block comes from torch's caching host allocator, which does not hand it out
+        again before the copy has completed, so the caller may drop ``t`` at once.
+        """
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def device_aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
+
+        Both travel in one ``(n, 9)`` host-to-device copy.
+        """
+        theta, color = self.aug_params(epoch, b, n, out_size)
+        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
+        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
+
+
+class BaseLoader(AugmentHelpers):
     """Common state of every loader; subclasses implement :meth:`_batches`.
 
     Subclasses yield ``(images, labels)`` for batches ``start, start + 1, ...`` of the current
@@ -184,11 +264,6 @@ class BaseLoader:
     """
 
     name = "base"
-    #: True where batches come out of the fused op, which can write any output size
-    #: (:meth:`set_out_size`); the torchvision baselines and ``dali-native`` cannot.
-    can_resize = False
-    #: ``(Ho, Wo)`` of the batches; ``None`` = the packed size. See :meth:`set_out_size`.
-    out_size: tuple[int, int] | None = None
 
     def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
@@ -296,75 +371,6 @@ class BaseLoader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ----- for subclasses --------------------------------------------------------------------------
-    def aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None):
-        """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
-
-        Training draws from the policy with a generator seeded by ``(seed, epoch, rank, b)``;
-        evaluation gets the identity (plain normalisation). The geometry is drawn for ``out_size``
-        (default: the current :attr:`produced_size`), which must be the size the batch is produced at.
-        """
-        size = self.produced_size if out_size is None else out_size
-        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
-        return self.policy.sample(n, self.height, self.width, g, out_size=size)
-
-    def set_out_size(self, size: tuple[int, int] | None) -> None:
-        """Deliver ``(Ho, Wo)`` images from the next batch handed out on (``None``: the packed size).
-
-        The fused op resamples straight to that size (progressive resizing costs no extra pass);
-        the augmentation is the same geometry, drawn for the new output size. Also in the middle
-        of an epoch: a batch prepared ahead for the old size is redrawn for the new one.
-
-        Raises:
-            ValueError: this loader cannot resize (``can_resize`` is False) or ``size`` is invalid.
-        """
-        if not self.can_resize:
-            raise ValueError(f"the {self.name!r} loader cannot change its output size")
-        if size is not None:
-            size = (int(size[0]), int(size[1]))
-            if min(size) < 1:
-                raise ValueError(f"set_out_size: sizes must be >= 1, got {size}")
-            if size == (self.height, self.width):
-                size = None
-        self.out_size = size
-
-    @property
-    def produced_size(self) -> tuple[int, int]:
-        """``(Ho, Wo)`` the next batch is produced at: :attr:`out_size`, or the packed size."""
-        return self.out_size if self.out_size is not None else (self.height, self.width)
-
-    def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
-                      index: torch.Tensor | None = None,
-                      out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
-        output size (default: the current :attr:`produced_size`; pass the size ``theta`` was drawn
-        for). The single place the loaders call the op."""
-        from tinyfast import ops
-
-        size = self.produced_size if out_size is None else out_size
-        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=size,
-                           dtype=self.dtype, fill=float(self.policy.fill))
-
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
-
-        The pinned block comes from torch's caching host allocator, which does not hand it out
-        again before the copy has completed, so the caller may drop ``t`` at once.
-        """
-        if self.device.type == "cpu":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
-
-    def device_aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
-
-        Both travel in one ``(n, 9)`` host-to-device copy.
-        """
-        theta, color = self.aug_params(epoch, b, n, out_size)
-        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
-        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, data_dir='{self.data_dir}', split={self.split!r}, "
