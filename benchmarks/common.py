@@ -26,6 +26,21 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
 
+def results_dir() -> Path:
+    """Where results go by default: ``benchmarks/results`` of a source checkout, else (an installed
+    ``tinyfast-bench`` run from anywhere) ``./benchmark-results`` in the working directory."""
+    if (REPO / "pyproject.toml").is_file():
+        return RESULTS_DIR
+    return Path.cwd() / "benchmark-results"
+
+
+def stamp(iso_date: str | None = None) -> str:
+    """``YYYY-MM-DD-HHMMSS`` (UTC) of ``iso_date`` (default: now), for result names: a rerun on
+    the same day writes new files instead of replacing the earlier ones."""
+    t = _dt.datetime.fromisoformat(iso_date) if iso_date else _dt.datetime.now(_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
+
+
 def _run(cmd: Sequence[str]) -> str | None:
     try:
         return subprocess.run(list(cmd), cwd=REPO, capture_output=True, text=True, timeout=10,
@@ -137,9 +152,8 @@ def slug(text: str) -> str:
 
 
 def default_result_path(name: str, device: str | torch.device = "cpu", ext: str = "json") -> Path:
-    """``benchmarks/results/<device>-<date>-<name>.<ext>``."""
-    day = _dt.date.today().isoformat()
-    return RESULTS_DIR / f"{slug(device_name(device))}-{day}-{name}.{ext}"
+    """``<results_dir()>/<device>-<date>-<time>-<name>.<ext>`` (see :func:`stamp`)."""
+    return results_dir() / f"{slug(device_name(device))}-{stamp()}-{name}.{ext}"
 
 
 def write_json(path: str | Path, payload: dict) -> Path:

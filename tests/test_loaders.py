@@ -118,6 +118,30 @@ def test_contract_and_normalisation(name, packed):
     assert torch.equal(torch.cat(ys), torch.from_numpy(open_packed(packed, "train").labels))
 
 
+@pytest.mark.parametrize("name", ["gpu", "torch-npy"])
+def test_default_dtype_float32_or_autocast(name, packed):
+    """Without ``dtype`` a plain float32 model accepts the batches; inside ``torch.autocast`` the
+    loader delivers the autocast dtype."""
+    x, _ = next(iter(make(name, packed, "val", 4)))
+    assert x.dtype == torch.float32
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert conv(x).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ld = make(name, packed, "val", 4)
+    assert ld.dtype == torch.bfloat16 and next(iter(ld))[0].dtype == torch.bfloat16
+
+
+def test_classes_like_torchvision(packed):
+    import json
+
+    man = json.loads((packed / "manifest.json").read_text())
+    ld = make("gpu", packed, "val", 4)
+    assert len(ld.classes) == N_CLASSES
+    assert [(c.wnid, c.words) for c in ld.classes] == [(c["wnid"], c.get("words", "")) for c in man["classes"]]
+    assert ld.classes[2] == (man["classes"][2]["wnid"], man["classes"][2].get("words", ""))
+    assert ld.class_to_idx == {c["wnid"]: i for i, c in enumerate(man["classes"])}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtypes_gpu(dtype, packed):
     x, _ = next(iter(make("gpu", packed, "val", batch_size=8, dtype=dtype, policy="standard", train=True)))
@@ -218,6 +242,34 @@ def test_same_seed_same_batches_and_resume(name, packed):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_state_is_what_comes_next(name, packed):
+    """A checkpoint taken after ``set_epoch(e + 1)``, before its first batch, resumes the whole of
+    epoch ``e + 1`` (not an empty remainder of it); ``iter()`` and a finished pass reset the cursor."""
+    kw = dict(train=True, policy="standard", seed=7)
+    ld = make(name, packed, "train", 8, **kw)
+    want = run_epoch(ld, epoch=1)
+    assert (ld.state_dict()["epoch"], ld.state_dict()["batch"]) == (1, 0)   # a new pass: all of it
+    run_epoch(ld, epoch=0)
+    ld.set_epoch(1)
+    state = ld.state_dict()
+    assert (state["epoch"], state["batch"]) == (1, 0)
+    fresh = make(name, packed, "train", 8, **kw)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(1)
+    got = [(x.clone(), y.clone()) for x, y in fresh]
+    assert len(got) == len(want) == 8
+    for (xg, yg), (xw, yw) in zip(got, want):
+        assert torch.equal(xg, xw) and torch.equal(yg, yw)
+    # Mid-pass the state names the next batch; a new iter() starts the epoch again.
+    it = iter(ld)
+    next(it), next(it)
+    assert ld.state_dict()["batch"] == 2
+    it = iter(ld)
+    assert ld.state_dict()["batch"] == 0
+    assert torch.equal(next(it)[0], want[0][0])
+
+
 def test_seed_changes_everything(packed):
     a = run_epoch(make("gpu", packed, "train", 8, train=True, policy="standard", seed=7))
     b = run_epoch(make("gpu", packed, "train", 8, train=True, policy="standard", seed=8))
@@ -301,6 +353,25 @@ def test_set_out_size_resamples_in_the_op(name, packed):
         ld.set_out_size((0, 8))
 
 
+@pytest.mark.parametrize("name", FUSED)
+def test_set_out_size_mid_epoch_from_the_next_batch(name, packed):
+    """``set_out_size`` while the caller holds batch b: batch b + 1 is produced at the new size
+    with parameters drawn for that size (not those prepared ahead for the old one)."""
+    ld = make(name, packed, "train", 8, train=True, policy="standard", seed=3)
+    ld.set_epoch(0)
+    it = iter(ld)
+    x0, _ = next(it)
+    want0, _ = fused_reference(ld, 0, 0)
+    assert torch.equal(x0, want0)
+    ld.set_out_size((32, 32))
+    x1, y1 = next(it)
+    want1, want_y1 = fused_reference(ld, 0, 1)      # drawn for 32x32 from batch 1's seed
+    assert x1.shape[-2:] == (32, 32) and torch.equal(x1, want1) and torch.equal(y1, want_y1)
+    ld.set_out_size(None)
+    x2, _ = next(it)
+    assert torch.equal(x2, fused_reference(ld, 0, 2)[0])
+
+
 @pytest.mark.parametrize("name", ["torch", "torch-npy", "dali-native"])
 def test_loaders_without_the_op_refuse_out_size(name, packed):
     ld = make(name, packed, "train", 16)
@@ -365,6 +436,38 @@ def test_missing_or_corrupt_data(name, packed, truncated, tmp_path):
         L.build(name, packed, "extra", 4)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("change", ["truncated", "garbage", "resized", "removed"])
+def test_jpeg_changed_after_packing_is_one_clear_line(change, workers, packed, tmp_path):
+    """A JPEG of the tree damaged, replaced or removed after packing: the ``torch`` loader stops
+    with one :class:`PackError` line naming the file (also when a worker process read it)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    src = Path(json.loads((packed / "manifest.json").read_text())["source"]["path"])
+    tree = tmp_path / "tree"
+    shutil.copytree(src / "val", tree / "val")
+    ld = make("torch", packed, "val", 4, jpeg_root=tree, num_workers=workers)
+    victim = Path(ld.dataset.read.paths[5])          # in the second batch
+    if change == "truncated":
+        victim.write_bytes(victim.read_bytes()[:300])
+    elif change == "garbage":
+        victim.write_bytes(b"not a jpeg at all" * 10)
+    elif change == "resized":
+        Image.new("RGB", (48, 40), (10, 20, 30)).save(victim, format="JPEG")
+    else:
+        victim.unlink()
+    with ld, pytest.raises(PackError) as err:
+        for _ in ld:
+            pass
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(victim)), msg
+    assert "Traceback" not in msg and "worker" not in msg
+    assert ("48x40" in msg) if change == "resized" else ("no longer a readable image" in msg)
+
+
 def test_bad_arguments(packed):
     with pytest.raises(ValueError, match="rank"):
         L.build("gpu", packed, "train", 4, rank=2, world_size=2)
@@ -383,14 +486,47 @@ def test_unlabelled_test_split(packed):
 
 
 # ----------------------------------------------------------------------------------- benchmark
-def test_throughput_and_cli(packed, capsys):
+BENCH = ["--bench", "--batch-size", "16", "--batches", "2", "--runs", "1", "--warmup", "1", "--workers", "0"]
+
+
+def test_throughput_and_cli(packed, capsys, monkeypatch):
+    monkeypatch.setenv("TINYFAST_PROGRESS", "lines")      # as in a log file
     r = L.throughput("gpu", packed, "train", 16, batches=3, warmup=1, runs=2)
     assert r["images_per_sec"] > 0 and len(r["runs"]) == 2 and r["device"] == "cpu"
-    assert L.main(["--bench", "--data", str(packed), "--loaders", "gpu,torch-npy", "--batch-size", "16",
-                   "--batches", "2", "--runs", "1", "--warmup", "1", "--workers", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "gpu" in out and "torch-npy" in out
+    assert r["dtype"] == "float16"
+    capsys.readouterr()
+    assert L.main(BENCH + ["--data", str(packed), "--loaders", "gpu,torch-npy"]) == 0
+    cap = capsys.readouterr()
+    rows = [line.split() for line in cap.out.splitlines()]
+    assert [r[0] for r in rows[1:]] == ["gpu", "torch-npy"]
+    assert all(float(r[2].replace(",", "")) > 0 for r in rows[1:])
+    # Progress through tinyfast.progress: plain lines per loader (warm-up + timed batches).
+    assert re.search(r"^  gpu: 3/3 \(100%\) .*batch/s in ", cap.err, re.M), cap.err
+    assert re.search(r"^  torch-npy: 3/3 \(100%\)", cap.err, re.M), cap.err
     assert L.main(["--list"]) == 0 and "dali-native" in capsys.readouterr().out
+
+
+def test_cli_exit_status_when_nothing_measured(truncated, packed, capsys):
+    """Every loader skipped (unreadable data): the reasons are printed and the exit status is 1."""
+    assert L.main(BENCH + ["--data", str(truncated), "--loaders", "gpu,torch-npy"]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.count("skipped") == 2 and "images.npy: 5000 bytes" in cap.out
+    assert "no loader could be measured" in cap.err
+    for bad in (["--loaders", "gpu,nope"], ["--device", "tpu7"], ["--workers", "1,x"], ["--batches", "0"]):
+        with pytest.raises(SystemExit) as e:
+            L.main(BENCH + ["--data", str(packed)] + bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and last.startswith("python -m tinyfast.loaders: error: ")
+        assert bad[1].split(",")[-1] in last
+
+
+def test_cli_help_describes_every_option():
+    actions = [a for a in L.get_args_parser()._actions if a.option_strings]
+    assert len(actions) >= 12
+    for a in actions:
+        assert a.help and len(a.help) > 15, f"{a.option_strings[0]} has no help text"
 
 
 # ----------------------------------------------------------------------------------- CUDA
@@ -406,6 +542,23 @@ def test_cuda_matches_cpu(name, packed):
         assert torch.equal(yc, yg.cpu())
         if name != "torch-npy":  # the fused op: CPU and CUDA kernels agree to fp16 rounding
             assert (xc.float() - xg.float().cpu()).abs().max() < 2e-2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("resident", [True, False])
+def test_cuda_set_out_size_mid_epoch(resident, packed):
+    """On the GPU batch b + 1's parameters are copied ahead, asynchronously: a size change while
+    the caller holds batch b still gives batch b + 1 the geometry drawn for the new size."""
+    ld = make("gpu", packed, "train", 8, train=True, policy="standard", seed=3, device="cuda", resident=resident)
+    ld.set_epoch(0)
+    it = iter(ld)
+    next(it)
+    ld.set_out_size((32, 32))
+    x1, _ = next(it)
+    want, _ = fused_reference(ld, 0, 1)             # CPU kernel: equal to fp16 rounding
+    assert x1.shape[-2:] == (32, 32)
+    assert (x1.float().cpu() - want.float()).abs().max() < 2e-2
 
 
 @pytest.mark.cuda

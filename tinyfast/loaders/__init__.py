@@ -9,9 +9,11 @@ Every loader yields ``(images, labels)`` on ``device``: images ``(B, 3, H, W)`` 
 ``dtype``, augmented by ``policy`` then normalised with the dataset's mean/std for training, only
 normalised for evaluation; labels int64 (``-1`` for the unlabelled test split). They expose
 ``len()``, ``set_epoch(e)``, ``state_dict()`` / ``load_state_dict()`` (exact mid-epoch resume), DDP
-sharding by ``rank`` / ``world_size`` and the attributes ``num_classes``, ``num_samples`` (this
-rank's), ``batch_size``, ``mean``, ``std``. Order, sharding and resume rules:
-:mod:`tinyfast.loaders.base`.
+sharding by ``rank`` / ``world_size`` and the attributes ``num_classes``, ``classes``
+(``ClassName(wnid, words)`` per label) and ``class_to_idx`` (as on torchvision datasets),
+``num_samples`` (this rank's), ``batch_size``, ``mean``, ``std``. Images are float32 unless
+``dtype`` says otherwise (or ``build`` runs inside ``torch.autocast``: then its dtype). Order,
+sharding and resume rules (the state is always what comes next): :mod:`tinyfast.loaders.base`.
 
 Registered loaders (``list_loaders()``):
 
@@ -78,7 +80,7 @@ def list_loaders() -> list[str]:
 
 def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
           rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
-          dtype: torch.dtype = torch.float16, train: bool | None = None,
+          dtype: torch.dtype | None = None, train: bool | None = None,
           num_workers: int | None = None, **kw):
     """Build the loader ``name`` over one split of a packed dataset.
 
@@ -93,7 +95,10 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         seed: seeds the shuffle and the augmentation parameters (see :mod:`tinyfast.loaders.base`).
         rank, world_size: DDP shard of this process.
         drop_last: drop the incomplete last batch (default: ``train``).
-        dtype: float16, bfloat16 or float32 images.
+        dtype: float16, bfloat16 or float32 images. Default: float32 (what a plain model
+            expects, on any device), or the autocast dtype when ``build`` is called inside an
+            enabled ``torch.autocast`` for the device type. Pass the autocast dtype explicitly
+            (``dtype=torch.bfloat16``) to halve the bytes of every batch when training with AMP.
         train: shuffle + augment + drop_last (default: ``split == "train"``); otherwise plain
             normalisation in the packed order.
         num_workers: worker processes/threads where the loader has any (default: CPU cores).
@@ -118,97 +123,190 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _Batches:
+    """Endless batches of a loader, wrapping over epochs (``set_epoch`` 0, 1, 2, ...)."""
+
+    def __init__(self, loader):
+        self.loader, self.epoch, self.it = loader, 0, None
+
+    def __next__(self):
+        while True:
+            if self.it is None:
+                self.loader.set_epoch(self.epoch)
+                self.epoch += 1
+                self.it = iter(self.loader)
+            try:
+                return next(self.it)
+            except StopIteration:
+                self.it = None
+
+
 def throughput(name: str, data_dir, split: str = "train", batch_size: int = 256, device="cpu", *,
                policy="default", batches: int = 50, warmup: int = 5, runs: int = 3,
-               **kw) -> dict:
+               dtype: torch.dtype = torch.float16, show_progress: bool = False, **kw) -> dict:
     """Images/second delivered by a loader (augmented batches on ``device``), median of ``runs``.
 
     Each run times ``batches`` batches (wrapping over epochs) after ``warmup`` untimed ones, with a
-    device synchronisation before reading the clock, so asynchronous work is counted.
+    device synchronisation before reading the clock, so asynchronous work is counted. ``dtype``
+    defaults to float16, the bytes of a batch fed to an AMP model. ``show_progress``: a
+    :mod:`tinyfast.progress` bar (or timed lines in a log) over the batches.
 
     Returns:
         ``{"loader", "images_per_sec" (median), "runs" (images/sec of each run), "batch_size",
-        "batches", "device", "seconds_build"}``.
+        "batches", "device", "dtype", "seconds_build"}``.
     """
+    from tinyfast.progress import progress
+
     t0 = time.perf_counter()
-    loader = build(name, data_dir, split, batch_size, device=device, policy=policy, **kw)
+    loader = build(name, data_dir, split, batch_size, device=device, policy=policy, dtype=dtype, **kw)
     seconds_build = time.perf_counter() - t0
     dev = loader.device
-    state = {"epoch": 0, "it": None}
-
-    def next_batch():
-        while True:
-            if state["it"] is None:
-                loader.set_epoch(state["epoch"])
-                state["epoch"] += 1
-                state["it"] = iter(loader)
-            try:
-                return next(state["it"])
-            except StopIteration:
-                state["it"] = None
-
+    source = _Batches(loader)
+    bar = progress(total=warmup + runs * batches, desc=f"  {name}", unit="batch", disable=not show_progress)
     try:
         for _ in range(warmup):
-            next_batch()
+            next(source)
+            bar.update(1)
         _sync(dev)
         rates = []
         for _ in range(runs):
             n = 0
             t0 = time.perf_counter()
             for _ in range(batches):
-                images, _labels = next_batch()
+                images, _labels = next(source)
                 n += images.shape[0]
+                bar.update(1)
             _sync(dev)
             rates.append(n / (time.perf_counter() - t0))
     finally:
+        bar.close()
         # Stop worker processes/threads now: left running they would slow the next measurement.
-        state["it"] = None
+        source.it = None
         loader.close()
     return {"loader": name, "images_per_sec": statistics.median(rates), "runs": rates,
             "batch_size": batch_size, "batches": batches, "device": str(dev),
-            "seconds_build": seconds_build}
+            "dtype": str(dtype).replace("torch.", ""), "seconds_build": seconds_build}
+
+
+# ----- python -m tinyfast.loaders -------------------------------------------------------------------
+_HAS_WORKERS = ("torch", "torch-npy", "dali", "dali-native", "ffcv")
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    return parse
+
+
+def _counts(text: str) -> list[int]:
+    return [_count(0)(w.strip()) for w in text.split(",") if w.strip()]
+
+
+def get_args_parser():
+    """The ``python -m tinyfast.loaders`` argument parser."""
+    import argparse
+
+    from tinyfast.augment import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="python -m tinyfast.loaders",
+        description="List the registered loaders, or (--bench) measure the images/s each delivers: "
+                    "augmented, normalised batches on the device, median of timed runs after warm-up.",
+        epilog="Exit status: 0 when at least one loader was measured, 1 when none could be (each "
+               "skip is printed with its reason), 2 on bad arguments or data.")
+    p.add_argument("--bench", action="store_true", help="measure images/s of each loader (without it: list them)")
+    p.add_argument("--list", action="store_true", help="print the registered loader names and exit")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="packed dataset (python -m tinyfast.pack) to read; default: the built-in synthetic "
+                        "set in ./data/synthetic or $TINYFAST_DATA, made on first use")
+    p.add_argument("--split", default="train", help="split to read: train, val or test (default: train)")
+    p.add_argument("--loaders", metavar="A,B", default=None,
+                   help="comma-separated loader names (default: every registered one; see --list)")
+    p.add_argument("--device", default=None,
+                   help="where batches are delivered: cpu or cuda[:i] (default: cuda when visible, else cpu)")
+    p.add_argument("--batch-size", type=_count(1), default=256, metavar="N", help="images per batch (default: 256)")
+    p.add_argument("--batches", type=_count(1), default=20, metavar="N",
+                   help="timed batches per run (default: 20)")
+    p.add_argument("--runs", type=_count(1), default=3, metavar="N",
+                   help="timed runs per loader; the median is reported (default: 3)")
+    p.add_argument("--warmup", type=_count(0), default=3, metavar="N",
+                   help="untimed batches before the runs: worker start-up, caches (default: 3)")
+    p.add_argument("--policy", default="default", choices=sorted(PRESETS), metavar="PRESET",
+                   help="training augmentation preset applied while measuring: "
+                        f"{', '.join(sorted(PRESETS))} (default: default)")
+    p.add_argument("--dtype", default="float16", choices=sorted(_DTYPES),
+                   help="image dtype delivered (default: float16, the bytes of an AMP batch)")
+    p.add_argument("--workers", type=_counts, default=None, metavar="N,M",
+                   help="comma-separated worker counts to sweep for the loaders that have workers ("
+                        + ", ".join(_HAS_WORKERS) + "); default: one run with as many as CPU cores")
+    return p
+
+
+def _bench_rows(args, data) -> list[dict]:
+    """One measured or skipped row per (loader, workers), printed as it completes."""
+    from tinyfast.data import PackError
+    from tinyfast.progress import write
+
+    names = args.loaders.split(",") if args.loaders else list_loaders()
+    write(f"{'loader':<14}{'workers':>8}{'images/s':>12}   (device {args.device}, batch {args.batch_size}, "
+          f"{args.dtype}, data {data})")
+    rows = []
+    for name in names:
+        for w in (args.workers or [None]) if name in _HAS_WORKERS else [None]:
+            row = {"loader": name, "workers": w}
+            try:
+                r = throughput(name, data, args.split, args.batch_size, args.device, policy=args.policy,
+                               batches=args.batches, warmup=args.warmup, runs=args.runs,
+                               dtype=_DTYPES[args.dtype], num_workers=w, show_progress=True)
+                row["images_per_sec"] = r["images_per_sec"]
+                write(f"{name:<14}{'-' if w is None else w:>8}{r['images_per_sec']:>12,.0f}")
+            except (ImportError, PackError, ValueError, RuntimeError, OSError) as e:
+                row["skipped"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                write(f"{name:<14}{'-' if w is None else w:>8}{'skipped':>12}   {row['skipped']}")
+            rows.append(row)
+    return rows
 
 
 def main(argv=None) -> int:
-    """``python -m tinyfast.loaders --bench [--data DIR] [--loaders a,b] ...``: images/sec table."""
-    import argparse
+    """``python -m tinyfast.loaders [--list | --bench ...]``: the loader names, or an images/s table.
+
+    Returns the exit status (see the parser's epilog).
+    """
     import sys
 
     from tinyfast.data import PackError, ensure_default_data
+    from tinyfast.loaders.base import _resolve_device
 
-    p = argparse.ArgumentParser(prog="python -m tinyfast.loaders", description=main.__doc__)
-    p.add_argument("--bench", action="store_true", help="measure images/sec of each loader")
-    p.add_argument("--list", action="store_true", help="print the registered loaders")
-    p.add_argument("--data", default=None, help="packed dataset (default: the built-in synthetic set)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--loaders", default=None, help="comma-separated names (default: all)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--policy", default="default")
-    p.add_argument("--workers", default=None,
-                   help="comma-separated worker counts to sweep for loaders with workers (default: cores)")
+    p = get_args_parser()
     args = p.parse_args(argv)
     if args.list or not args.bench:
         print("\n".join(list_loaders()))
         return 0
+    unknown = [n for n in (args.loaders or "").split(",") if n and n not in list_loaders()]
+    if unknown:
+        p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(list_loaders())}")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        _resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        p.error(f"--device {args.device!r}: {(str(e).strip().splitlines() or ['invalid'])[0]}")
     try:
         data = args.data or ensure_default_data()
-    except PackError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (PackError, OSError) as e:
+        print(f"{p.prog}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
         return 2
-    names = args.loaders.split(",") if args.loaders else list_loaders()
-    workers = [int(w) for w in args.workers.split(",")] if args.workers else [None]
-    print(f"{'loader':<14}{'workers':>8}{'images/s':>12}   (device {args.device}, batch {args.batch_size})")
-    for name in names:
-        for w in (workers if name.startswith(("torch", "ffcv", "dali")) else [None]):
-            try:
-                r = throughput(name, data, args.split, args.batch_size, args.device, policy=args.policy,
-                               batches=args.batches, warmup=args.warmup, runs=args.runs, num_workers=w)
-            except (ImportError, PackError, ValueError, RuntimeError) as e:
-                print(f"{name:<14}{'':>8}{'skipped':>12}   {str(e).splitlines()[0]}")
-                continue
-            print(f"{name:<14}{'-' if w is None else w:>8}{r['images_per_sec']:>12.0f}")
+    rows = _bench_rows(args, data)
+    if not any("images_per_sec" in r for r in rows):
+        print(f"{p.prog}: error: no loader could be measured ({len(rows)} skipped, reasons above)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -21,14 +21,21 @@ the same order with the same augmentation parameters for a given ``seed``:
     differ by one batch: reduce metrics once after the loop, not per batch).
 * **Epochs.** ``set_epoch(e)`` before each epoch (as with ``DistributedSampler``); without it every
   pass repeats the same epoch.
-* **Resume.** ``state_dict()`` records the epoch and how many batches of it were already yielded;
-  after ``load_state_dict()`` the next pass yields exactly the remaining batches of that epoch,
-  with the same augmentation parameters, then later passes are whole epochs again. A
-  ``set_epoch()`` to another epoch cancels a pending resume.
+* **Resume.** ``state_dict()`` is always *what comes next*: the epoch and the first batch of it the
+  next ``next()`` yields. ``set_epoch(e)`` and ``iter(loader)`` put the cursor at batch 0 of the
+  selected epoch (so a checkpoint taken between ``set_epoch(e + 1)`` and the first batch resumes
+  the whole of epoch ``e + 1``); each batch handed out moves it one on (a state taken while the
+  caller holds batch ``b`` says ``b + 1``); a pass that runs to its end leaves it at batch 0 of
+  the same epoch, which is what a new pass without ``set_epoch`` would yield. After
+  ``load_state_dict()`` the next pass yields exactly the remaining batches of the saved epoch, with
+  the same augmentation parameters, then later passes are whole epochs again. A ``set_epoch()`` to
+  another epoch cancels a pending resume; ``set_epoch()`` to the saved one keeps it.
 * **Augmentation parameters** for batch ``b`` of epoch ``e`` on rank ``r`` are drawn by
   :meth:`tinyfast.augment.Policy.sample` from a CPU generator seeded with
   ``derive_seed(seed, e, r, b)``: independent of the loader, the device and of what came before,
   so a resumed run redraws exactly the same ones, at the cost of one small seeding per batch.
+  They are drawn for the output size the batch is produced at (:meth:`BaseLoader.set_out_size`
+  applies from the next batch handed out, also on loaders that prepare batches ahead).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import torch
 
@@ -131,6 +138,22 @@ class ShardedOrder:
         return sizes
 
 
+class ClassName(NamedTuple):
+    """One class of the dataset: its id (a WordNet id for Tiny ImageNet) and human-readable words."""
+
+    wnid: str
+    words: str
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The image dtype of a loader built without ``dtype``: the autocast dtype when ``build`` is
+    called inside an enabled ``torch.autocast`` for that device type, else float32 (what a plain
+    model expects; pass ``dtype=torch.bfloat16``/``float16`` to halve the bytes per batch)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
 def _resolve_device(device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -143,7 +166,87 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
-class BaseLoader:
+class AugmentHelpers:
+    """What loaders calling the fused op share: per-batch parameter draws, the output size, the
+    op call and host-to-device copies. Mixed into :class:`BaseLoader`, whose attributes it reads
+    (``seed``, ``rank``, ``policy``, ``height``, ``width``, ``device``, ``dtype``, ``mean``, ``std``)."""
+
+    #: True where batches come out of the fused op, which can write any output size
+    #: (:meth:`set_out_size`); the torchvision baselines and ``dali-native`` cannot.
+    can_resize = False
+    #: ``(Ho, Wo)`` of the batches; ``None`` = the packed size. See :meth:`set_out_size`.
+    out_size: tuple[int, int] | None = None
+
+    def aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None):
+        """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
+
+        Training draws from the policy with a generator seeded by ``(seed, epoch, rank, b)``;
+        evaluation gets the identity (plain normalisation). The geometry is drawn for ``out_size``
+        (default: the current :attr:`produced_size`), which must be the size the batch is produced at.
+        """
+        size = self.produced_size if out_size is None else out_size
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
+        return self.policy.sample(n, self.height, self.width, g, out_size=size)
+
+    def set_out_size(self, size: tuple[int, int] | None) -> None:
+        """Deliver ``(Ho, Wo)`` images from the next batch handed out on (``None``: the packed size).
+
+        The fused op resamples straight to that size (progressive resizing costs no extra pass);
+        the augmentation is the same geometry, drawn for the new output size. Also in the middle
+        of an epoch: a batch prepared ahead for the old size is redrawn for the new one.
+
+        Raises:
+            ValueError: this loader cannot resize (``can_resize`` is False) or ``size`` is invalid.
+        """
+        if not self.can_resize:
+            raise ValueError(f"the {self.name!r} loader cannot change its output size")
+        if size is not None:
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 1:
+                raise ValueError(f"set_out_size: sizes must be >= 1, got {size}")
+            if size == (self.height, self.width):
+                size = None
+        self.out_size = size
+
+    @property
+    def produced_size(self) -> tuple[int, int]:
+        """``(Ho, Wo)`` the next batch is produced at: :attr:`out_size`, or the packed size."""
+        return self.out_size if self.out_size is not None else (self.height, self.width)
+
+    def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
+                      index: torch.Tensor | None = None,
+                      out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
+        output size (default: the current :attr:`produced_size`; pass the size ``theta`` was drawn
+        for). The single place the loaders call the op."""
+        from tinyfast import ops
+
+        size = self.produced_size if out_size is None else out_size
+        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=size,
+                           dtype=self.dtype, fill=float(self.policy.fill))
+
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
+
+        The pinned block comes from torch's caching host allocator, which does not hand it out
+        again before the copy has completed, so the caller may drop ``t`` at once.
+        """
+        if self.device.type == "cpu":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def device_aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
+
+        Both travel in one ``(n, 9)`` host-to-device copy.
+        """
+        theta, color = self.aug_params(epoch, b, n, out_size)
+        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
+        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
+
+
+class BaseLoader(AugmentHelpers):
     """Common state of every loader; subclasses implement :meth:`_batches`.
 
     Subclasses yield ``(images, labels)`` for batches ``start, start + 1, ...`` of the current
@@ -154,30 +257,27 @@ class BaseLoader:
     Attributes:
         name: the registry name; split: the split; device, dtype: of the images.
         num_classes, mean, std: of the dataset (mean/std of the train split, [0, 1] units).
+        classes: ``ClassName(wnid, words)`` per label, in label order; class_to_idx: wnid -> label
+            (as on torchvision datasets).
         num_samples: samples this rank sees per epoch; batch_size; train; policy; seed.
         height, width: of the packed images (the output size).
     """
 
     name = "base"
-    #: True where batches come out of the fused op, which can write any output size
-    #: (:meth:`set_out_size`); the torchvision baselines and ``dali-native`` cannot.
-    can_resize = False
-    #: ``(Ho, Wo)`` of the batches; ``None`` = the packed size. See :meth:`set_out_size`.
-    out_size: tuple[int, int] | None = None
 
     def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
-                 dtype: torch.dtype = torch.float16, train: bool | None = None,
+                 dtype: torch.dtype | None = None, train: bool | None = None,
                  num_workers: int | None = None):
         from tinyfast.augment import get_policy
         from tinyfast.data import open_packed
 
-        if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
         self.data_dir = Path(data_dir)
         self.split = split
         self.device = _resolve_device(device)
-        self.dtype = dtype
+        self.dtype = default_dtype(self.device) if dtype is None else dtype
         self.train = (split == "train") if train is None else bool(train)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
         # Evaluation is normalisation only, whatever policy was passed.
@@ -190,6 +290,8 @@ class BaseLoader:
             raise ValueError(f"{self.data_dir / split}: the split is empty")
         self.height, self.width = int(self.packed.images.shape[1]), int(self.packed.images.shape[2])
         self.num_classes = self.packed.num_classes
+        self.classes = [ClassName(w, t) for w, t in zip(self.packed.classes, self.packed.words)]
+        self.class_to_idx = {c.wnid: i for i, c in enumerate(self.classes)}
         self.mean = tuple(self.packed.mean)
         self.std = tuple(self.packed.std)
         self.order = ShardedOrder(len(self.packed), batch_size, shuffle=self.train,
@@ -198,7 +300,7 @@ class BaseLoader:
         self.batch_size = self.order.batch_size
         self.num_samples = self.order.num_samples
         self.epoch = 0
-        self._next_batch = 0            # batches of self.epoch already yielded
+        self._next_batch = 0            # the batch of self.epoch the next next() yields
         self._resume: tuple[int, int] | None = None
         # Labels of the whole split (tiny); -1 for the unlabelled test split.
         labels = self.packed.labels
@@ -211,15 +313,18 @@ class BaseLoader:
         return self.order.num_batches
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the next pass (its shuffle and its augmentation parameters)."""
+        """Select the epoch of the next pass (its shuffle and its augmentation parameters), from its
+        first batch -- unless a resume of that very epoch is pending (see :meth:`load_state_dict`)."""
         epoch = int(epoch)
-        if self._resume is not None and self._resume[0] != epoch:
-            self._resume = None
+        if self._resume is not None and self._resume[0] == epoch:
+            return
+        self._resume = None
         self.epoch = epoch
+        self._next_batch = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the loader stands: epoch and batches of it already yielded, plus the settings that
-        must match on resume."""
+        """What comes next: the epoch and the batch of it the next ``next()`` yields, plus the
+        settings that must match on resume (see the module docstring)."""
         return {"version": _STATE_VERSION, "loader": self.name, "epoch": self.epoch,
                 "batch": self._next_batch, "seed": self.seed, "rank": self.rank,
                 "world_size": self.world_size, "batch_size": self.batch_size,
@@ -236,18 +341,24 @@ class BaseLoader:
         self._resume = (self.epoch, self._next_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Not a generator function: the cursor moves when iter() is called, not at the first next().
         epoch = self.epoch
         start = 0
         if self._resume is not None and self._resume[0] == epoch:
             start = self._resume[1]
         self._resume = None
         self._next_batch = start
+        return self._pass(epoch, start)
+
+    def _pass(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for b, (images, labels) in enumerate(self._batches(epoch, start), start):
             # Counted before handing out: a state_dict() taken while the caller holds batch b
             # resumes at b + 1.
             self._next_batch = b + 1
             yield images, labels
-        # A finished epoch leaves the position at its end; set_epoch(e + 1) starts the next one.
+        # Run to its end: what comes next is a new pass, i.e. the whole epoch again.
+        if self.epoch == epoch and self._resume is None:
+            self._next_batch = 0
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -260,63 +371,6 @@ class BaseLoader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ----- for subclasses --------------------------------------------------------------------------
-    def aug_params(self, epoch: int, b: int, n: int):
-        """Augmentation parameters of batch ``b`` (``n`` samples): ``AugParams(theta, color)`` on CPU.
-
-        Training draws from the policy with a generator seeded by ``(seed, epoch, rank, b)``;
-        evaluation gets the identity (plain normalisation).
-        """
-        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
-        return self.policy.sample(n, self.height, self.width, g, out_size=self.out_size)
-
-    def set_out_size(self, size: tuple[int, int] | None) -> None:
-        """Deliver ``(Ho, Wo)`` images from the next batch on (``None``: the packed size).
-
-        The fused op resamples straight to that size (progressive resizing costs no extra pass);
-        the augmentation is the same geometry, drawn for the new output size.
-
-        Raises:
-            ValueError: this loader cannot resize (``can_resize`` is False) or ``size`` is invalid.
-        """
-        if not self.can_resize:
-            raise ValueError(f"the {self.name!r} loader cannot change its output size")
-        if size is not None:
-            size = (int(size[0]), int(size[1]))
-            if min(size) < 1:
-                raise ValueError(f"set_out_size: sizes must be >= 1, got {size}")
-            if size == (self.height, self.width):
-                size = None
-        self.out_size = size
-
-    def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
-                      index: torch.Tensor | None = None) -> torch.Tensor:
-        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
-        output size (the single place the loaders call the op)."""
-        from tinyfast import ops
-
-        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=self.out_size,
-                           dtype=self.dtype, fill=float(self.policy.fill))
-
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
-
-        The pinned block comes from torch's caching host allocator, which does not hand it out
-        again before the copy has completed, so the caller may drop ``t`` at once.
-        """
-        if self.device.type == "cpu":
-            return t
-        return t.pin_memory().to(self.device, non_blocking=True)
-
-    def device_aug_params(self, epoch: int, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
-
-        Both travel in one ``(n, 9)`` host-to-device copy.
-        """
-        theta, color = self.aug_params(epoch, b, n)
-        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
-        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, data_dir='{self.data_dir}', split={self.split!r}, "

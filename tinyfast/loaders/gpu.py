@@ -6,7 +6,8 @@ batch is then a single ``tinyfast.ops.augment(src, theta, color, mean, std, inde
 gathers, warps, colours, normalises and writes channels-last output. Parameters of batch ``b + 1``
 are drawn on the host and copied (pinned, non-blocking) right after batch ``b``'s kernel is
 launched, so they are ready when asked for and the host never waits for the device: no
-synchronisation per batch.
+synchronisation per batch. (A ``set_out_size`` in between makes batch ``b + 1`` redraw them for
+the new size.)
 
 When the split does not fit (``resident="auto"`` checks free device memory) it stays in pinned
 host memory instead and each batch's rows are gathered on the host and copied asynchronously
@@ -100,18 +101,23 @@ class GPULoader(BaseLoader):
         def prepare(b):
             n = sizes[b]
             sl = slice(b * bs, b * bs + n)
-            theta, color = self.device_aug_params(epoch, b, n)
+            size = self.produced_size
+            theta, color = self.device_aug_params(epoch, b, n, size)
             rows = None if self.resident else self._rows(idx_cpu[sl])
-            return sl, theta, color, rows
+            return sl, size, theta, color, rows
 
         nxt = prepare(start)
         for b in range(start, nb):
-            sl, theta, color, rows = nxt
+            sl, size, theta, color, rows = nxt
+            if size != self.produced_size:
+                # set_out_size() while the caller held batch b - 1: redraw for the new size.
+                size = self.produced_size
+                theta, color = self.device_aug_params(epoch, b, sl.stop - sl.start, size)
             idx = idx_dev[sl]
             if self.resident:
-                images = self.fused_augment(self.src, theta, color, index=idx)
+                images = self.fused_augment(self.src, theta, color, index=idx, out_size=size)
             else:
-                images = self.fused_augment(rows, theta, color)
+                images = self.fused_augment(rows, theta, color, out_size=size)
             labels = self.labels_dev.index_select(0, idx)
             # Batch b's kernel is queued; prepare b + 1 while it (and the caller's step) runs.
             nxt = prepare(b + 1) if b + 1 < nb else None

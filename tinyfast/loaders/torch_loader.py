@@ -92,16 +92,47 @@ class _Samples(torch.utils.data.Dataset):
 
 
 class _JpegReader:
-    """``ImageFolder``'s way: open the file with Pillow, convert to RGB (picklable for workers)."""
+    """``ImageFolder``'s way: open the file with Pillow, convert to RGB (picklable for workers).
 
-    def __init__(self, paths: list[str]):
-        self.paths = paths
+    A file that no longer decodes, or decodes to another size than it was packed at, raises
+    :class:`~tinyfast.data.PackError` naming it: the tree changed since it was packed. Where the
+    pack itself resized sources (``resize``), other sizes are expected and are centre-cropped and
+    resized the same way.
+    """
+
+    def __init__(self, paths: list[str], size: tuple[int, int], resize: bool = False):
+        self.paths, self.size, self.resize = paths, size, resize
 
     def __call__(self, i: int):
         from PIL import Image
 
-        with open(self.paths[i], "rb") as f:
-            return Image.open(f).convert("RGB")
+        from tinyfast.data import PackError
+
+        path = self.paths[i]
+        try:
+            with open(path, "rb") as f:
+                img = Image.open(f).convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise PackError(f"{path}: no longer a readable image ({type(e).__name__}: {e}); the JPEG "
+                            "tree changed since it was packed: re-pack it, or use --loader torch-npy") from None
+        h, w = self.size
+        if img.size != (w, h):
+            if not self.resize:
+                raise PackError(f"{path}: is {img.size[0]}x{img.size[1]}, was packed as {w}x{h}; the JPEG "
+                                "tree changed since it was packed: re-pack it, or use --loader torch-npy")
+            m = min(img.size)
+            left, top = (img.size[0] - m) // 2, (img.size[1] - m) // 2
+            img = img.crop((left, top, left + m, top + m)).resize((w, h), Image.Resampling.BICUBIC)
+        return img
+
+
+def _unwrap_worker_error(e: Exception) -> Exception:
+    """A :class:`~tinyfast.data.PackError` raised in a ``DataLoader`` worker comes back wrapped in
+    the worker's traceback ("Caught PackError in DataLoader worker process 0 ..."): its own line."""
+    from tinyfast.data import PackError
+
+    last = (str(e).strip().splitlines() or [""])[-1]
+    return PackError(last.split("PackError: ", 1)[-1])
 
 
 class _NpyReader:
@@ -163,7 +194,8 @@ class TorchLoader(BaseLoader):
                  prefetch_factor: int | None = None, **kw):
         super().__init__(data_dir, split, batch_size, **kw)
         if source == "jpeg":
-            read = _JpegReader(self._jpeg_paths(jpeg_root))
+            resized = (self.packed.manifest.get("resized") or {}).get("count", 0)
+            read = _JpegReader(self._jpeg_paths(jpeg_root), (self.height, self.width), resize=bool(resized))
         elif source == "npy":
             read = _NpyReader(self.data_dir / split / "images.npy")
         else:
@@ -186,8 +218,9 @@ class TorchLoader(BaseLoader):
         if isinstance(root, dict):
             root = root.get("path") or root.get("root")
         if not root:
-            raise PackError(f"{self.data_dir / 'manifest.json'}: records no source JPEG tree "
-                            "(pass jpeg_root=..., or use the 'torch-npy' loader)")
+            raise PackError(f"{self.data_dir / 'manifest.json'}: records no source JPEG tree (re-pack from "
+                            "one: python -m tinyfast.pack SRC --out DIR, or --synthetic --tree DIR; or "
+                            "use --loader torch-npy)")
         root = Path(root)
         split_dir = root / self.split
         classes, labels, ids = self.packed.classes, self.labels_cpu.tolist(), self.packed.ids
@@ -209,8 +242,8 @@ class TorchLoader(BaseLoader):
                 continue
         else:
             raise PackError(f"{split_dir / ids[0]}: missing (the JPEG tree recorded in "
-                            f"{self.data_dir / 'manifest.json'} moved or was not kept; pass "
-                            "jpeg_root=..., or use the 'torch-npy' loader)")
+                            f"{self.data_dir / 'manifest.json'} moved or was not kept; put it back, "
+                            "re-pack, or use --loader torch-npy)")
         paths = [str(where(i)) for i in range(len(ids))]
         return paths
 
@@ -222,9 +255,18 @@ class TorchLoader(BaseLoader):
         self._dl._iterator = None
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from tinyfast.data import PackError
+
         self._keys.epoch, self._keys.start = epoch, start
         dev, cl = self.device, torch.channels_last
-        for x, y in self._dl:
+        it = iter(self._dl)
+        while True:
+            try:
+                x, y = next(it)
+            except StopIteration:
+                return
+            except PackError as e:
+                raise _unwrap_worker_error(e) from None
             x = x.to(dev, non_blocking=True).to(dtype=self.dtype, memory_format=cl)
             y = y.to(dev, non_blocking=True)
             yield x, y
