@@ -7,8 +7,10 @@ GPU). Errors must surface as DALI's errors carrying the operator's own message.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +23,8 @@ from nvidia.dali import fn, pipeline_def  # noqa: E402
 from tinyfast import dali_ops, ops  # noqa: E402
 from tinyfast.augment import get_policy  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not dali_ops.plugin_available(),
-                                reason="the DALI plugin is not built (python csrc/dali/build.py)")
+needs_plugin = pytest.mark.skipif(not dali_ops.plugin_available(),
+                                  reason="the DALI plugin is not built (python csrc/dali/build.py)")
 
 MEAN, STD = (0.48, 0.45, 0.40), (0.28, 0.27, 0.29)
 GPU = torch.cuda.is_available()
@@ -65,6 +67,7 @@ def rand_images(n, h, w, seed):
     return list(np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8))
 
 
+@needs_plugin
 @pytest.mark.parametrize("batch, size, dtype", [(1, 128, torch.float16), (5, 128, torch.bfloat16),
                                                 (7, 64, torch.float32), (3, 37, torch.float16)])
 def test_cpu_backend_bit_exact(batch, size, dtype):
@@ -76,6 +79,7 @@ def test_cpu_backend_bit_exact(batch, size, dtype):
         assert got[i].dtype == dtype and torch.equal(got[i], want), f"sample {i} differs from the op"
 
 
+@needs_plugin
 def test_out_size_fixed_and_per_sample_and_mixed_sources():
     """Sources of different sizes in one batch; out_size as one pair or per sample."""
     shapes = [(128, 128), (64, 96), (31, 17)]
@@ -91,6 +95,7 @@ def test_out_size_fixed_and_per_sample_and_mixed_sources():
         assert torch.equal(got2[i], op_reference(imgs[i], theta[i], color[i], torch.float16, sizes[i]))
 
 
+@needs_plugin
 def test_identity_is_plain_normalisation():
     """Against a float64 formula, not the op: identity parameters only normalise."""
     imgs = rand_images(2, 128, 128, 0)
@@ -104,6 +109,7 @@ def test_identity_is_plain_normalisation():
         assert (got[i].double() - want).abs().max() < 1e-5
 
 
+@needs_plugin
 @pytest.mark.parametrize("change, msg", [
     (dict(dtype="int8"), "dtype must be float16, bfloat16 or float32"),
     (dict(dtype=torch.float64), "dtype must be float16, bfloat16 or float32"),
@@ -155,6 +161,7 @@ def packed(tmp_path_factory):
     return out
 
 
+@needs_plugin
 @pytest.mark.parametrize("source", ["pixels", "jpeg"])
 def test_dali_loader_augments_in_the_pipeline_like_the_gpu_loader(packed, source):
     import tinyfast.loaders as L
@@ -179,6 +186,7 @@ def test_dali_loader_augments_in_the_pipeline_like_the_gpu_loader(packed, source
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@needs_plugin
 @pytest.mark.cuda
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -189,3 +197,27 @@ def test_gpu_backend_bit_exact_with_the_cuda_op(dtype):
     for i in range(9):
         want = op_reference(imgs[i], theta[i], color[i], dtype, fill=7.0, device="cuda")
         assert torch.equal(got[i], want), f"sample {i} differs from the CUDA op"
+
+
+# ----------------------------------------------------------------------------------- the build
+def _build_module():
+    spec = importlib.util.spec_from_file_location(
+        "tinyfast_dali_build", Path(__file__).resolve().parents[1] / "csrc" / "dali" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_build_says_what_is_missing(monkeypatch, capsys):
+    build = _build_module()
+    monkeypatch.setitem(sys.modules, "nvidia.dali.sysconfig", None)
+    assert build.main([]) == 2
+    assert "NVIDIA DALI is not installed" in capsys.readouterr().err
+
+
+def test_missing_plugin_names_the_build_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(dali_ops, "PLUGIN", tmp_path / "libtinyfast_dali.so")
+    monkeypatch.setattr(dali_ops, "_LOADED", False)
+    assert not dali_ops.plugin_available()
+    with pytest.raises(RuntimeError, match=re.escape("python csrc/dali/build.py")):
+        dali_ops.load_plugin()

@@ -372,6 +372,38 @@ def test_set_out_size_mid_epoch_from_the_next_batch(name, packed):
     assert torch.equal(x2, fused_reference(ld, 0, 2)[0])
 
 
+@pytest.mark.parametrize("name", FUSED)
+def test_set_out_size_many_times_mid_epoch_equals_resuming_there(name, packed):
+    """Several size changes in one pass (back and forth, a repeat, one on the last batch): every
+    batch equals the ``gpu`` loader resumed at that batch at that size, the state stays what
+    comes next, and the next pass runs whole at the last size."""
+    kw = dict(train=True, policy="standard", seed=6)
+    ld = make(name, packed, "train", 8, **kw)
+    ref = make("gpu", packed, "train", 8, **kw)
+    changes = {0: (32, 32), 2: (40, 48), 3: (40, 48), 4: None, 7: (24, 24)}  # after batch b
+    ld.set_epoch(0)
+    it, size = iter(ld), None
+    for b in range(len(ld)):
+        state = ld.state_dict()
+        x, y = next(it)
+        assert ld.state_dict()["batch"] == b + 1
+        ref.load_state_dict(state)
+        ref.set_out_size(size)
+        want_x, want_y = next(iter(ref))
+        assert x.shape[-2:] == (size or (64, 64)), f"{name}: batch {b} at the wrong size"
+        assert torch.equal(x, want_x) and torch.equal(y, want_y), f"{name}: batch {b} differs"
+        if b in changes:
+            size = changes[b]
+            ld.set_out_size(size)
+    with pytest.raises(StopIteration):
+        next(it)
+    assert ld.state_dict()["batch"] == 0
+    ref.set_out_size((24, 24))
+    got, want = run_epoch(ld, 1), run_epoch(ref, 1)
+    assert len(got) == len(want) == len(ld)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(got, want))
+
+
 @pytest.mark.parametrize("name", ["torch", "torch-npy", "dali-native"])
 def test_loaders_without_the_op_refuse_out_size(name, packed):
     ld = make(name, packed, "train", 16)

@@ -129,8 +129,15 @@ class Augment(Operation):
                 both = torch.cat([theta.reshape(n, 6), color], dim=1).pin_memory()
                 both = both.to(images.device, non_blocking=True)
                 theta, color = both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
-            return ops.augment(images, theta, color, op.mean, op.std, out_size=size,
-                               dtype=op.dtype, fill=op.fill)
+            out = ops.augment(images, theta, color, op.mean, op.std, out_size=size,
+                              dtype=op.dtype, fill=op.fill)
+            if images.is_cuda:
+                # Allocated on FFCV's side stream but read on the consumer's: tell the caching
+                # allocator, so the block is not reused before the consumer is done with it.
+                # FFCV's pass thread knows that stream (the one current when the pass began).
+                consumer = getattr(threading.current_thread(), "current_stream", None)
+                out.record_stream(consumer or torch.cuda.default_stream(images.device))
+            return out
 
         return tinyfast_augment
 

@@ -213,6 +213,31 @@ class AugmentHelpers:
         """``(Ho, Wo)`` the next batch is produced at: :attr:`out_size`, or the packed size."""
         return self.out_size if self.out_size is not None else (self.height, self.width)
 
+    def restart_on_resize(self, epoch: int, start: int, run) -> Iterator:
+        """Batches ``start, start + 1, ...`` of ``epoch`` from ``run(epoch, start, size)``: a
+        generator that prepares batches ahead (a DALI or FFCV pipeline), all at output ``size``.
+
+        When :meth:`set_out_size` changes the size while the caller holds batch ``b``, the batches
+        prepared ahead are dropped (the generator is closed) and ``run`` starts again at ``b + 1``
+        with the new size: the resume path, so those batches get the pixels and parameters a loader
+        resumed there at that size would give. A size set between passes costs no restart.
+        """
+        nb = self.order.num_batches
+        b = start
+        while b < nb:
+            size = self.produced_size
+            batches = run(epoch, b, size)
+            try:
+                for batch in batches:
+                    yield batch
+                    b += 1
+                    if b < nb and self.produced_size != size:
+                        break
+                else:
+                    return
+            finally:
+                batches.close()
+
     def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
                       index: torch.Tensor | None = None,
                       out_size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -12,10 +12,13 @@ break the shared order, sharding and exact resume), with one of two sources:
 ``dali`` then augments inside the pipeline with the plugin operator of :mod:`tinyfast.dali_ops`
 (the fused op's own kernels, run and prefetched by DALI's executor), the external source feeding
 each batch's parameters drawn by the shared sampler (for the output size of that batch): identical
-pixels to the ``gpu`` loader. ``set_out_size`` then reaches the batches DALI has not prefetched yet
-(all of them between passes, as the trainer calls it). Without the built plugin (or with
-``plugin=False``) the pipeline's uint8 NHWC batch goes to ``tinyfast.ops.augment`` through DLPack
-instead (no copy), with the same parameters and pixels.
+pixels to the ``gpu`` loader. ``set_out_size`` applies from the next batch handed out: between
+passes (as the trainer calls it) the next pass runs at the new size; in the middle of one, the
+batches DALI prefetched at the old size are dropped and the pipeline restarts at the next batch
+(the resume path), so those batches are exactly the ones a loader resumed there at the new size
+gives. Without the built plugin (or with ``plugin=False``) the pipeline's uint8 NHWC batch goes to
+``tinyfast.ops.augment`` through DLPack instead (no copy), with the same parameters and pixels,
+each batch at the size current when it is handed out (no restart needed).
 
 ``dali-native`` instead runs DALI's own operators: ``fn.warp_affine`` (the same inverse
 matrices, shifted to DALI's pixel-corner convention), ``fn.brightness_contrast`` (contrast about
@@ -137,7 +140,8 @@ class DaliLoader(BaseLoader):
         self._threads = max(1, self.num_workers)
         self._pipe = self._hold = None
         self._reusable = False       # the pipeline ended its last pass cleanly and can be reset
-        self._plan = (0, 0, 0)       # (epoch, first batch, number of batches) fed by the source
+        # (epoch, first batch, number of batches, output size) of the pass the source feeds.
+        self._plan = (0, 0, 0, (self.height, self.width))
         self._ended = False
         self._sizes = self.order.batch_sizes()
 
@@ -156,7 +160,7 @@ class DaliLoader(BaseLoader):
     # ----- the pipeline ---------------------------------------------------------------------------
     def _source(self, info):
         """External source callback: inputs of the pass's ``info.iteration``-th batch."""
-        epoch, start, nb = self._plan
+        epoch, start, nb, size = self._plan
         b = start + info.iteration
         if b >= nb:
             self._ended = True
@@ -178,10 +182,9 @@ class DaliLoader(BaseLoader):
             return images, dali_matrix(theta), c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy()
         if not self.in_pipeline:
             return images
-        # Drawn for the size this batch is produced at (fed to the operator with it).
-        theta, color = self.aug_params(epoch, b, len(idx))
-        size = np.array(self.out_size or (self.height, self.width), dtype=np.int32)
-        return images, theta.numpy(), color.numpy(), np.tile(size, (len(idx), 1))
+        # Drawn for the size of this pipeline's pass (fed to the operator with it).
+        theta, color = self.aug_params(epoch, b, len(idx), size)
+        return images, theta.numpy(), color.numpy(), np.tile(np.array(size, np.int32), (len(idx), 1))
 
     def _stage(self):
         """The graph after decoding: ``(parameter inputs the source feeds, function(images, *params))``.
@@ -247,18 +250,34 @@ class DaliLoader(BaseLoader):
 
     # ----- batches --------------------------------------------------------------------------------
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        nb = len(self._sizes)
-        if start >= nb:
-            return
-        self._plan = (epoch, start, nb)
+        if self.in_pipeline:
+            # DALI prefetches batches already augmented at one size: a size change mid-pass
+            # restarts the pipeline at the next batch.
+            return self.restart_on_resize(epoch, start, self._run)
+        # Augmented after the pipeline, each batch at the size current when it is handed out.
+        return self._run(epoch, start, self.produced_size)
+
+    def _start(self, epoch: int, start: int, size: tuple[int, int]) -> None:
+        """Point the source at ``start`` of ``epoch`` at ``size``; reset or rebuild the pipeline."""
+        self._plan = (epoch, start, len(self._sizes), size)
         self._ended = False
         if self._pipe is not None and self._reusable:
             self._pipe.reset()
         else:
-            # A pass abandoned mid-epoch leaves prefetched batches queued: start afresh.
+            # A pass abandoned or restarted mid-epoch leaves prefetched batches queued: start
+            # afresh. On a GPU the last batch's copy out of DALI's buffer may still be queued.
+            if self._pipe is not None and self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
             self._pipe = None
             self._pipe = self._build()
         self._reusable = False
+
+    def _run(self, epoch: int, start: int, size: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, ...`` of ``epoch`` out of one pipeline pass (plugin: at ``size``)."""
+        nb = len(self._sizes)
+        if start >= nb:
+            return
+        self._start(epoch, start, size)
         cuda = self.device.type == "cuda"
         labels_all = self.labels_cpu
         for b in range(start, nb):

@@ -7,8 +7,10 @@ uint8 NHWC batch on the device; the last stage, :class:`tinyfast.ffcv_ops.Augmen
 ``tinyfast.ops.augment`` on it inside FFCV's prefetching thread, giving the channels-last,
 augmented, normalised batch (so FFCV's ``ToTorchImage`` permute is unnecessary: the op reads NHWC
 and writes channels-last). Identical pixels to the ``gpu`` loader for the same seed.
-``set_out_size`` reaches the batches FFCV has not prefetched yet (all of them when called between
-passes, as the trainer does; mid-pass, up to ``batches_ahead`` batches later).
+``set_out_size`` applies from the next batch handed out: between passes (as the trainer calls it)
+the next pass starts at the new size; in the middle of one the batches FFCV prefetched at the old
+size are dropped and FFCV's epoch restarts at the next batch (the resume path), so those batches
+are exactly the ones a loader resumed there at the new size gives.
 
 How the shared contract is met. FFCV's built-in orders (``SEQUENTIAL``, ``RANDOM``,
 ``QUASI_RANDOM``, with ``distributed=True`` emulating ``DistributedSampler``) draw their own
@@ -104,21 +106,46 @@ class FFCVLoader(BaseLoader):
         self._ffcv.traversal_order = _SharedOrder(self._ffcv)
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # FFCV prefetches batches already augmented at one size: a size change mid-pass restarts
+        # FFCV's epoch at the next batch.
+        return self.restart_on_resize(epoch, start, self._run)
+
+    def _run(self, epoch: int, start: int, size: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``start, ...`` of ``epoch`` out of one FFCV epoch, augmented at ``size``."""
         sizes = self.order.batch_sizes()
-        if start >= len(sizes):
-            return
         bs = self.batch_size
         self._pending = self.order.indices(epoch)[start * bs:sum(sizes)].numpy().astype(np.uint64)
+        # Set before FFCV's thread starts, and not changed while it runs.
+        self._augment.out_size = size
         self._augment.set_epoch(epoch, start)
-        for images, labels in self._ffcv:
-            # FFCV reuses its output buffers for later batches: copy the labels out (the images
-            # are the op's own fresh output).
-            yield images, labels.reshape(images.shape[0]).to(torch.int64, copy=True)
+        epoch_iter = iter(self._ffcv)
+        try:
+            for images, labels in epoch_iter:
+                # FFCV reuses its output buffers for later batches: copy the labels out (the
+                # images are the op's own fresh output).
+                yield images, labels.reshape(images.shape[0]).to(torch.int64, copy=True)
+        finally:
+            _stop(epoch_iter)
 
-    def set_out_size(self, size: tuple[int, int] | None) -> None:
-        """See :meth:`BaseLoader.set_out_size`; applies to batches not yet prefetched."""
-        super().set_out_size(size)
-        self._augment.out_size = self.out_size
+
+def _stop(epoch_iter) -> None:
+    """Stop an FFCV 1.0.2 ``EpochIterator`` thread left mid-epoch, and wait for it.
+
+    Its own ``close()`` only sets a flag the thread reads when the prefetch queue is full, so the
+    thread may go on augmenting batches nobody reads, or block for ever on a full queue at the
+    end of the epoch (keeping its buffers). Emptying its batch list and its queue makes it end
+    after the batch in hand; only then is its memory context closed (the thread reads through it).
+    """
+    if not epoch_iter.is_alive():
+        epoch_iter.close()
+        return
+    epoch_iter.terminate_event.set()
+    epoch_iter.iter_ixes = iter(())
+    while epoch_iter.is_alive():
+        while not epoch_iter.output_queue.empty():
+            epoch_iter.output_queue.get_nowait()
+        epoch_iter.join(timeout=0.01)
+    epoch_iter.close()
 
 
 @register("ffcv")
