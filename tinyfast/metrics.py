@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_history", "per_class_table",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_output_file", "write_history", "per_class_table",
            "topk_accuracy", "METRIC_COLUMNS"]
 
 # Column order of metrics.csv (JSONL rows carry the same keys).
@@ -55,8 +55,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     loss can leave the new name pointing at an empty file; without the second, the old file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file the caller asked for, not a temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         # mkstemp creates 0600; give the file the mode open() would have (0666 minus the umask).
         os.fchmod(fd, 0o666 & ~_umask())
@@ -69,6 +72,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Refuse, before any work is done, an output ``path`` that cannot be written as a file: a
+    directory, below a file, or in a read-only directory. Raises ``ValueError`` (one line)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory (give a file name)")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the directory {folder} is not writable")
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -4,12 +4,15 @@ running sums kept on the device (no host sync per step) and a progress bar refre
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from tinyfast.config import RunError
 
 __all__ = ["Running", "EpochLoop"]
 
@@ -89,10 +92,10 @@ class EpochLoop:
             self.step += 1
             bar.update(1)
             if window_n == self.log_every:
-                # One sync every log_every steps, for the bar.
+                # One sync every log_every steps, for the bar (and to stop a diverged run early).
                 rate = (run.n - n0) / max(time.perf_counter() - t0, 1e-9) * self.world
-                bar.set_postfix(loss=f"{window.item() / window_n:.3f}", img_s=f"{rate:.0f}",
-                                lr=f"{self.schedule.last_lr:.3g}")
+                mean = self._finite(window.item() / window_n, epoch)
+                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
                 window.zero_()
                 window_n = 0
             if self.stop_at_step is not None and self.step >= self.stop_at_step:
@@ -101,6 +104,7 @@ class EpochLoop:
         loss_sum, correct = run.totals()  # waits for the device: the epoch time below is honest
         run.seconds += time.perf_counter() - t0
         bar.close()
+        self._finite(loss_sum, epoch)
         if stop and self.step < (epoch + 1) * self.steps_per_epoch:
             self.stopped_early = True
             return None
@@ -108,6 +112,13 @@ class EpochLoop:
         self.epoch_done = True
         self.running = None
         return self._metrics(run, loss_sum, correct, size)
+
+    def _finite(self, loss: float, epoch: int) -> float:
+        """``loss``, or a :class:`RunError` when it is NaN/inf (the weights are then garbage)."""
+        if not math.isfinite(loss):
+            raise RunError(f"the training loss became {loss} by step {self.step} (epoch {epoch + 1}, "
+                           f"lr {self.schedule.last_lr:.3g}): the run diverged; lower --lr")
+        return loss
 
     def _metrics(self, run: Running, loss_sum: float, correct: float, size: int) -> dict:
         n = max(run.n, 1)

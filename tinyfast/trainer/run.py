@@ -10,13 +10,14 @@ from torch import nn
 from tqdm import tqdm
 
 from tinyfast.checkpoint import save_checkpoint, serialize
-from tinyfast.config import ConfigError, TrainConfig
+from tinyfast.config import ConfigError, RunError, TrainConfig
 from tinyfast.inference import amp_settings, autocast_for, dist_info, evaluate
 from tinyfast.trainer.build import (Phases, build_loader, build_model, build_step, class_names, setup_device,
                                    wrap_model)
 from tinyfast.trainer.epoch import EpochLoop
 from tinyfast.trainer.sinks import RunSinks, run_info
-from tinyfast.trainer.state import restore_trainer, trainer_state
+from tinyfast.trainer.state import kept_checkpoint, restore_trainer, trainer_state
+from tinyfast.trainer.step import all_finite
 
 __all__ = ["Trainer"]
 
@@ -129,7 +130,10 @@ class Trainer:
         for epoch in range(self.epoch, cfg.epochs):
             self.epoch = epoch
             self.phases.apply_freeze(epoch)
-            metrics = self.train_one_epoch(epoch)
+            try:
+                metrics = self.train_one_epoch(epoch)
+            except RunError as e:
+                raise RunError(f"{e}; {kept_checkpoint(self.run_dir)}") from None
             if metrics is None:
                 self.save("last.pt")
                 self.log(f"stopped at step {self.step} (--stop-at-step); resume with --resume "
@@ -171,6 +175,9 @@ class Trainer:
 
     def save(self, name: str = "last.pt", also_best: bool = False) -> None:
         """Write ``name`` (and ``best.pt``) in the run directory; every rank must call it (collective)."""
+        if not all_finite(self.model):  # never replace a good checkpoint by NaN weights
+            raise RunError(f"the weights are not finite at step {self.step}: the run diverged; lower --lr; "
+                           f"{kept_checkpoint(self.run_dir)}")
         state = self.state_dict()
         if self.is_main:
             data = serialize(state)  # once, for both files

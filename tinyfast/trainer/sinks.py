@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from tinyfast.config import ConfigError
 from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
 
 __all__ = ["RunSinks", "epoch_line", "run_info"]
@@ -54,7 +55,11 @@ class RunSinks:
     def start(self, info: dict) -> None:
         """Create the run directory and write ``config.json``."""
         if self.write:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # --out-dir (or a folder above it) is a file, read-only, ...
+                raise ConfigError(f"--out-dir: cannot create the run directory {self.run_dir} "
+                                  f"({e.strerror or e.__class__.__name__})") from None
             atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2) + "\n")
 
     def epoch(self, history: list[dict], *, epochs: int, show_size: bool, last: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,13 @@ import torch.distributed as dist
 from tinyfast.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tinyfast.trainer.epoch import Running
 
-__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer"]
+__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer", "kept_checkpoint"]
+
+
+def kept_checkpoint(run_dir) -> str:
+    """What a failed run leaves to resume from, in words."""
+    last = Path(run_dir) / "last.pt"
+    return f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written"
 
 
 def rng_state(device: torch.device) -> dict:

@@ -12,7 +12,14 @@ from torch import nn
 
 from tinyfast.config import ConfigError, TrainConfig
 
-__all__ = ["EMA", "Mixer", "build_optimizer", "TrainStep"]
+__all__ = ["EMA", "Mixer", "build_optimizer", "TrainStep", "all_finite"]
+
+
+@torch.no_grad()
+def all_finite(module: nn.Module) -> bool:
+    """True when every parameter of ``module`` is finite (one device read for all of them)."""
+    params = [p for p in module.parameters()]
+    return not params or bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
 
 
 class EMA:
