@@ -62,7 +62,10 @@ def test_short_run_learns_and_writes_its_outputs(data, tmp_path):
     per_class = (run / "per_class.csv").read_text().splitlines()
     assert len(per_class) == 5 and per_class[0] == "class,words,correct,count,accuracy"
     summary = json.loads((run / "summary.json").read_text())
-    assert len(summary["best_classes"]) == 4 and summary["best_classes"][0]["words"]
+    # 4 classes: the best and worst lists split them instead of overlapping.
+    assert len(summary["best_classes"]) == len(summary["worst_classes"]) == 2
+    assert summary["best_classes"][0]["words"] and summary["best_by"] == "val_top1"
+    assert not {r["class"] for r in summary["best_classes"]} & {r["class"] for r in summary["worst_classes"]}
     # best.pt holds the best epoch's weights, last.pt the last epoch's.
     best = load_checkpoint(run / "best.pt")
     assert best["history"][-1]["val_top1"] == max(top1)

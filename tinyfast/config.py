@@ -167,6 +167,11 @@ def _presets() -> list[str]:
     return sorted(PRESETS)
 
 
+PROGRESS_HELP = ("progress bars on a terminal; --no-progress (or output to a file/pipe): a plain "
+                 "progress line every --progress-every seconds instead")
+PROGRESS_EVERY_HELP = "seconds between plain progress lines when there is no bar (0 = none)"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``python -m tinyfast.train``: train one model on a packed dataset."""
@@ -237,7 +242,8 @@ class TrainConfig:
                                 type=_positive_int)
     eval_every: int = opt(1, "epochs between evaluations (the last epoch is always evaluated)",
                           type=_positive_int)
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,8 @@ class EvalConfig:
     amp: bool | None = opt(None, "bf16/fp16 autocast (default: as the run of the first checkpoint trained)")
     tta: bool = opt(False, "test-time augmentation: average with the horizontally flipped image")
     output: str | None = opt(None, "also write the results as JSON here")
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 @dataclass(frozen=True)
@@ -275,7 +282,8 @@ class PredictConfig:
     amp: bool | None = opt(None, "bf16/fp16 autocast (default: as the run of the first checkpoint trained)")
     tta: bool = opt(False, "average with the horizontally flipped image")
     topk: int = opt(1, "labels per row (space-separated, best first)", type=_positive_int)
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 # ----- parser generation ---------------------------------------------------------------------------

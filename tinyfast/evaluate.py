@@ -60,7 +60,7 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
     for path, model in zip(cfg.checkpoints, models):
         model = model.to(dev, memory_format=torch.channels_last)
         probs, labels = predict_probs(model, loader, autocast=autocast_for(dev, amp, amp_dtype), tta=cfg.tta,
-                                      progress=cfg.progress, desc=Path(path).name)
+                                      progress=cfg.progress, every=cfg.progress_every, desc=Path(path).name)
         all_probs.append(probs)
     if len(labels) != len(packed):
         raise ValueError(f"{data}/{split}: the loader yielded {len(labels)} of {len(packed)} samples")

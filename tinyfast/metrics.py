@@ -117,9 +117,10 @@ def per_class_table(correct: np.ndarray, count: np.ndarray, classes: Sequence[st
     """Per-class accuracy with the ``k`` best and worst classes.
 
     Returns:
-        ``{"rows": [{"class", "words", "correct", "count", "accuracy"}...], "best": [...k rows],
-        "worst": [...k rows]}``; classes absent from the split are listed with accuracy ``None``
-        and left out of best/worst. Ties are broken by class index, so the result is stable.
+        ``{"rows": [{"class", "words", "correct", "count", "accuracy"}...], "best": [...], "worst": [...]}``;
+        classes absent from the split are listed with accuracy ``None`` and left out of best/worst.
+        With fewer than ``2k`` classes the two lists split them (best gets the odd one) instead of
+        overlapping. Ties are broken by class index, so the result is stable.
     """
     rows = []
     for i, (c, n) in enumerate(zip(correct.tolist(), count.tolist())):
@@ -128,9 +129,10 @@ def per_class_table(correct: np.ndarray, count: np.ndarray, classes: Sequence[st
                      "correct": int(c), "count": int(n), "accuracy": (c / n) if n else None})
     seen = [r for r in rows if r["count"]]
     by_acc = sorted(range(len(seen)), key=lambda j: (-seen[j]["accuracy"], j))
-    best = [seen[j] for j in by_acc[:k]]
-    worst = [seen[j] for j in sorted(range(len(seen)), key=lambda j: (seen[j]["accuracy"], j))[:k]]
-    return {"rows": rows, "best": best, "worst": worst}
+    n_best = min(k, (len(seen) + 1) // 2)
+    n_worst = min(k, len(seen) - n_best)
+    rest = sorted(by_acc[n_best:], key=lambda j: (seen[j]["accuracy"], j))
+    return {"rows": rows, "best": [seen[j] for j in by_acc[:n_best]], "worst": [seen[j] for j in rest[:n_worst]]}
 
 
 def per_class_csv(table: dict) -> str:

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from tinyfast import progress
 from tinyfast.checkpoint import save_checkpoint, serialize
-from tinyfast.config import ConfigError, RunError, TrainConfig
+from tinyfast.config import RunError, TrainConfig
 from tinyfast.inference import amp_settings, autocast_for, dist_info, evaluate
-from tinyfast.trainer.build import (Phases, build_loader, build_model, build_step, class_names, setup_device,
-                                   wrap_model)
+from tinyfast.trainer.build import Phases, build_data, build_model, build_step, setup_device, wrap_model
 from tinyfast.trainer.epoch import EpochLoop
-from tinyfast.trainer.sinks import RunSinks, run_info
+from tinyfast.trainer.sinks import RunSinks, run_info, run_summary
 from tinyfast.trainer.state import kept_checkpoint, restore_trainer, trainer_state
 from tinyfast.trainer.step import all_finite
 
@@ -30,7 +29,7 @@ class Trainer:
         train_loader, val_loader: objects with the :func:`tinyfast.loaders.build` contract; built
             from ``cfg`` when omitted (``val_loader`` is then ``None`` if the data has no val split).
         classes, words: wnids and names for the per-class report (default: from the packed data).
-        log: a callable for one-line messages (default: ``tqdm.write`` on rank 0).
+        log: a callable for one-line messages (default: :func:`tinyfast.progress.write` on rank 0).
 
     Use :meth:`fit`; :meth:`train_one_epoch` and :func:`tinyfast.inference.evaluate` work on their own.
     """
@@ -41,7 +40,7 @@ class Trainer:
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self.device = setup_device(cfg.device)
-        self.log = log or (lambda msg: tqdm.write(msg) if self.is_main else None)
+        self.log = log or (progress.write if self.is_main else (lambda msg: None))
         self.amp, self.amp_dtype, note = amp_settings(self.device, cfg.amp, cfg.amp_dtype)
         if note:
             self.log(f"note: {note}")
@@ -49,10 +48,8 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self._build_data(train_loader, val_loader, classes, words)
         self._build_model()
-        self.loop = EpochLoop(self.step_fn, self.schedule, self.train_loader, device=self.device,
-                              memory_format=self.memory_format, steps_per_epoch=self.steps_per_epoch,
-                              epochs=cfg.epochs, world=self.world, log_every=cfg.log_every,
-                              stop_at_step=cfg.stop_at_step, show_progress=cfg.progress and self.is_main)
+        self.loop = EpochLoop.of_run(cfg, self.step_fn, self.schedule, self.train_loader, device=self.device,
+                                     memory_format=self.memory_format, world=self.world, is_main=self.is_main)
         self.epoch = 0              # the epoch in progress (or next to run)
         self.history: list[dict] = []
         self.best_top1 = -1.0
@@ -63,16 +60,10 @@ class Trainer:
         self.wall_before = 0.0      # wall time of earlier (resumed) segments
 
     def _build_data(self, train_loader, val_loader, classes, words) -> None:
-        make = lambda split: build_loader(self.cfg, split, device=self.device, rank=self.rank, world=self.world,
-                                          dtype=self.amp_dtype if self.amp else torch.float32)
-        self.train_loader = train_loader if train_loader is not None else make("train")
-        self.val_loader = val_loader if (val_loader is not None or train_loader is not None) else make("val")
-        self.num_classes = int(self.train_loader.num_classes)
-        self.classes, self.words = class_names(self.cfg, self.num_classes, classes, words)
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"the training split has fewer samples per rank than one batch "
-                              f"({self.train_loader.batch_size}); lower --batch-size")
+        d = build_data(self.cfg, train_loader, val_loader, classes, words, device=self.device, rank=self.rank,
+                       world=self.world, dtype=self.amp_dtype if self.amp else torch.float32, log=self.log)
+        self.train_loader, self.val_loader, self.num_classes = d.train_loader, d.val_loader, d.num_classes
+        self.classes, self.words, self.steps_per_epoch = d.classes, d.words, d.steps_per_epoch
 
     def _build_model(self) -> None:
         model, self.model_kwargs = build_model(self.cfg, self.num_classes, world=self.world, log=self.log)
@@ -91,6 +82,10 @@ class Trainer:
 
     def _wrap(self) -> None:
         self.step_fn.fwd = wrap_model(self.model, compile=self.cfg.compile, world=self.world, device=self.device)
+        if self.cfg.compile:
+            self.step_fn.compiling = True
+            self.log("note: --compile: the next step compiles the model (may take minutes); that time is "
+                     "reported as compile_time, not counted in img/s")
 
     def _apply_freeze(self, epoch: int) -> None:
         self.phases.apply_freeze(epoch)
@@ -117,11 +112,21 @@ class Trainer:
             return {}
         t0 = time.perf_counter()
         ev = evaluate(self.eval_model(), self.val_loader, self.num_classes, autocast=self.autocast,
-                      memory_format=self.memory_format, progress=cfg.progress and self.is_main)
+                      memory_format=self.memory_format, progress=cfg.progress and self.is_main,
+                      every=cfg.progress_every if self.is_main else 0.0)
         self.last_eval = ev
         self.schedule.epoch_end(ev["top1"])
         return {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
                 "eval_time": time.perf_counter() - t0}
+
+    def _improved(self, row: dict) -> bool:
+        """Whether ``row``'s epoch is the best so far: by val top-1, or by train loss without val."""
+        if self.val_loader is None:
+            return row["train_loss"] <= min(r["train_loss"] for r in self.history)
+        if row.get("val_top1", -1.0) <= self.best_top1:
+            return False
+        self.best_top1 = row["val_top1"]
+        return True
 
     def fit(self) -> dict:
         """Train for the remaining epochs, evaluating, logging and checkpointing; returns the summary."""
@@ -142,9 +147,7 @@ class Trainer:
             row = {"epoch": epoch + 1, "step": self.step, **metrics, **self._evaluate(epoch)}
             self.history.append(row)
             self.epoch = epoch + 1
-            improved = row.get("val_top1", -1.0) > self.best_top1 or self.val_loader is None
-            if improved:
-                self.best_top1 = row.get("val_top1", self.best_top1)
+            improved = self._improved(row)
             self.sinks.epoch(self.history, epochs=cfg.epochs, show_size=bool(self.phases.sizes),
                              last=epoch + 1 == cfg.epochs or self.loop.stopped_early)
             self.save("last.pt", also_best=improved)
@@ -154,16 +157,7 @@ class Trainer:
 
     def summary(self, final: bool) -> dict:
         """Final figures; when ``final``, also writes ``per_class.csv`` and ``summary.json`` (rank 0)."""
-        out = {"run_dir": str(self.run_dir), "epochs": self.epoch, "step": self.step,
-               "best_val_top1": self.best_top1 if self.best_top1 >= 0 else None,
-               "final": dict(self.history[-1]) if self.history else {},
-               "wall_time": self.wall_before + time.perf_counter() - self.wall_start}
-        if final and self.last_eval is not None:
-            table = self.sinks.per_class(self.last_eval, self.classes, self.words)
-            out["best_classes"], out["worst_classes"] = table["best"], table["worst"]
-        if final:
-            self.sinks.summary(out)
-        return out
+        return run_summary(self, final)
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (all ranks' RNG states included)."""

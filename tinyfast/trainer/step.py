@@ -129,6 +129,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizer, scaler, criterion, autocast, mixer: Mixer,
                  ema: EMA | None = None):
         self.model = self.fwd = model
+        self.compiling = False      # True until the first step through a fresh torch.compile wrapper
         self.optimizer, self.scaler, self.criterion = optimizer, scaler, criterion
         self.autocast, self.mixer, self.ema = autocast, mixer, ema
 
