@@ -19,14 +19,19 @@ from tinyfast.train import main, train
 from tinyfast.trainer import Mixer, Trainer, amp_settings, load_checkpoint
 
 
+def packed_synthetic(tmp_path_factory, name: str, **kw) -> str:
+    """A small synthetic packed set (32 px) in a fresh temporary directory."""
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp(name) / "synth"
+    pack_synthetic(out, size=32, progress=False, log=None, **kw)
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """4 classes x 64 train + 16 val images, 10 test, 32 px: big enough to learn, fast to train."""
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("data") / "synth"
-    pack_synthetic(out, classes=4, per_class=64, val_per_class=16, test_count=10, size=32, seed=0,
-                   progress=False, log=None)
-    return str(out)
+    return packed_synthetic(tmp_path_factory, "data", classes=4, per_class=64, val_per_class=16, test_count=10,
+                            seed=0)
 
 
 def _cfg(data, tmp_path, **kw) -> TrainConfig:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_train import _cfg, data  # noqa: F401  (the shared packed-data fixture)
+from test_train import _cfg, data, packed_synthetic  # noqa: F401  (the shared packed-data fixture)
 from tinyfast.config import TrainConfig, resolve_train_config
 from tinyfast.metrics import per_class_table
 from tinyfast.train import main, train
@@ -82,11 +82,8 @@ def test_each_architecture_carries_its_default_lr():
 
 @pytest.fixture(scope="module")
 def no_val_data(tmp_path_factory):
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("noval") / "synth"
-    pack_synthetic(out, classes=3, per_class=32, val_per_class=0, test_count=4, size=32, seed=2,
-                   progress=False, log=None)
-    return str(out)
+    return packed_synthetic(tmp_path_factory, "noval", classes=3, per_class=32, val_per_class=0, test_count=4,
+                            seed=2)
 
 
 def test_without_a_val_split_best_is_by_train_loss_and_said_so(no_val_data, tmp_path, capsys):
