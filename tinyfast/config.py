@@ -56,8 +56,8 @@ def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
 
     try:
         return 0, fn(*args)
-    except RunError as e:
-        return fail(str(e), 1)
+    except RunError as e:  # an interrupted run carries its own status (130 / 143)
+        return fail(str(e), getattr(e, "status", 1))
     except OSError as e:
         if e.filename is None:
             return fail(str(e) or type(e).__name__, 2)

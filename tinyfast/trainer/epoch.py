@@ -50,7 +50,7 @@ class EpochLoop:
     """Runs the steps of one epoch (or the rest of one after a mid-epoch resume).
 
     Owns the global step counter and the running sums: both are part of a mid-epoch checkpoint.
-    ``stop_at_step`` ends the epoch early after that global step.
+    ``stop_at_step`` (or a signal through ``stop_request``) ends the epoch early after a step.
     """
 
     def __init__(self, step_fn, schedule, loader, *, device: torch.device, memory_format,
@@ -65,6 +65,7 @@ class EpochLoop:
         self.running: Running | None = None
         self.epoch_done = True      # False while an epoch is partially done (mid-epoch checkpoint)
         self.stopped_early = False
+        self.stop_request = None    # a StopRequest: true once SIGINT/SIGTERM asked the run to stop
 
     @classmethod
     def of_run(cls, cfg, step_fn, schedule, loader, *, device: torch.device, memory_format, world: int,
@@ -113,7 +114,7 @@ class EpochLoop:
                 bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
                 window.zero_()
                 window_n = 0
-            if self.stop_at_step is not None and self.step >= self.stop_at_step:
+            if self._should_stop(synced=window_n == 0):
                 stop = True
                 break
         loss_sum, correct = run.totals()  # waits for the device: the epoch time below is honest
@@ -127,6 +128,19 @@ class EpochLoop:
         self.epoch_done = True
         self.running = None
         return self._metrics(run, loss_sum, correct, size)
+
+    def _should_stop(self, synced: bool) -> bool:
+        """``--stop-at-step`` reached, or a signal asked to stop. Under DDP the ranks agree on the
+        latter (a collective) only at progress windows, so they all stop at the same step."""
+        if self.stop_at_step is not None and self.step >= self.stop_at_step:
+            return True
+        if self.world == 1:
+            return bool(self.stop_request)
+        if not synced:
+            return False
+        flag = torch.tensor(float(bool(self.stop_request)), device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
 
     def _compiled(self, run: Running, loss: torch.Tensor, y: torch.Tensor, t0: float) -> float:
         """After the step that compiled the model: book its time as compile time; returns the new t0."""

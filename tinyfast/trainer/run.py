@@ -11,12 +11,14 @@ from torch import nn
 from tinyfast import progress
 from tinyfast.checkpoint import save_checkpoint, serialize
 from tinyfast.config import RunError, TrainConfig
-from tinyfast.inference import amp_settings, autocast_for, dist_info, evaluate
+from tinyfast.inference import amp_settings, autocast_for, dist_info
 from tinyfast.trainer.build import Phases, build_data, build_model, build_step, setup_device, wrap_model
 from tinyfast.trainer.epoch import EpochLoop
+from tinyfast.trainer.signals import Interrupted, StopRequest
 from tinyfast.trainer.sinks import RunSinks, run_info, run_summary
 from tinyfast.trainer.state import kept_checkpoint, restore_trainer, trainer_state
 from tinyfast.trainer.step import all_finite
+from tinyfast.trainer.validation import Validation
 
 __all__ = ["Trainer"]
 
@@ -52,8 +54,9 @@ class Trainer:
                                      memory_format=self.memory_format, world=self.world, is_main=self.is_main)
         self.epoch = 0              # the epoch in progress (or next to run)
         self.history: list[dict] = []
-        self.best_top1 = -1.0
-        self.last_eval: dict | None = None
+        self.val = Validation(self.val_loader, num_classes=self.num_classes, eval_every=cfg.eval_every,
+                              epochs=cfg.epochs, autocast=self.autocast, memory_format=self.memory_format,
+                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.sinks = RunSinks(self.run_dir, write=self.is_main, log=self.log, title=f"{cfg.arch} ({cfg.name})")
         self.wall_start = time.perf_counter()
@@ -106,54 +109,48 @@ class Trainer:
         """The weights evaluated: the EMA's when enabled, else the model's."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _evaluate(self, epoch: int) -> dict:
-        cfg = self.cfg
-        if self.val_loader is None or not ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            return {}
-        t0 = time.perf_counter()
-        ev = evaluate(self.eval_model(), self.val_loader, self.num_classes, autocast=self.autocast,
-                      memory_format=self.memory_format, progress=cfg.progress and self.is_main,
-                      every=cfg.progress_every if self.is_main else 0.0)
-        self.last_eval = ev
-        self.schedule.epoch_end(ev["top1"])
-        return {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
-                "eval_time": time.perf_counter() - t0}
-
-    def _improved(self, row: dict) -> bool:
-        """Whether ``row``'s epoch is the best so far: by val top-1, or by train loss without val."""
-        if self.val_loader is None:
-            return row["train_loss"] <= min(r["train_loss"] for r in self.history)
-        if row.get("val_top1", -1.0) <= self.best_top1:
-            return False
-        self.best_top1 = row["val_top1"]
-        return True
-
     def fit(self) -> dict:
-        """Train for the remaining epochs, evaluating, logging and checkpointing; returns the summary."""
-        cfg = self.cfg
+        """Train for the remaining epochs, evaluating, logging and checkpointing; returns the summary.
+
+        Raises:
+            Interrupted: SIGINT/SIGTERM stopped the run after a step and a saved ``last.pt``.
+        """
         self.sinks.start(run_info(self))
-        for epoch in range(self.epoch, cfg.epochs):
-            self.epoch = epoch
-            self.phases.apply_freeze(epoch)
-            try:
-                metrics = self.train_one_epoch(epoch)
-            except RunError as e:
-                raise RunError(f"{e}; {kept_checkpoint(self.run_dir)}") from None
-            if metrics is None:
-                self.save("last.pt")
-                self.log(f"stopped at step {self.step} (--stop-at-step); resume with --resume "
-                         f"{self.run_dir / 'last.pt'}")
-                return self.summary(final=False)
-            row = {"epoch": epoch + 1, "step": self.step, **metrics, **self._evaluate(epoch)}
-            self.history.append(row)
-            self.epoch = epoch + 1
-            improved = self._improved(row)
-            self.sinks.epoch(self.history, epochs=cfg.epochs, show_size=bool(self.phases.sizes),
-                             last=epoch + 1 == cfg.epochs or self.loop.stopped_early)
-            self.save("last.pt", also_best=improved)
-            if self.loop.stopped_early:
-                return self.summary(final=False)
+        with StopRequest() as self.loop.stop_request:
+            for epoch in range(self.epoch, self.cfg.epochs):
+                self.epoch = epoch
+                self.phases.apply_freeze(epoch)
+                try:
+                    metrics = self.train_one_epoch(epoch)
+                except RunError as e:
+                    raise RunError(f"{e}; {kept_checkpoint(self.run_dir)}") from None
+                if metrics is not None:
+                    self._end_epoch(epoch, metrics)
+                if metrics is None or (self.loop.stopped_early and self.epoch < self.cfg.epochs):
+                    return self._stopped(mid_epoch=metrics is None)
         return self.summary(final=True)
+
+    def _end_epoch(self, epoch: int, metrics: dict) -> None:
+        row = {"epoch": epoch + 1, "step": self.step, **metrics,
+               **self.val.run(self.eval_model(), epoch, self.schedule)}
+        self.history.append(row)
+        self.epoch = epoch + 1
+        improved = self.val.improved(row, self.history)
+        self.sinks.epoch(self.history, epochs=self.cfg.epochs, show_size=bool(self.phases.sizes),
+                         last=epoch + 1 == self.cfg.epochs or self.loop.stopped_early)
+        self.save("last.pt", also_best=improved)
+
+    def _stopped(self, mid_epoch: bool) -> dict:
+        """After ``--stop-at-step`` or a signal: ``last.pt`` saved, the way to continue said."""
+        if mid_epoch:
+            self.save("last.pt")
+        resume = f"python -m tinyfast.train --resume {self.run_dir / 'last.pt'}"
+        stop = self.loop.stop_request
+        if stop:
+            raise Interrupted(f"interrupted by {stop.name} after step {self.step}; saved "
+                              f"{self.run_dir / 'last.pt'}; resume with: {resume}", stop.signum)
+        self.log(f"stopped at step {self.step} (--stop-at-step); resume with: {resume}")
+        return self.summary(final=False)
 
     def summary(self, final: bool) -> dict:
         """Final figures; when ``final``, also writes ``per_class.csv`` and ``summary.json`` (rank 0)."""

@@ -59,12 +59,12 @@ def run_info(tr) -> dict:
 def run_summary(tr, final: bool) -> dict:
     """Trainer ``tr``'s figures; when ``final``, also its per-class table and ``summary.json``."""
     out = {"run_dir": str(tr.run_dir), "epochs": tr.epoch, "step": tr.step,
-           "best_val_top1": tr.best_top1 if tr.best_top1 >= 0 else None,
+           "best_val_top1": tr.val.best_top1 if tr.val.best_top1 >= 0 else None,
            "best_by": "val_top1" if tr.val_loader is not None else "train_loss",
            "final": dict(tr.history[-1]) if tr.history else {},
            "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
-    if final and tr.last_eval is not None:
-        table = tr.sinks.per_class(tr.last_eval, tr.classes, tr.words)
+    if final and tr.val.last is not None:
+        table = tr.sinks.per_class(tr.val.last, tr.classes, tr.words)
         out["best_classes"], out["worst_classes"] = table["best"], table["worst"]
     if final:
         tr.sinks.summary(out)

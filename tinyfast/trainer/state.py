@@ -63,7 +63,7 @@ def trainer_state(tr) -> dict:
             "optimizer": tr.optimizer.state_dict(), "schedule": tr.schedule.state_dict(),
             "scaler": tr.scaler.state_dict(), "loader": tr.train_loader.state_dict(),
             "per_rank": _per_rank(tr), "epoch": tr.epoch, "step": loop.step, "epoch_done": loop.epoch_done,
-            "history": tr.history, "best_top1": tr.best_top1,
+            "history": tr.history, "best_top1": tr.val.best_top1,
             "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
 
 
@@ -82,7 +82,7 @@ def restore_trainer(tr, ck: dict) -> None:
     loop = tr.loop
     tr.epoch, loop.step, loop.epoch_done = ck["epoch"], ck["step"], ck["epoch_done"]
     tr.history = list(ck["history"])
-    tr.best_top1 = ck["best_top1"]
+    tr.val.best_top1 = ck["best_top1"]
     tr.wall_before = float(ck.get("wall_time", 0.0))
     acc = mine.get("acc", ck.get("epoch_acc"))  # epoch_acc: rank 0's sums, in older checkpoints
     if acc is not None and not loop.epoch_done:
