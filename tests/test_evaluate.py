@@ -129,3 +129,83 @@ def test_evaluate_and_predict_never_import_the_trainer(runs, tmp_path):
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _broken(runs, tmp_path, how: str) -> Path:
+    ck = load_checkpoint(runs["a"])
+    if how == "unknown arch":
+        ck["arch"] = "no_such_net"
+    elif how == "mismatched arch":
+        ck["arch"] = "cnn2"              # ting_m1's weights
+    else:
+        del ck["model"]
+    path = tmp_path / f"{how.replace(' ', '_')}.pt"
+    torch.save(ck, path)
+    return path
+
+
+@pytest.mark.parametrize("how, needle", [("unknown arch", "unknown architecture 'no_such_net'"),
+                                         ("mismatched arch", "do not fit architecture 'cnn2'"),
+                                         ("no model", "no model weights")])
+def test_a_checkpoint_that_cannot_be_rebuilt_is_one_line(runs, tmp_path, capsys, how, needle):
+    path = _broken(runs, tmp_path, how)
+    for main, prog, extra in ((evaluate_main, "evaluate", []),
+                              (predict_main, "predict", ["--output", str(tmp_path / "p.csv")])):
+        assert main([str(path), "--no-progress", "--weights", "raw", *extra]) == 2
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and len(lines) == 1, err
+        assert lines[0].startswith(f"python -m tinyfast.{prog}: error: {path}:") and needle in lines[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line(runs, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "afolder"
+    folder.mkdir()
+    for main, prog in ((predict_main, "predict"), (evaluate_main, "evaluate")):
+        assert main([str(runs["b"]), "--no-progress", "--output", str(folder)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "is a directory" in lines[0] and str(folder) in lines[0]
+    # A directory that refuses the file (read-only; root ignores mode bits, so the refusal is faked
+    # where the write happens).
+    import tempfile
+    real = tempfile.mkstemp
+
+    def refuse(*a, dir=None, **k):
+        if str(dir).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied", str(dir) + "/.tmpXYZ")
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    target = tmp_path / "ro" / "p.csv"
+    assert predict_main([str(runs["b"]), "--no-progress", "--output", str(target)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"python -m tinyfast.predict: error: {target}: Permission denied"
+
+
+def test_evaluate_follows_the_runs_amp_setting_and_records_it(runs, tmp_path, monkeypatch):
+    """A run trained with --amp --amp-dtype bf16 is scored in bf16 unless told otherwise, and the JSON says so."""
+    ck = load_checkpoint(runs["b"])
+    ck["config"] = dict(ck["config"], amp=True, amp_dtype="bf16")
+    amp_ck = tmp_path / "amp.pt"
+    torch.save(ck, amp_ck)
+    seen = []
+    import tinyfast.inference as inf
+    real = inf.predict_probs
+
+    def spy(model, loader, *, autocast, **kw):
+        with autocast():
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), loader.dtype))
+        return real(model, loader, autocast=autocast, **kw)
+
+    monkeypatch.setattr(inf, "predict_probs", spy)
+    for extra, want in (([], "bfloat16"), (["--no-amp"], "off")):
+        out = tmp_path / f"s{want}.json"
+        assert evaluate_main([str(amp_ck), "--no-progress", "--tta", "--output", str(out), *extra]) == 0
+        res = json.loads(out.read_text())
+        assert res["amp"] == want and res["tta"] is True
+    assert seen[0] == (True, torch.bfloat16, torch.bfloat16)
+    assert seen[1][0] is False and seen[1][2] == torch.float32
+    out = tmp_path / "plain.json"
+    assert evaluate_main([str(runs["b"]), "--no-progress", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["amp"] == "off" and seen[2][0] is False

@@ -19,14 +19,19 @@ from tinyfast.train import main, train
 from tinyfast.trainer import Mixer, Trainer, amp_settings, load_checkpoint
 
 
+def packed_synthetic(tmp_path_factory, name: str, **kw) -> str:
+    """A small synthetic packed set (32 px) in a fresh temporary directory."""
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp(name) / "synth"
+    pack_synthetic(out, size=32, progress=False, log=None, **kw)
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """4 classes x 64 train + 16 val images, 10 test, 32 px: big enough to learn, fast to train."""
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("data") / "synth"
-    pack_synthetic(out, classes=4, per_class=64, val_per_class=16, test_count=10, size=32, seed=0,
-                   progress=False, log=None)
-    return str(out)
+    return packed_synthetic(tmp_path_factory, "data", classes=4, per_class=64, val_per_class=16, test_count=10,
+                            seed=0)
 
 
 def _cfg(data, tmp_path, **kw) -> TrainConfig:
@@ -62,7 +67,10 @@ def test_short_run_learns_and_writes_its_outputs(data, tmp_path):
     per_class = (run / "per_class.csv").read_text().splitlines()
     assert len(per_class) == 5 and per_class[0] == "class,words,correct,count,accuracy"
     summary = json.loads((run / "summary.json").read_text())
-    assert len(summary["best_classes"]) == 4 and summary["best_classes"][0]["words"]
+    # 4 classes: the best and worst lists split them instead of overlapping.
+    assert len(summary["best_classes"]) == len(summary["worst_classes"]) == 2
+    assert summary["best_classes"][0]["words"] and summary["best_by"] == "val_top1"
+    assert not {r["class"] for r in summary["best_classes"]} & {r["class"] for r in summary["worst_classes"]}
     # best.pt holds the best epoch's weights, last.pt the last epoch's.
     best = load_checkpoint(run / "best.pt")
     assert best["history"][-1]["val_top1"] == max(top1)

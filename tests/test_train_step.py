@@ -137,7 +137,8 @@ def test_running_sums_are_kept_per_rank(data, tmp_path):  # noqa: F811
     tr.loop.running = Running(tr.device, loss=4.0, correct=3, n=8, seconds=1.0)
     tr.loop.epoch_done = False
     ck = tr.state_dict()
-    assert ck["per_rank"][0]["acc"] == {"loss": 4.0, "correct": 3, "n": 8, "seconds": 1.0}
+    assert ck["per_rank"][0]["acc"] == {"loss": 4.0, "correct": 3, "n": 8, "seconds": 1.0, "untimed": 0,
+                                        "compile_time": 0.0}
     other = dict(ck["per_rank"][0], acc={"loss": 9.0, "correct": 5, "n": 8, "seconds": 1.5})
     ck["per_rank"] = [ck["per_rank"][0], other]
     tr2 = Trainer(_resolved(_cfg(data, tmp_path)))

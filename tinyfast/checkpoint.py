@@ -49,12 +49,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ck
 
 
-def model_from_checkpoint(ck: dict, weights: str = "auto") -> nn.Module:
-    """Rebuild the model of a checkpoint and load its weights (``ema``, ``raw`` or ``auto``)."""
-    from tinyfast.models import get_model
-    model = get_model(ck["arch"], num_classes=ck["num_classes"], **ck.get("model_kwargs", {}))
+def model_from_checkpoint(ck: dict, weights: str = "auto", source: str = "checkpoint") -> nn.Module:
+    """Rebuild the model of a checkpoint and load its weights (``ema``, ``raw`` or ``auto``).
+
+    Raises:
+        ValueError: one line naming ``source`` (the file): no weights, an unknown architecture, or
+            weights that do not fit the architecture the checkpoint names.
+    """
+    from tinyfast.models import get_model, is_known
+    if not isinstance(ck.get("model"), dict):
+        raise ValueError(f"{source}: no model weights in the checkpoint")
+    arch = ck.get("arch")
+    if not isinstance(arch, str) or not is_known(arch):
+        raise ValueError(f"{source}: unknown architecture {arch!r} (not in this version's model registry)")
     if weights == "ema" and ck.get("ema") is None:
-        raise ValueError("--weights ema: the checkpoint has no EMA weights (trained without --ema)")
+        raise ValueError(f"{source}: --weights ema: the checkpoint has no EMA weights (trained without --ema)")
     use_ema = weights in ("ema", "auto") and ck.get("ema") is not None
-    model.load_state_dict(ck["ema"]["module"] if use_ema else ck["model"])
+    try:
+        model = get_model(arch, num_classes=int(ck["num_classes"]), **ck.get("model_kwargs", {}))
+        model.load_state_dict(ck["ema"]["module"] if use_ema else ck["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        detail = (str(e).strip().splitlines() or [e.__class__.__name__])
+        detail = next((ln.strip() for ln in detail if ln.strip() and not ln.startswith("Error(s)")), detail[0])
+        raise ValueError(f"{source}: the weights do not fit architecture {arch!r} ({detail[:160]})") from None
     return model.eval()

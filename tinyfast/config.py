@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
-           "explicit_fields", "resolve_train_config", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "explicit_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
            "INITS", "AMP_DTYPES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
@@ -34,21 +35,35 @@ class ConfigError(ValueError):
     """A configuration that parses but cannot run (reported as one ``error:`` line)."""
 
 
+class RunError(RuntimeError):
+    """A run that started but cannot go on (e.g. a non-finite loss): one ``error:`` line, exit 1."""
+
+
 def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
     """Run a command's body ``fn(*args)``; expected failures become one ``PROG: error: ...`` line.
 
-    Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra),
-    or ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
+    Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra)
+    or a file-system error (the line names the path), ``(1, None)`` after a :class:`RunError`, or
+    ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
     """
     from tinyfast.data import PackError
 
-    try:
-        return 0, fn(*args)
-    except (ConfigError, PackError, ValueError, ImportError, FileNotFoundError) as e:
+    def fail(msg: str, status: int) -> tuple[int, None]:
         if os.environ.get("TINYFAST_DEBUG"):
             raise
-        print(f"{prog}: error: {(str(e).strip().splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
-        return 2, None
+        print(f"{prog}: error: {(msg.strip().splitlines() or ['failed'])[0]}", file=sys.stderr)
+        return status, None
+
+    try:
+        return 0, fn(*args)
+    except RunError as e:  # an interrupted run carries its own status (130 / 143)
+        return fail(str(e), getattr(e, "status", 1))
+    except OSError as e:
+        if e.filename is None:
+            return fail(str(e) or type(e).__name__, 2)
+        return fail(f"{e.filename}: {e.strerror or type(e).__name__}", 2)
+    except (ConfigError, PackError, ValueError, ImportError) as e:
+        return fail(str(e) or type(e).__name__, 2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130, None
@@ -83,6 +98,8 @@ def number(kind: type = float, *, lo: float | None = None, hi: float | None = No
             v = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
         too_high = hi is not None and (v >= hi if hi_open else v > hi)
         if (lo is not None and not v >= lo) or too_high:
             raise argparse.ArgumentTypeError(f"{rule}, got {value}")
@@ -116,6 +133,30 @@ def _prog_resize(value: str) -> str:
     return value
 
 
+def _device(value: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked when the command runs)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r} (choose cpu, cuda or cuda:N)")
+    return value
+
+
+def resolve_device(name: str | None, *, cuda_count: int, local_rank: int = 0) -> str:
+    """The device to run on: ``name``, or ``cuda:LOCAL_RANK`` when there is a GPU, else ``cpu``.
+
+    Raises:
+        ConfigError: ``name`` is not a device or names a GPU this machine does not have.
+    """
+    name = _check_field(TrainConfig, "device", name) if name is not None else None
+    device = name or (f"cuda:{local_rank}" if cuda_count else "cpu")
+    if device.startswith("cuda"):
+        if not cuda_count:
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        index = int(device.partition(":")[2] or 0)
+        if index >= cuda_count:
+            raise ConfigError(f"--device {device}: this machine has {cuda_count} GPU(s) (cuda:0..cuda:{cuda_count - 1})")
+    return device
+
+
 def _loaders() -> list[str]:
     from tinyfast.loaders import list_loaders
     return list_loaders()
@@ -131,6 +172,11 @@ def _recipes() -> list[str]:
     return list_recipes()
 
 
+PROGRESS_HELP = ("progress bars on a terminal; --no-progress (or output to a file/pipe): a plain "
+                 "progress line every --progress-every seconds instead")
+PROGRESS_EVERY_HELP = "seconds between plain progress lines when there is no bar (0 = none)"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``python -m tinyfast.train``: train one model on a packed dataset."""
@@ -141,7 +187,8 @@ class TrainConfig:
     data: str | None = opt(None, "packed dataset directory (default: the built-in synthetic set, "
                                  "created on first use; small when there is no GPU)")
     loader: str = opt("gpu", "data loader", choices=_loaders)
-    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)")
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)",
+                             type=_device)
     epochs: int | None = opt(None, "epochs (default: 30 on a GPU, 3 on CPU)", type=_positive_int)
     batch_size: int | None = opt(None, "GLOBAL batch size, split across DDP ranks (default: 512 on a "
                                        "GPU, 32 on CPU)", type=_positive_int)
@@ -202,7 +249,8 @@ class TrainConfig:
                                 type=_positive_int)
     eval_every: int = opt(1, "epochs between evaluations (the last epoch is always evaluated)",
                           type=_positive_int)
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 @dataclass(frozen=True)
@@ -214,14 +262,15 @@ class EvalConfig:
     data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
     split: str = opt("val", "split to score", choices=("train", "val"))
     loader: str = opt("gpu", "data loader", choices=_loaders)
-    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)")
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)", type=_device)
     batch_size: int = opt(256, "batch size", type=_positive_int)
     weights: str = opt("auto", "which weights: ema (when the checkpoint has them), raw, auto (= ema if present)",
                        choices=("auto", "ema", "raw"))
-    amp: bool = opt(False, "bf16/fp16 autocast")
+    amp: bool | None = opt(None, "bf16/fp16 autocast (default: as the run of the first checkpoint trained)")
     tta: bool = opt(False, "test-time augmentation: average with the horizontally flipped image")
     output: str | None = opt(None, "also write the results as JSON here")
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 @dataclass(frozen=True)
@@ -234,13 +283,14 @@ class PredictConfig:
     data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
     split: str = opt("test", "split to predict", choices=("test", "val", "train"))
     loader: str = opt("gpu", "data loader", choices=_loaders)
-    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)")
+    device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)", type=_device)
     batch_size: int = opt(256, "batch size", type=_positive_int)
     weights: str = opt("auto", "ema, raw, or auto (= ema if present)", choices=("auto", "ema", "raw"))
-    amp: bool = opt(False, "bf16/fp16 autocast")
+    amp: bool | None = opt(None, "bf16/fp16 autocast (default: as the run of the first checkpoint trained)")
     tta: bool = opt(False, "average with the horizontally flipped image")
     topk: int = opt(1, "labels per row (space-separated, best first)", type=_positive_int)
-    progress: bool = opt(True, "show progress bars")
+    progress: bool = opt(True, PROGRESS_HELP)
+    progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
 
 
 # ----- parser generation ---------------------------------------------------------------------------
@@ -315,21 +365,61 @@ def _silent_extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", default=argparse.SUPPRESS)
 
 
-# ----- run-time resolution -------------------------------------------------------------------------
-def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
-                         local_rank: int = 0) -> TrainConfig:
-    """Fill the ``None`` ("chosen at run time") fields of ``cfg``.
+# ----- validation and run-time resolution ----------------------------------------------------------
+def _check_field(cls, name: str, value):
+    """``value`` through field ``name``'s converter (its CLI rule), as a :class:`ConfigError`."""
+    convert = dict((f.name, f.metadata.get("type")) for f in dataclasses.fields(cls)).get(name)
+    if convert is None or value is None or isinstance(value, bool):
+        return value
+    try:
+        return convert(str(value))
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"--{name.replace('_', '-')}: {e}") from None
 
-    GPU runs default to a real schedule (30 epochs, batch 512); CPU runs to a quick one (3 epochs,
-    batch 32: more updates for the few images a CPU gets through) on the small synthetic set. The default learning rate scales with the square root of
-    the global batch (0.2 for SGD, 2e-3 for the Adam family at 512).
+
+def validate_config(cfg) -> None:
+    """Apply every field's CLI rule to a config built in Python (or from a saved run or a preset),
+    so a non-finite or out-of-range value is refused however it arrived.
 
     Raises:
-        ConfigError: inconsistent settings (batch not divisible by the world size, ...).
+        ConfigError: naming the first bad option.
     """
-    device = cfg.device or (f"cuda:{local_rank}" if cuda else "cpu")
-    if device.startswith("cuda") and not cuda:
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    for f in dataclasses.fields(cfg):
+        _check_field(type(cfg), f.name, getattr(cfg, f.name))
+
+
+def _default_lr(cfg: TrainConfig, batch: int) -> float:
+    """Peak LR for the global ``batch``: the architecture's own where it has one, else 0.2 (SGD) /
+    2e-3 (Adam family) at batch 512. Square-root scaling with the batch: linear scaling overshoots
+    for the large batches of multi-GPU runs and undershoots for the small ones of a CPU run."""
+    from tinyfast.models import default_lr
+    base = default_lr(cfg.arch, cfg.optimizer)
+    if base is None:
+        base = 0.2 if cfg.optimizer == "sgd" else 2e-3
+    return base * (batch / 512) ** 0.5
+
+
+def _default_warmup(cfg: TrainConfig, epochs: int) -> float:
+    if cfg.schedule == "onecycle":
+        return 0.25 * epochs
+    if cfg.schedule == "cyclic":
+        return 0.0
+    return min(2.0, 0.1 * epochs)
+
+
+def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
+                         local_rank: int = 0) -> TrainConfig:
+    """Fill the ``None`` ("chosen at run time") fields of ``cfg``, after :func:`validate_config`.
+
+    GPU runs default to a real schedule (30 epochs, batch 512); CPU runs to a quick one (3 epochs,
+    batch 32: more updates for the few images a CPU gets through) on the small synthetic set.
+
+    Raises:
+        ConfigError: bad or inconsistent settings (batch not divisible by the world size, ...).
+    """
+    validate_config(cfg)
+    count = (torch_cuda_count() if cuda else 0)
+    device = resolve_device(cfg.device, cuda_count=count, local_rank=local_rank)
     if world_size > 1 and device.startswith("cuda") and cfg.device is None:
         device = f"cuda:{local_rank}"
     on_gpu = device.startswith("cuda")
@@ -337,20 +427,8 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     batch = cfg.batch_size or (512 if on_gpu else 32)
     if batch % world_size:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
-    if cfg.lr is not None:
-        lr = cfg.lr
-    else:
-        # Square-root scaling with the global batch: linear scaling overshoots for the large
-        # batches of multi-GPU runs and undershoots for the small ones of a CPU run.
-        lr = (0.2 if cfg.optimizer == "sgd" else 2e-3) * (batch / 512) ** 0.5
-    if cfg.warmup is not None:
-        warmup = cfg.warmup
-    elif cfg.schedule == "onecycle":
-        warmup = 0.25 * epochs
-    elif cfg.schedule == "cyclic":
-        warmup = 0.0
-    else:
-        warmup = min(2.0, 0.1 * epochs)
+    lr = cfg.lr if cfg.lr is not None else _default_lr(cfg, batch)
+    warmup = cfg.warmup if cfg.warmup is not None else _default_warmup(cfg, epochs)
     if warmup > epochs:
         raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
     if cfg.unfreeze_every and not cfg.freeze:
@@ -359,3 +437,9 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),
                                name=name, eval_batch_size=cfg.eval_batch_size or 2 * (batch // world_size))
+
+
+def torch_cuda_count() -> int:
+    """Visible CUDA devices (at least 1 when called because CUDA is available)."""
+    import torch
+    return max(1, torch.cuda.device_count())

@@ -10,9 +10,38 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-__all__ = ["cpu_has_native_bf16", "amp_settings", "autocast_for", "evaluate", "predict_probs", "dist_info"]
+from tinyfast import progress as _progress
+
+__all__ = ["cpu_has_native_bf16", "amp_settings", "autocast_for", "evaluate", "predict_probs", "dist_info",
+           "progress_bar"]
+
+
+class _Lines(_progress.LineProgress):
+    """Plain progress lines whose closing line appears only after periodic ones: a loop shorter
+    than the interval stays silent (its caller logs the result anyway)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._spoke = False
+
+    def update(self, n: int = 1) -> None:
+        before = self._last
+        super().update(n)
+        self._spoke = self._spoke or self._last != before
+
+    def close(self) -> None:
+        self.disable = self.disable or not self._spoke
+        super().close()
+
+
+def progress_bar(iterable=None, *, show: bool, every: float, **kw):
+    """Progress of a loop: a tqdm bar when ``show`` and on a terminal; otherwise a plain line
+    every ``every`` seconds (``0``: silent) -- so ``--no-progress`` or a log file still get a
+    line now and then, never ``\\r`` frames. ``kw`` go to :func:`tinyfast.progress.progress`."""
+    if show and _progress.mode() == "bar":
+        return _progress.progress(iterable, **kw)
+    return _Lines(iterable, interval=every, disable=every <= 0 or _progress.mode() == "off", **kw)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -63,11 +92,13 @@ def dist_info() -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, *, autocast=contextlib.nullcontext,
-             memory_format=torch.channels_last, progress: bool = False, desc: str = "eval") -> dict:
+             memory_format=torch.channels_last, progress: bool = False, every: float = 0.0,
+             desc: str = "eval") -> dict:
     """Loss (plain cross-entropy), top-1, top-5 and per-class counts of ``model`` over ``loader``.
 
     Accumulates on the device and synchronises once at the end. Under DDP the counts of all ranks
-    are summed (the loaders' evaluation shards cover every sample exactly once).
+    are summed (the loaders' evaluation shards cover every sample exactly once). ``progress`` /
+    ``every``: see :func:`progress_bar`.
 
     Returns:
         ``{"loss", "top1", "top5", "n", "per_class_correct" (np int64), "per_class_count"}``.
@@ -80,7 +111,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, *, autocast=contextlib.
     correct = torch.zeros(num_classes, dtype=torch.int64, device=dev)
     count = torch.zeros(num_classes, dtype=torch.int64, device=dev)
     k = min(5, num_classes)
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+    for x, y in progress_bar(loader, show=progress, every=every, desc=desc, unit="batch"):
         x = x.contiguous(memory_format=memory_format)
         with autocast():
             out = model(x)
@@ -109,14 +140,14 @@ def evaluate(model: nn.Module, loader, num_classes: int, *, autocast=contextlib.
 @torch.no_grad()
 def predict_probs(model: nn.Module, loader, *, autocast=contextlib.nullcontext,
                   memory_format=torch.channels_last, tta: bool = False, progress: bool = False,
-                  desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
+                  every: float = 0.0, desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities (float32, CPU, loader order) and labels of a whole (unsharded) loader.
 
-    ``tta`` averages with the horizontally flipped image.
+    ``tta`` averages with the horizontally flipped image; ``progress``/``every``: see :func:`progress_bar`.
     """
     model.eval()
     probs, labels = [], []
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+    for x, y in progress_bar(loader, show=progress, every=every, desc=desc, unit="batch"):
         x = x.contiguous(memory_format=memory_format)
         with autocast():
             p = model(x).float().softmax(1)

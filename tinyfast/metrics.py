@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_history", "per_class_table",
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_output_file", "write_history", "per_class_table",
            "topk_accuracy", "METRIC_COLUMNS"]
 
 # Column order of metrics.csv (JSONL rows carry the same keys).
@@ -55,8 +55,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     loss can leave the new name pointing at an empty file; without the second, the old file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file the caller asked for, not a temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         # mkstemp creates 0600; give the file the mode open() would have (0666 minus the umask).
         os.fchmod(fd, 0o666 & ~_umask())
@@ -69,6 +72,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Refuse, before any work is done, an output ``path`` that cannot be written as a file: a
+    directory, below a file, or in a read-only directory. Raises ``ValueError`` (one line)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory (give a file name)")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the directory {folder} is not writable")
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -98,9 +117,10 @@ def per_class_table(correct: np.ndarray, count: np.ndarray, classes: Sequence[st
     """Per-class accuracy with the ``k`` best and worst classes.
 
     Returns:
-        ``{"rows": [{"class", "words", "correct", "count", "accuracy"}...], "best": [...k rows],
-        "worst": [...k rows]}``; classes absent from the split are listed with accuracy ``None``
-        and left out of best/worst. Ties are broken by class index, so the result is stable.
+        ``{"rows": [{"class", "words", "correct", "count", "accuracy"}...], "best": [...], "worst": [...]}``;
+        classes absent from the split are listed with accuracy ``None`` and left out of best/worst.
+        With fewer than ``2k`` classes the two lists split them (best gets the odd one) instead of
+        overlapping. Ties are broken by class index, so the result is stable.
     """
     rows = []
     for i, (c, n) in enumerate(zip(correct.tolist(), count.tolist())):
@@ -109,9 +129,10 @@ def per_class_table(correct: np.ndarray, count: np.ndarray, classes: Sequence[st
                      "correct": int(c), "count": int(n), "accuracy": (c / n) if n else None})
     seen = [r for r in rows if r["count"]]
     by_acc = sorted(range(len(seen)), key=lambda j: (-seen[j]["accuracy"], j))
-    best = [seen[j] for j in by_acc[:k]]
-    worst = [seen[j] for j in sorted(range(len(seen)), key=lambda j: (seen[j]["accuracy"], j))[:k]]
-    return {"rows": rows, "best": best, "worst": worst}
+    n_best = min(k, (len(seen) + 1) // 2)
+    n_worst = min(k, len(seen) - n_best)
+    rest = sorted(by_acc[n_best:], key=lambda j: (seen[j]["accuracy"], j))
+    return {"rows": rows, "best": [seen[j] for j in by_acc[:n_best]], "worst": [seen[j] for j in rest[:n_worst]]}
 
 
 def per_class_csv(table: dict) -> str:

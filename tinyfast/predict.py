@@ -3,7 +3,8 @@
     python -m tinyfast.predict runs/r18/best.pt --output predictions.csv
     python -m tinyfast.predict runs/a/best.pt runs/b/best.pt --tta      # ensemble
 
-``id`` is the image's file name (``test_123.JPEG``); rows follow the packed order.
+``id`` is the image's file name (``test_123.JPEG``); rows follow the packed order. AMP follows the
+run that wrote the first checkpoint unless ``--amp``/``--no-amp`` is given.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from tinyfast.config import PredictConfig, build_parser, config_from_args, run_command
 
 PROG = "python -m tinyfast.predict"
-__all__ = ["main", "predict"]
+__all__ = ["main", "predict", "write_predictions"]
 
 
 def predict(cfg: PredictConfig) -> list[tuple[str, str]]:
@@ -35,22 +36,28 @@ def predict(cfg: PredictConfig) -> list[tuple[str, str]]:
     return [(i, " ".join(classes[c] for c in row)) for i, row in zip(ids, top)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tinyfast.predict``; returns the exit status."""
-    from tinyfast.metrics import atomic_write_text
+def write_predictions(cfg: PredictConfig) -> int:
+    """Predict and write ``cfg.output`` (checked before any work); returns the number of rows."""
+    from tinyfast.metrics import atomic_write_text, check_output_file
 
-    parser = build_parser(PredictConfig, PROG, usage="%(prog)s CKPT [CKPT ...] [options]")
-    cfg = config_from_args(PredictConfig, parser.parse_args(argv))
-    status, rows = run_command(PROG, predict, cfg)
-    if status:
-        return status
+    check_output_file(cfg.output, "--output")
+    rows = predict(cfg)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "label"])
     w.writerows(rows)
     atomic_write_text(cfg.output, buf.getvalue())
-    print(f"wrote {len(rows)} predictions to {cfg.output}")
-    return 0
+    return len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tinyfast.predict``; returns the exit status."""
+    parser = build_parser(PredictConfig, PROG, usage="%(prog)s CKPT [CKPT ...] [options]")
+    cfg = config_from_args(PredictConfig, parser.parse_args(argv))
+    status, n = run_command(PROG, write_predictions, cfg)
+    if status == 0:
+        print(f"wrote {n} predictions to {cfg.output}")
+    return status
 
 
 if __name__ == "__main__":

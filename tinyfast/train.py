@@ -27,7 +27,7 @@ from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
-RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "log_every")
+RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
 RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader")
 
@@ -86,6 +86,53 @@ def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConf
     return dataclasses.replace(saved, **changes), ck
 
 
+def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
+    """Join the ``torchrun`` process group when there is one to join; True if this call created it."""
+    import torch.distributed as dist
+    if world <= 1 or dist.is_initialized():
+        return False
+    use_nccl = torch.cuda.is_available() and not str(cfg.device or "").startswith("cpu")
+    if use_nccl:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_nccl else "gloo")
+    return True
+
+
+def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_rank: int) -> tuple[TrainConfig, dict | None]:
+    """The resolved config of this invocation (the saved one when resuming) and the checkpoint."""
+    import torch.distributed as dist
+    ck = None
+    if cfg.resume:
+        cfg, ck = _resume_config(cfg, explicit, log)
+        if "device" not in explicit:
+            cfg = dataclasses.replace(cfg, device=None)
+    cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
+    if cfg.data is None:
+        from tinyfast.default_data import ensure_default_data
+        cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
+    if world > 1:
+        name = [cfg.name]
+        dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone
+        cfg = dataclasses.replace(cfg, name=name[0])
+    return cfg, ck
+
+
+def _start_line(tr, world: int) -> str:
+    from tinyfast.trainer.sinks import plural
+    cfg = tr.cfg
+    split = f" ({world} x {cfg.batch_size // world})" if world > 1 else ""
+    return (f"run {tr.run_dir}: {cfg.arch} on {cfg.data} ({plural(tr.num_classes, 'class', 'classes')}), "
+            f"{plural(cfg.epochs, 'epoch')} x {plural(tr.steps_per_epoch, 'step')}, batch {cfg.batch_size}{split}, "
+            f"lr {cfg.lr:g}, {cfg.device}, amp {'off' if not tr.amp else str(tr.amp_dtype)[6:]}")
+
+
+def _done_line(tr) -> str:
+    r = tr.result
+    best = (f"best val top-1 {100 * r['best_val_top1']:.2f}%" if r.get("best_val_top1") is not None
+            else f"best train loss {min(h['train_loss'] for h in tr.history):.3f} (no val split)")
+    return f"done: {best}, wall time {r['wall_time']:.0f}s; outputs in {tr.run_dir}"
+
+
 def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
     """Run (or resume) training for ``cfg``; returns the :class:`~tinyfast.trainer.Trainer` with its
     ``result`` (the summary dict).
@@ -94,49 +141,24 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
     GPUs, gloo on CPU; the process group is destroyed before returning.
     """
     import torch.distributed as dist
-    from tqdm import tqdm
 
+    from tinyfast import progress
     from tinyfast.trainer import Trainer
 
     rank, world, local_rank = _dist_env()
-    log = (lambda m: tqdm.write(m)) if rank == 0 else (lambda m: None)
-    cuda = torch.cuda.is_available()
-    own_group = False
-    if world > 1 and not dist.is_initialized():
-        use_nccl = cuda and not str(cfg.device or "").startswith("cpu")
-        if use_nccl:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if use_nccl else "gloo")
-        own_group = True
+    log = progress.write if rank == 0 else (lambda m: None)
+    own_group = _init_dist(cfg, world, local_rank)
     try:
-        ck = None
-        if cfg.resume:
-            cfg, ck = _resume_config(cfg, set(explicit), log)
-            if "device" not in explicit:
-                cfg = dataclasses.replace(cfg, device=None)
-            cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
-        else:
-            cfg = resolve_train_config(cfg, cuda=cuda, world_size=world, local_rank=local_rank)
-        if cfg.data is None:
-            from tinyfast.default_data import ensure_default_data
-            cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
-        if world > 1:
-            name = [cfg.name]
-            dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone
-            cfg = dataclasses.replace(cfg, name=name[0])
+        cfg, ck = _run_config(cfg, set(explicit), log, world, local_rank)
         trainer = Trainer(cfg, log=log)
         if ck is not None:
             trainer.load_state_dict(ck)
             log(f"resumed {trainer.run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
         else:
-            log(f"run {trainer.run_dir}: {cfg.arch} on {cfg.data} ({trainer.num_classes} classes), "
-                f"{cfg.epochs} epochs x {trainer.steps_per_epoch} steps, batch {cfg.batch_size}"
-                f"{f' ({world} x {cfg.batch_size // world})' if world > 1 else ''}, lr {cfg.lr:g}, "
-                f"{cfg.device}, amp {'off' if not trainer.amp else str(trainer.amp_dtype)[6:]}")
+            log(_start_line(trainer, world))
         trainer.result = trainer.fit()
-        if trainer.result.get("best_val_top1") is not None:
-            log(f"done: best val top-1 {100 * trainer.result['best_val_top1']:.2f}%, "
-                f"wall time {trainer.result['wall_time']:.0f}s; outputs in {trainer.run_dir}")
+        if trainer.history and trainer.epoch == cfg.epochs:
+            log(_done_line(trainer))
         return trainer
     finally:
         if own_group and dist.is_initialized():

@@ -6,6 +6,8 @@ Layout::
     trainer/build.py   loaders, class names, the model; Phases (unfreezing, progressive resizing)
     trainer/step.py    TrainStep (forward, loss, backward, AMP, update, EMA), EMA, Mixer, optimizer
     trainer/epoch.py   EpochLoop: one epoch's batches, device-side running sums, progress
+    trainer/validation.py  Validation: when to evaluate, the best epoch (val top-1, or train loss)
+    trainer/signals.py StopRequest: SIGINT/SIGTERM finish the step, save, exit 130/143
     trainer/state.py   the run's checkpoint: state_dict / restore (RNG, loader, per-rank state)
     trainer/sinks.py   outputs: config.json, metrics.jsonl/csv, curves.png, per_class.csv, log lines
 

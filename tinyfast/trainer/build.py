@@ -4,16 +4,17 @@ progressive resizing)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from tinyfast.config import TrainConfig, parse_prog_resize
+from tinyfast.config import ConfigError, TrainConfig, parse_prog_resize
 from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
-__all__ = ["setup_device", "build_loader", "class_names", "build_model", "build_step", "wrap_model", "Phases"]
+__all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "build_step", "wrap_model", "Phases"]
 
 
 def setup_device(name: str) -> torch.device:
@@ -37,6 +38,37 @@ def build_loader(cfg: TrainConfig, split: str, *, device: torch.device, rank: in
     return build(cfg.loader, cfg.data, split, per_rank, device=device,
                  policy=cfg.aug if split == "train" else None, seed=cfg.seed, rank=rank,
                  world_size=world, dtype=dtype, num_workers=cfg.workers)
+
+
+@dataclass
+class RunData:
+    """A run's data: loaders (``val_loader`` None without a val split), classes, steps per epoch."""
+    train_loader: Any
+    val_loader: Any
+    num_classes: int
+    classes: list[str]
+    words: list[str]
+    steps_per_epoch: int
+
+
+def build_data(cfg: TrainConfig, train_loader=None, val_loader=None, classes=None, words=None, *,
+               device: torch.device, rank: int, world: int, dtype: torch.dtype,
+               log: Callable[[str], None]) -> RunData:
+    """The given loaders, or those of ``cfg`` (when ``train_loader`` is given, ``val_loader`` is
+    taken as given, even ``None``). Warns when there is nothing to validate on."""
+    make = lambda split: build_loader(cfg, split, device=device, rank=rank, world=world, dtype=dtype)
+    train = train_loader if train_loader is not None else make("train")
+    val = val_loader if (val_loader is not None or train_loader is not None) else make("val")
+    if val is not None and len(val) == 0:
+        val = None
+    if val is None:
+        log(f"warning: {cfg.data or 'the data'} has no val split: nothing is validated, and best.pt is "
+            f"the epoch with the lowest train loss")
+    num_classes = int(train.num_classes)
+    if len(train) == 0:
+        raise ConfigError(f"the training split has fewer samples per rank than one batch "
+                          f"({train.batch_size}); lower --batch-size")
+    return RunData(train, val, num_classes, *class_names(cfg, num_classes, classes, words), len(train))
 
 
 def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) -> tuple[list[str], list[str]]:

@@ -4,12 +4,14 @@ running sums kept on the device (no host sync per step) and a progress bar refre
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm import tqdm
+from tinyfast.config import RunError
+from tinyfast.inference import progress_bar
 
 __all__ = ["Running", "EpochLoop"]
 
@@ -17,14 +19,17 @@ __all__ = ["Running", "EpochLoop"]
 class Running:
     """The running epoch's sums (loss x samples, correct top-1, samples, seconds).
 
-    Loss and correct count live on the device, so adding a batch never waits for it.
+    Loss and correct count live on the device, so adding a batch never waits for it. ``untimed``
+    samples went through steps whose time is not in ``seconds`` (the ``torch.compile`` step, whose
+    duration is ``compile_time``), so img/s measures training, not compiling.
     """
 
     def __init__(self, device: torch.device, loss: float = 0.0, correct: int = 0, n: int = 0,
-                 seconds: float = 0.0):
+                 seconds: float = 0.0, untimed: int = 0, compile_time: float = 0.0):
         self.loss = torch.tensor(loss, dtype=torch.float32, device=device)
         self.correct = torch.tensor(correct, dtype=torch.int64, device=device)
         self.n, self.seconds = int(n), float(seconds)
+        self.untimed, self.compile_time = int(untimed), float(compile_time)
 
     def add(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         self.loss += loss * y.shape[0]
@@ -37,27 +42,39 @@ class Running:
 
     def state_dict(self) -> dict:
         loss, correct = self.totals()
-        return {"loss": loss, "correct": correct, "n": self.n, "seconds": self.seconds}
+        return {"loss": loss, "correct": correct, "n": self.n, "seconds": self.seconds,
+                "untimed": self.untimed, "compile_time": self.compile_time}
 
 
 class EpochLoop:
     """Runs the steps of one epoch (or the rest of one after a mid-epoch resume).
 
     Owns the global step counter and the running sums: both are part of a mid-epoch checkpoint.
-    ``stop_at_step`` ends the epoch early after that global step.
+    ``stop_at_step`` (or a signal through ``stop_request``) ends the epoch early after a step.
     """
 
     def __init__(self, step_fn, schedule, loader, *, device: torch.device, memory_format,
                  steps_per_epoch: int, epochs: int, world: int, log_every: int,
-                 stop_at_step: int | None, show_progress: bool):
+                 stop_at_step: int | None, show_progress: bool, progress_every: float = 0.0):
         self.step_fn, self.schedule, self.loader = step_fn, schedule, loader
         self.device, self.memory_format = device, memory_format
         self.steps_per_epoch, self.epochs, self.world = steps_per_epoch, epochs, world
         self.log_every, self.stop_at_step, self.show_progress = log_every, stop_at_step, show_progress
+        self.progress_every = progress_every
         self.step = 0               # optimizer steps done
         self.running: Running | None = None
         self.epoch_done = True      # False while an epoch is partially done (mid-epoch checkpoint)
         self.stopped_early = False
+        self.stop_request = None    # a StopRequest: true once SIGINT/SIGTERM asked the run to stop
+
+    @classmethod
+    def of_run(cls, cfg, step_fn, schedule, loader, *, device: torch.device, memory_format, world: int,
+               is_main: bool) -> "EpochLoop":
+        """The loop of a run of ``cfg`` (progress shown on rank 0 only)."""
+        return cls(step_fn, schedule, loader, device=device, memory_format=memory_format,
+                   steps_per_epoch=len(loader), epochs=cfg.epochs, world=world, log_every=cfg.log_every,
+                   stop_at_step=cfg.stop_at_step, show_progress=cfg.progress and is_main,
+                   progress_every=cfg.progress_every if is_main else 0.0)
 
     def _prepare(self, x: torch.Tensor, size: int, resize: bool) -> torch.Tensor:
         if resize:
@@ -74,9 +91,9 @@ class EpochLoop:
         self.loader.set_epoch(epoch)
         self.step_fn.fwd.train()
         run = self.running = self.running or Running(self.device)
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.show_progress, leave=False,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
+                           desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", show=self.show_progress,
+                           every=self.progress_every)
         window, window_n = torch.zeros((), device=self.device), 0
         t0, n0 = time.perf_counter(), run.n
         self.epoch_done, stop = False, False
@@ -84,23 +101,26 @@ class EpochLoop:
             self.schedule.set_step(self.step)
             loss, out = self.step_fn(self._prepare(x, size, resize), y)
             run.add(loss, out, y)
+            if self.step_fn.compiling:
+                t0, n0 = self._compiled(run, loss, y, t0), run.n
             window += loss
             window_n += 1
             self.step += 1
             bar.update(1)
             if window_n == self.log_every:
-                # One sync every log_every steps, for the bar.
+                # One sync every log_every steps, for the bar (and to stop a diverged run early).
                 rate = (run.n - n0) / max(time.perf_counter() - t0, 1e-9) * self.world
-                bar.set_postfix(loss=f"{window.item() / window_n:.3f}", img_s=f"{rate:.0f}",
-                                lr=f"{self.schedule.last_lr:.3g}")
+                mean = self._finite(window.item() / window_n, epoch)
+                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
                 window.zero_()
                 window_n = 0
-            if self.stop_at_step is not None and self.step >= self.stop_at_step:
+            if self._should_stop(synced=window_n == 0):
                 stop = True
                 break
         loss_sum, correct = run.totals()  # waits for the device: the epoch time below is honest
         run.seconds += time.perf_counter() - t0
         bar.close()
+        self._finite(loss_sum, epoch)
         if stop and self.step < (epoch + 1) * self.steps_per_epoch:
             self.stopped_early = True
             return None
@@ -109,12 +129,44 @@ class EpochLoop:
         self.running = None
         return self._metrics(run, loss_sum, correct, size)
 
+    def _should_stop(self, synced: bool) -> bool:
+        """``--stop-at-step`` reached, or a signal asked to stop. Under DDP the ranks agree on the
+        latter (a collective) only at progress windows, so they all stop at the same step."""
+        if self.stop_at_step is not None and self.step >= self.stop_at_step:
+            return True
+        if self.world == 1:
+            return bool(self.stop_request)
+        if not synced:
+            return False
+        flag = torch.tensor(float(bool(self.stop_request)), device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
+
+    def _compiled(self, run: Running, loss: torch.Tensor, y: torch.Tensor, t0: float) -> float:
+        """After the step that compiled the model: book its time as compile time; returns the new t0."""
+        loss.item()  # the compiled step has really finished
+        now = time.perf_counter()
+        run.compile_time += now - t0
+        run.untimed += y.shape[0]
+        self.step_fn.compiling = False
+        return now
+
+    def _finite(self, loss: float, epoch: int) -> float:
+        """``loss``, or a :class:`RunError` when it is NaN/inf (the weights are then garbage)."""
+        if not math.isfinite(loss):
+            raise RunError(f"the training loss became {loss} by step {self.step} (epoch {epoch + 1}, "
+                           f"lr {self.schedule.last_lr:.3g}): the run diverged; lower --lr")
+        return loss
+
     def _metrics(self, run: Running, loss_sum: float, correct: float, size: int) -> dict:
         n = max(run.n, 1)
         if self.world > 1:
             t = torch.tensor([loss_sum, correct, run.n], dtype=torch.float64, device=self.device)
             dist.all_reduce(t)
             loss_sum, correct, n = t[0].item(), t[1].item(), max(t[2].item(), 1)
-        return {"train_loss": loss_sum / n, "train_top1": correct / n, "image_size": size,
-                "img_per_s": run.n * self.world / max(run.seconds, 1e-9),
-                "epoch_time": run.seconds, "lr": self.schedule.last_lr}
+        metrics = {"train_loss": loss_sum / n, "train_top1": correct / n, "image_size": size,
+                   "img_per_s": (run.n - run.untimed) * self.world / max(run.seconds, 1e-9),
+                   "epoch_time": run.seconds, "lr": self.schedule.last_lr}
+        if run.compile_time:
+            metrics["compile_time"] = run.compile_time
+        return metrics

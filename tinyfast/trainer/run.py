@@ -7,16 +7,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from tinyfast import progress
 from tinyfast.checkpoint import save_checkpoint, serialize
-from tinyfast.config import ConfigError, TrainConfig
-from tinyfast.inference import amp_settings, autocast_for, dist_info, evaluate
-from tinyfast.trainer.build import (Phases, build_loader, build_model, build_step, class_names, setup_device,
-                                   wrap_model)
+from tinyfast.config import RunError, TrainConfig
+from tinyfast.inference import amp_settings, autocast_for, dist_info
+from tinyfast.trainer.build import Phases, build_data, build_model, build_step, setup_device, wrap_model
 from tinyfast.trainer.epoch import EpochLoop
-from tinyfast.trainer.sinks import RunSinks, run_info
-from tinyfast.trainer.state import restore_trainer, trainer_state
+from tinyfast.trainer.signals import Interrupted, StopRequest
+from tinyfast.trainer.sinks import RunSinks, run_info, run_summary
+from tinyfast.trainer.state import kept_checkpoint, restore_trainer, trainer_state
+from tinyfast.trainer.step import all_finite
+from tinyfast.trainer.validation import Validation
 
 __all__ = ["Trainer"]
 
@@ -29,7 +31,7 @@ class Trainer:
         train_loader, val_loader: objects with the :func:`tinyfast.loaders.build` contract; built
             from ``cfg`` when omitted (``val_loader`` is then ``None`` if the data has no val split).
         classes, words: wnids and names for the per-class report (default: from the packed data).
-        log: a callable for one-line messages (default: ``tqdm.write`` on rank 0).
+        log: a callable for one-line messages (default: :func:`tinyfast.progress.write` on rank 0).
 
     Use :meth:`fit`; :meth:`train_one_epoch` and :func:`tinyfast.inference.evaluate` work on their own.
     """
@@ -40,7 +42,7 @@ class Trainer:
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self.device = setup_device(cfg.device)
-        self.log = log or (lambda msg: tqdm.write(msg) if self.is_main else None)
+        self.log = log or (progress.write if self.is_main else (lambda msg: None))
         self.amp, self.amp_dtype, note = amp_settings(self.device, cfg.amp, cfg.amp_dtype)
         if note:
             self.log(f"note: {note}")
@@ -48,30 +50,23 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self._build_data(train_loader, val_loader, classes, words)
         self._build_model()
-        self.loop = EpochLoop(self.step_fn, self.schedule, self.train_loader, device=self.device,
-                              memory_format=self.memory_format, steps_per_epoch=self.steps_per_epoch,
-                              epochs=cfg.epochs, world=self.world, log_every=cfg.log_every,
-                              stop_at_step=cfg.stop_at_step, show_progress=cfg.progress and self.is_main)
+        self.loop = EpochLoop.of_run(cfg, self.step_fn, self.schedule, self.train_loader, device=self.device,
+                                     memory_format=self.memory_format, world=self.world, is_main=self.is_main)
         self.epoch = 0              # the epoch in progress (or next to run)
         self.history: list[dict] = []
-        self.best_top1 = -1.0
-        self.last_eval: dict | None = None
+        self.val = Validation(self.val_loader, num_classes=self.num_classes, eval_every=cfg.eval_every,
+                              epochs=cfg.epochs, autocast=self.autocast, memory_format=self.memory_format,
+                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0)
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.sinks = RunSinks(self.run_dir, write=self.is_main, log=self.log, title=f"{cfg.arch} ({cfg.name})")
         self.wall_start = time.perf_counter()
         self.wall_before = 0.0      # wall time of earlier (resumed) segments
 
     def _build_data(self, train_loader, val_loader, classes, words) -> None:
-        make = lambda split: build_loader(self.cfg, split, device=self.device, rank=self.rank, world=self.world,
-                                          dtype=self.amp_dtype if self.amp else torch.float32)
-        self.train_loader = train_loader if train_loader is not None else make("train")
-        self.val_loader = val_loader if (val_loader is not None or train_loader is not None) else make("val")
-        self.num_classes = int(self.train_loader.num_classes)
-        self.classes, self.words = class_names(self.cfg, self.num_classes, classes, words)
-        self.steps_per_epoch = len(self.train_loader)
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"the training split has fewer samples per rank than one batch "
-                              f"({self.train_loader.batch_size}); lower --batch-size")
+        d = build_data(self.cfg, train_loader, val_loader, classes, words, device=self.device, rank=self.rank,
+                       world=self.world, dtype=self.amp_dtype if self.amp else torch.float32, log=self.log)
+        self.train_loader, self.val_loader, self.num_classes = d.train_loader, d.val_loader, d.num_classes
+        self.classes, self.words, self.steps_per_epoch = d.classes, d.words, d.steps_per_epoch
 
     def _build_model(self) -> None:
         model, self.model_kwargs = build_model(self.cfg, self.num_classes, world=self.world, log=self.log)
@@ -90,6 +85,10 @@ class Trainer:
 
     def _wrap(self) -> None:
         self.step_fn.fwd = wrap_model(self.model, compile=self.cfg.compile, world=self.world, device=self.device)
+        if self.cfg.compile:
+            self.step_fn.compiling = True
+            self.log("note: --compile: the next step compiles the model (may take minutes); that time is "
+                     "reported as compile_time, not counted in img/s")
 
     def _apply_freeze(self, epoch: int) -> None:
         self.phases.apply_freeze(epoch)
@@ -110,56 +109,52 @@ class Trainer:
         """The weights evaluated: the EMA's when enabled, else the model's."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _evaluate(self, epoch: int) -> dict:
-        cfg = self.cfg
-        if self.val_loader is None or not ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            return {}
-        t0 = time.perf_counter()
-        ev = evaluate(self.eval_model(), self.val_loader, self.num_classes, autocast=self.autocast,
-                      memory_format=self.memory_format, progress=cfg.progress and self.is_main)
-        self.last_eval = ev
-        self.schedule.epoch_end(ev["top1"])
-        return {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
-                "eval_time": time.perf_counter() - t0}
-
     def fit(self) -> dict:
-        """Train for the remaining epochs, evaluating, logging and checkpointing; returns the summary."""
-        cfg = self.cfg
+        """Train for the remaining epochs, evaluating, logging and checkpointing; returns the summary.
+
+        Raises:
+            Interrupted: SIGINT/SIGTERM stopped the run after a step and a saved ``last.pt``.
+        """
         self.sinks.start(run_info(self))
-        for epoch in range(self.epoch, cfg.epochs):
-            self.epoch = epoch
-            self.phases.apply_freeze(epoch)
-            metrics = self.train_one_epoch(epoch)
-            if metrics is None:
-                self.save("last.pt")
-                self.log(f"stopped at step {self.step} (--stop-at-step); resume with --resume "
-                         f"{self.run_dir / 'last.pt'}")
-                return self.summary(final=False)
-            row = {"epoch": epoch + 1, "step": self.step, **metrics, **self._evaluate(epoch)}
-            self.history.append(row)
-            self.epoch = epoch + 1
-            improved = row.get("val_top1", -1.0) > self.best_top1 or self.val_loader is None
-            if improved:
-                self.best_top1 = row.get("val_top1", self.best_top1)
-            self.sinks.epoch(self.history, epochs=cfg.epochs, show_size=bool(self.phases.sizes),
-                             last=epoch + 1 == cfg.epochs or self.loop.stopped_early)
-            self.save("last.pt", also_best=improved)
-            if self.loop.stopped_early:
-                return self.summary(final=False)
+        with StopRequest() as self.loop.stop_request:
+            for epoch in range(self.epoch, self.cfg.epochs):
+                self.epoch = epoch
+                self.phases.apply_freeze(epoch)
+                try:
+                    metrics = self.train_one_epoch(epoch)
+                except RunError as e:
+                    raise RunError(f"{e}; {kept_checkpoint(self.run_dir)}") from None
+                if metrics is not None:
+                    self._end_epoch(epoch, metrics)
+                if metrics is None or (self.loop.stopped_early and self.epoch < self.cfg.epochs):
+                    return self._stopped(mid_epoch=metrics is None)
         return self.summary(final=True)
+
+    def _end_epoch(self, epoch: int, metrics: dict) -> None:
+        row = {"epoch": epoch + 1, "step": self.step, **metrics,
+               **self.val.run(self.eval_model(), epoch, self.schedule)}
+        self.history.append(row)
+        self.epoch = epoch + 1
+        improved = self.val.improved(row, self.history)
+        self.sinks.epoch(self.history, epochs=self.cfg.epochs, show_size=bool(self.phases.sizes),
+                         last=epoch + 1 == self.cfg.epochs or self.loop.stopped_early)
+        self.save("last.pt", also_best=improved)
+
+    def _stopped(self, mid_epoch: bool) -> dict:
+        """After ``--stop-at-step`` or a signal: ``last.pt`` saved, the way to continue said."""
+        if mid_epoch:
+            self.save("last.pt")
+        resume = f"python -m tinyfast.train --resume {self.run_dir / 'last.pt'}"
+        stop = self.loop.stop_request
+        if stop:
+            raise Interrupted(f"interrupted by {stop.name} after step {self.step}; saved "
+                              f"{self.run_dir / 'last.pt'}; resume with: {resume}", stop.signum)
+        self.log(f"stopped at step {self.step} (--stop-at-step); resume with: {resume}")
+        return self.summary(final=False)
 
     def summary(self, final: bool) -> dict:
         """Final figures; when ``final``, also writes ``per_class.csv`` and ``summary.json`` (rank 0)."""
-        out = {"run_dir": str(self.run_dir), "epochs": self.epoch, "step": self.step,
-               "best_val_top1": self.best_top1 if self.best_top1 >= 0 else None,
-               "final": dict(self.history[-1]) if self.history else {},
-               "wall_time": self.wall_before + time.perf_counter() - self.wall_start}
-        if final and self.last_eval is not None:
-            table = self.sinks.per_class(self.last_eval, self.classes, self.words)
-            out["best_classes"], out["worst_classes"] = table["best"], table["worst"]
-        if final:
-            self.sinks.summary(out)
-        return out
+        return run_summary(self, final)
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (all ranks' RNG states included)."""
@@ -171,6 +166,9 @@ class Trainer:
 
     def save(self, name: str = "last.pt", also_best: bool = False) -> None:
         """Write ``name`` (and ``best.pt``) in the run directory; every rank must call it (collective)."""
+        if not all_finite(self.model):  # never replace a good checkpoint by NaN weights
+            raise RunError(f"the weights are not finite at step {self.step}: the run diverged; lower --lr; "
+                           f"{kept_checkpoint(self.run_dir)}")
         state = self.state_dict()
         if self.is_main:
             data = serialize(state)  # once, for both files

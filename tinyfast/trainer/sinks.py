@@ -13,12 +13,18 @@ from typing import Callable
 
 import torch
 
+from tinyfast.config import ConfigError
 from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
 
-__all__ = ["RunSinks", "epoch_line", "run_info"]
+__all__ = ["RunSinks", "epoch_line", "run_info", "run_summary", "class_list", "plural"]
 
 # Drawing takes ~0.5-1 s: at most once a minute, and after the last epoch.
 PLOT_INTERVAL_S = 60.0
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 epoch``, ``3 epochs`` (``many``: the plural where it is not ``word + "s"``)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def epoch_line(r: dict, epochs: int, show_size: bool) -> str:
@@ -30,6 +36,15 @@ def epoch_line(r: dict, epochs: int, show_size: bool) -> str:
             f"{r['epoch_time']:.1f}s" + (f"  ({r['image_size']}px)" if show_size else ""))
 
 
+def class_list(rows: list[dict]) -> str:
+    """``n01443537 goldfish 80%, ...``: the name once where the words are the wnid (ImageFolder)."""
+    def one(r):
+        words = r["words"].split(",")[0].strip()
+        name = r["class"] if not words or words == r["class"] else f"{r['class']} {words}"
+        return f"{name} {100 * r['accuracy']:.0f}%"
+    return ", ".join(one(r) for r in rows)
+
+
 def run_info(tr) -> dict:
     """``config.json`` of trainer ``tr``: the resolved config, the environment, the run's shape."""
     env = {"torch": torch.__version__, "python": platform.python_version(),
@@ -39,6 +54,21 @@ def run_info(tr) -> dict:
            "amp": str(tr.amp_dtype).replace("torch.", "") if tr.amp else "off", "argv": sys.argv}
     return {"config": dataclasses.asdict(tr.cfg), "environment": env,
             "num_classes": tr.num_classes, "steps_per_epoch": tr.steps_per_epoch}
+
+
+def run_summary(tr, final: bool) -> dict:
+    """Trainer ``tr``'s figures; when ``final``, also its per-class table and ``summary.json``."""
+    out = {"run_dir": str(tr.run_dir), "epochs": tr.epoch, "step": tr.step,
+           "best_val_top1": tr.val.best_top1 if tr.val.best_top1 >= 0 else None,
+           "best_by": "val_top1" if tr.val_loader is not None else "train_loss",
+           "final": dict(tr.history[-1]) if tr.history else {},
+           "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
+    if final and tr.val.last is not None:
+        table = tr.sinks.per_class(tr.val.last, tr.classes, tr.words)
+        out["best_classes"], out["worst_classes"] = table["best"], table["worst"]
+    if final:
+        tr.sinks.summary(out)
+    return out
 
 
 class RunSinks:
@@ -54,7 +84,11 @@ class RunSinks:
     def start(self, info: dict) -> None:
         """Create the run directory and write ``config.json``."""
         if self.write:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # --out-dir (or a folder above it) is a file, read-only, ...
+                raise ConfigError(f"--out-dir: cannot create the run directory {self.run_dir} "
+                                  f"({e.strerror or e.__class__.__name__})") from None
             atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2) + "\n")
 
     def epoch(self, history: list[dict], *, epochs: int, show_size: bool, last: bool) -> None:
@@ -79,10 +113,8 @@ class RunSinks:
         table = per_class_table(ev["per_class_correct"], ev["per_class_count"], classes, words)
         if self.write:
             atomic_write_text(self.run_dir / "per_class.csv", per_class_csv(table))
-            fmt = lambda rs: ", ".join(f"{r['class']} {r['words'].split(',')[0]} {100 * r['accuracy']:.0f}%"
-                                       for r in rs)
-            self.log(f"best classes:  {fmt(table['best'])}")
-            self.log(f"worst classes: {fmt(table['worst'])}")
+            self.log(f"best classes:  {class_list(table['best'])}")
+            self.log(f"worst classes: {class_list(table['worst'])}")
         return table
 
     def summary(self, out: dict) -> None:

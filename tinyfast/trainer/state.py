@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,7 +15,13 @@ import torch.distributed as dist
 from tinyfast.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from tinyfast.trainer.epoch import Running
 
-__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer"]
+__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer", "kept_checkpoint"]
+
+
+def kept_checkpoint(run_dir) -> str:
+    """What a failed run leaves to resume from, in words."""
+    last = Path(run_dir) / "last.pt"
+    return f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written"
 
 
 def rng_state(device: torch.device) -> dict:
@@ -56,7 +63,7 @@ def trainer_state(tr) -> dict:
             "optimizer": tr.optimizer.state_dict(), "schedule": tr.schedule.state_dict(),
             "scaler": tr.scaler.state_dict(), "loader": tr.train_loader.state_dict(),
             "per_rank": _per_rank(tr), "epoch": tr.epoch, "step": loop.step, "epoch_done": loop.epoch_done,
-            "history": tr.history, "best_top1": tr.best_top1,
+            "history": tr.history, "best_top1": tr.val.best_top1,
             "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
 
 
@@ -75,7 +82,7 @@ def restore_trainer(tr, ck: dict) -> None:
     loop = tr.loop
     tr.epoch, loop.step, loop.epoch_done = ck["epoch"], ck["step"], ck["epoch_done"]
     tr.history = list(ck["history"])
-    tr.best_top1 = ck["best_top1"]
+    tr.val.best_top1 = ck["best_top1"]
     tr.wall_before = float(ck.get("wall_time", 0.0))
     acc = mine.get("acc", ck.get("epoch_acc"))  # epoch_acc: rank 0's sums, in older checkpoints
     if acc is not None and not loop.epoch_done:

@@ -12,7 +12,14 @@ from torch import nn
 
 from tinyfast.config import ConfigError, TrainConfig
 
-__all__ = ["EMA", "Mixer", "build_optimizer", "TrainStep"]
+__all__ = ["EMA", "Mixer", "build_optimizer", "TrainStep", "all_finite"]
+
+
+@torch.no_grad()
+def all_finite(module: nn.Module) -> bool:
+    """True when every parameter of ``module`` is finite (one device read for all of them)."""
+    params = [p for p in module.parameters()]
+    return not params or bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
 
 
 class EMA:
@@ -122,6 +129,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizer, scaler, criterion, autocast, mixer: Mixer,
                  ema: EMA | None = None):
         self.model = self.fwd = model
+        self.compiling = False      # True until the first step through a fresh torch.compile wrapper
         self.optimizer, self.scaler, self.criterion = optimizer, scaler, criterion
         self.autocast, self.mixer, self.ema = autocast, mixer, ema
 

@@ -1,0 +1,122 @@
+"""What a user reads from a run: progress that works in a log, compile time kept out of img/s,
+per-architecture default LR, runs without a val split, per-class lists, file modes, grammar."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from test_train import _cfg, data, packed_synthetic  # noqa: F401  (the shared packed-data fixture)
+from tinyfast.config import TrainConfig, resolve_train_config
+from tinyfast.metrics import per_class_table
+from tinyfast.train import main, train
+from tinyfast.trainer.sinks import class_list
+
+
+@pytest.mark.parametrize("flag", ["--progress", "--no-progress"])
+def test_progress_in_a_log_is_plain_periodic_lines(data, tmp_path, capsys, monkeypatch, flag):  # noqa: F811
+    """Not a terminal (pytest captures): no tqdm frames; with or without --no-progress, a line
+    with the step, ETA, loss and img/s comes every --progress-every seconds."""
+    monkeypatch.delenv("TINYFAST_PROGRESS", raising=False)
+    argv = ["--arch", "ting_m1", "--data", data, "--out-dir", str(tmp_path), "--name", "p", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--progress-every", "0.001", flag]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "\r" not in text and "\x1b[" not in text
+    lines = [ln for ln in out.err.splitlines() if ln.startswith("epoch 1/1: ")]
+    assert len(lines) >= 4, out.err
+    assert any("ETA" in ln and "loss=" in ln and "img_s=" in ln for ln in lines), lines
+    assert "1 epoch x 8 steps" in out.out and "1 epochs" not in out.out
+
+
+def test_zero_progress_every_and_no_progress_is_silent_inside_epochs(data, tmp_path, capsys):  # noqa: F811
+    argv = ["--arch", "ting_m1", "--data", data, "--out-dir", str(tmp_path), "--name", "q", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--progress-every", "0", "--no-progress"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_compile_time_is_kept_out_of_img_per_s(data, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """A stand-in for torch.compile whose first call takes 1.5 s (what compiling costs): the epoch's
+    img/s and time exclude it, ``compile_time`` holds it, and a note says what is happening."""
+    import tinyfast.trainer.build as build
+
+    class SlowFirstCall(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.first = inner, True
+
+        def forward(self, x):
+            if self.first:
+                self.first = False
+                time.sleep(1.5)
+            return self.inner(x)
+
+    monkeypatch.setattr(build.torch, "compile", lambda m: SlowFirstCall(m))
+    t0 = time.perf_counter()
+    tr = train(_cfg(data, tmp_path, compile=True, name="c"))
+    wall = time.perf_counter() - t0
+    row = tr.history[0]
+    assert row["compile_time"] >= 1.5
+    assert row["epoch_time"] < wall - 1.5
+    assert row["img_per_s"] == pytest.approx((256 - 32) / row["epoch_time"])
+    assert "--compile: the next step compiles the model" in capsys.readouterr().out
+
+
+def test_each_architecture_carries_its_default_lr():
+    def lr(**kw):
+        return resolve_train_config(TrainConfig(batch_size=32, **kw), cuda=False).lr
+    scale = (32 / 512) ** 0.5
+    assert lr(arch="resnet18") == pytest.approx(0.2 * scale)
+    assert lr(arch="linear") == pytest.approx(0.01 * scale)        # the ResNet LR diverges it
+    assert lr(arch="linear", optimizer="adam") == pytest.approx(1e-4 * scale)
+    assert lr(arch="linear", lr=0.5) == 0.5                          # an explicit --lr wins
+
+
+@pytest.fixture(scope="module")
+def no_val_data(tmp_path_factory):
+    return packed_synthetic(tmp_path_factory, "noval", classes=3, per_class=32, val_per_class=0, test_count=4,
+                            seed=2)
+
+
+def test_without_a_val_split_best_is_by_train_loss_and_said_so(no_val_data, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        tr = train(_cfg(no_val_data, tmp_path, epochs=3, batch_size=16, name="nv", optimizer="adam", lr=1e-3))
+    finally:
+        os.umask(old)
+    out = capsys.readouterr().out
+    assert "has no val split" in out and "lowest train loss" in out
+    assert "best train loss" in out and "(no val split)" in out
+    losses = [r["train_loss"] for r in tr.history]
+    best = torch.load(tr.run_dir / "best.pt", weights_only=False)
+    assert best["step"] == (int(np.argmin(losses)) + 1) * tr.steps_per_epoch
+    assert json.loads((tr.run_dir / "summary.json").read_text())["best_by"] == "train_loss"
+    for p in tr.run_dir.iterdir():                              # mode of open(): 0666 minus the umask
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 10, 12])
+def test_best_and_worst_classes_never_overlap(n):
+    rng = np.random.default_rng(n)
+    count = rng.integers(5, 20, n)
+    correct = rng.integers(0, count + 1)
+    t = per_class_table(correct, count, [f"c{i}" for i in range(n)], [""] * n)
+    best, worst = [r["class"] for r in t["best"]], [r["class"] for r in t["worst"]]
+    assert not set(best) & set(worst)
+    assert len(best) == min(5, (n + 1) // 2) and len(worst) == min(5, n - len(best))
+    acc = correct / count
+    assert min(acc[int(c[1:])] for c in best) >= max((acc[int(c[1:])] for c in worst), default=0)
+
+
+def test_class_names_are_printed_once_when_words_are_the_wnid():
+    rows = [{"class": "n01", "words": "n01", "accuracy": 0.5}, {"class": "n02", "words": "goldfish, carp",
+                                                                 "accuracy": 0.25}, {"class": "x", "words": "", "accuracy": 1.0}]
+    assert class_list(rows) == "n01 50%, n02 goldfish 25%, x 100%"
