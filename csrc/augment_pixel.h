@@ -12,7 +12,7 @@
 #define TINYFAST_UNROLL _Pragma("unroll")
 #else
 #define TINYFAST_HD inline __attribute__((always_inline))
-#define TINYFAST_UNROLL _Pragma("GCC unroll 3")
+#define TINYFAST_UNROLL _Pragma("GCC unroll 5")
 #endif
 
 namespace tinyfast {
@@ -160,5 +160,32 @@ TINYFAST_HD void colour(float cb, float cc, float cm, float cs, float& r, float&
 
 // Step 5 before rounding: v * scale + shift, a float32 multiply then a float32 add, never fused.
 TINYFAST_HD float normalise(float v, float scale, float shift) { return fadd(fmul(v, scale), shift); }
+
+// ---- blur5: the second, small kernel (a 5x5 Gaussian needs a neighbourhood, so it cannot join
+// the fused op's single pass) --------------------------------------------------------------------
+
+// Reflect an index into [0, n) the way torch's "reflect" padding does (no edge repeat), for
+// offsets of at most 2 past either end (n >= 3 is checked on the host).
+TINYFAST_HD int reflect2(int i, int n) {
+  i = i < 0 ? -i : i;
+  return i < n ? i : 2 * (n - 1) - i;
+}
+
+// One output value of the separable 5-tap Gaussian with taps wt = (w0, w1, w2) for offsets
+// 0, +-1, +-2: sum_j w|j| * (sum_i w|i| * v(y + j, x + i)), each sum left to right (i, j from -2
+// to 2), reflect borders. `load(yy, xx)` returns the input value there as float (exact).
+template <typename Load>
+TINYFAST_HD float blur5(const Load& load, int h, int w, int y, int x, const float wt[3]) {
+  float acc = 0.f;
+TINYFAST_UNROLL
+  for (int j = -2; j <= 2; ++j) {
+    const int yy = reflect2(y + j, h);
+    float row = 0.f;
+TINYFAST_UNROLL
+    for (int i = -2; i <= 2; ++i) row = fadd(row, fmul(wt[i < 0 ? -i : i], load(yy, reflect2(x + i, w))));
+    acc = fadd(acc, fmul(wt[j < 0 ? -j : j], row));
+  }
+  return acc;
+}
 
 }  // namespace tinyfast

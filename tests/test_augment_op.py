@@ -441,3 +441,77 @@ def test_copies_towards_the_host_are_blocking(monkeypatch):
                       MEAN, STD, dtype=torch.float32)
     assert calls == [False, False]
     assert torch.equal(out, normalise_f32(g["src"], torch.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# blur5: the second, small kernel
+# --------------------------------------------------------------------------------------------
+def blur_reference(x, sigmas):
+    """float64 reflect-padded conv2d with the normalised 5x5 Gaussian of each sigma."""
+    import torch.nn.functional as F
+
+    xd = x.double().cpu()
+    outs = []
+    for i, s in enumerate(sigmas):
+        k = torch.exp(-torch.arange(-2, 3, dtype=torch.float64) ** 2 / (2 * float(s) ** 2))
+        k = k / k.sum()
+        kern = (k[:, None] * k[None, :]).expand(3, 1, 5, 5)
+        outs.append(F.conv2d(F.pad(xd[i:i + 1], (2, 2, 2, 2), mode="reflect"), kern, groups=3))
+    return torch.cat(outs)
+
+
+def augmented_batch(b, h, w, dtype, device, seed=21):
+    gen = torch.Generator().manual_seed(seed)
+    src, theta, color, _ = random_case(gen, b, h, w, b, (h, w), False)
+    return ops.augment(src.to(device), theta, color, MEAN, STD, dtype=dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(64, 64), (3, 7), (13, 5)])
+def test_blur5_matches_float64_reference(device, dtype, hw):
+    need(device)
+    x = augmented_batch(4, *hw, dtype, device)
+    sigmas = [0.1, 0.6, 1.3, 2.0]
+    out = ops.blur5(x, torch.tensor(sigmas))
+    assert out.dtype == dtype and out.shape == x.shape and out.device == x.device
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = blur_reference(x, sigmas)
+    # Inputs are exact; float32 sums of 25 terms, then one rounding to dtype.
+    err = (out.double().cpu() - ref).abs()
+    assert bool((err <= EPS[dtype] * ref.abs() + 1e-5).all()), float(err.max())
+
+
+def test_blur5_matches_torchvision_gaussian_blur():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = augmented_batch(3, 20, 24, torch.float32, "cpu")
+    for i, s in enumerate([0.5, 1.0, 1.7]):
+        want = TF.gaussian_blur(x[i:i + 1].contiguous(), [5, 5], [s, s])
+        torch.testing.assert_close(ops.blur5(x[i:i + 1], s), want, rtol=1e-5, atol=1e-5)
+
+
+def test_blur5_tiny_sigma_is_identity_and_weights_are_normalised():
+    x = augmented_batch(2, 16, 16, torch.float32, "cpu")
+    assert torch.equal(ops.blur5(x, 0.05), x)  # exp(-1/(2*0.0025)) underflows to 0: only w0 = 1
+    w = ops.blur5_weights([0.5, 1.0, 3.0], 3).double()
+    torch.testing.assert_close(w[:, 0] + 2 * w[:, 1:].sum(1), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("sigma zero", "sigma must be finite and > 0"), ("sigma nan", "sigma must be finite and > 0"),
+    ("sigma count", "one per sample"), ("contiguous NCHW", "channels-last"), ("2x2", "at least 3x3"),
+    ("int dtype", "float32, float16 or bfloat16"), ("rank", "(B, 3, H, W)")])
+def test_blur5_bad_arguments(case, needle):
+    x = augmented_batch(2, 8, 8, torch.float16, "cpu")
+    args = {"sigma zero": (x, 0.0), "sigma nan": (x, float("nan")), "sigma count": (x, [1.0, 1.0, 1.0]),
+            "contiguous NCHW": (x.contiguous(), 1.0), "2x2": (x[:, :, :2, :2].contiguous(memory_format=torch.channels_last), 1.0),
+            "int dtype": (x.to(torch.int16), 1.0), "rank": (x[0], 1.0)}[case]
+    with pytest.raises(ValueError, match="tinyfast.ops.blur5") as info:
+        ops.blur5(*args)
+    assert needle in str(info.value) and len(str(info.value).splitlines()) <= 2
+
+
+def test_blur5_opcheck():
+    x = augmented_batch(2, 9, 7, torch.bfloat16, "cpu")
+    torch.library.opcheck(torch.ops.tinyfast.blur5.default, (x, ops.blur5_weights([0.7, 1.5], 2)))

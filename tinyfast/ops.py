@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on an unbuilt ch
 else:
     _LOAD_ERROR = None
 
-__all__ = ["augment", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
+__all__ = ["augment", "blur5", "blur5_weights", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
 
 #: ITU-R BT.601 luma weights (R, G, B) used for the contrast mean and for saturation.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -231,8 +231,51 @@ def augment(
                                       float(fill))
 
 
+def blur5_weights(sigma, batch: int) -> torch.Tensor:
+    """float32 ``(B, 3)`` taps ``(w0, w1, w2)`` of a normalised 5-tap Gaussian of each ``sigma``
+    (``w_k = exp(-k^2 / (2 sigma^2)) / sum``, computed in float64 on the host, then rounded)."""
+    s = torch.as_tensor(sigma, dtype=torch.float64).cpu().reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(batch)
+    if s.numel() != batch:
+        raise ValueError(f"tinyfast.ops.blur5: sigma must be one value or {batch} (one per sample), got {s.numel()}")
+    if not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError(f"tinyfast.ops.blur5: sigma must be finite and > 0, got {s.tolist()[:8]}")
+    k = torch.arange(3, dtype=torch.float64)
+    w = torch.exp(-(k[None] ** 2) / (2 * s[:, None] ** 2))
+    return (w / (w[:, :1] + 2 * w[:, 1:].sum(1, keepdim=True))).float()
+
+
+def blur5(x: torch.Tensor, sigma) -> torch.Tensor:
+    r"""Per-sample 5x5 Gaussian blur of a batch in :func:`augment`'s output layout.
+
+    A second small kernel next to the fused op (a neighbourhood cannot join its single pass).
+
+    Args:
+        x: ``(B, 3, H, W)`` float32/float16/bfloat16 in channels-last layout (what :func:`augment`
+            returns), ``H, W >= 3``, on CPU or CUDA.
+        sigma: one standard deviation for the batch, or ``B`` of them (floats or a tensor), each
+            finite and > 0.
+
+    Returns:
+        A new tensor like ``x``: ``out = sum_j w|j| * (sum_i w|i| * x[y+j, x+i])`` for
+        ``i, j in -2..2`` (each sum left to right, in float32), ``w`` the taps of
+        :func:`blur5_weights`, reflected borders (torch's ``"reflect"`` padding, as torchvision's
+        ``gaussian_blur``), rounded to nearest even once. CPU and CUDA give the same bits.
+    """
+    _require_built()
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"tinyfast.ops.blur5: x must be a (B, 3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    w = blur5_weights(sigma, x.shape[0])
+    return torch.ops.tinyfast.blur5(x, w.to(x.device, non_blocking=x.device.type == "cuda"))
+
+
 if _C is not None:
     # Shape/dtype propagation without running a kernel, so the op traces under torch.compile.
+
+    @torch.library.register_fake("tinyfast::blur5")
+    def _blur5_fake(x, weights):
+        return torch.empty_like(x)
 
     @torch.library.register_fake("tinyfast::augment")
     def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill):
