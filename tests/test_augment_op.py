@@ -515,3 +515,27 @@ def test_blur5_bad_arguments(case, needle):
 def test_blur5_opcheck():
     x = augmented_batch(2, 9, 7, torch.bfloat16, "cpu")
     torch.library.opcheck(torch.ops.tinyfast.blur5.default, (x, ops.blur5_weights([0.7, 1.5], 2)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cutout_matches_a_loop_reference(device):
+    need(device)
+    x = augmented_batch(5, 12, 10, torch.bfloat16, device)
+    boxes = torch.tensor([[2, 3, 6, 8], [-4, -4, 3, 2], [10, 8, 20, 20], [5, 5, 5, 9], [20, 0, 30, 10]])
+    want = x.cpu().clone()
+    for i, (y0, x0, y1, x1) in enumerate(boxes.tolist()):
+        want[i, :, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = -0.5
+    got = ops.cutout_(x, boxes, -0.5)
+    assert got is x and torch.equal(x.cpu(), want)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(want[0], augmented_batch(5, 12, 10, torch.bfloat16, "cpu")[0])  # box 0 did cut
+
+
+@pytest.mark.parametrize("bad, needle", [((torch.zeros(4, 3, 4, 4), torch.zeros(3, 4, dtype=torch.int64)), "boxes"),
+                                         ((torch.zeros(2, 3, 4, 4), torch.zeros(2, 4)), "integer"),
+                                         ((torch.zeros(3, 4, 4), torch.zeros(3, 4, dtype=torch.int64)), "x must be"),
+                                         ((torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, dtype=torch.int64), float("nan")), "finite")])
+def test_cutout_bad_arguments(bad, needle):
+    with pytest.raises(ValueError, match="tinyfast.ops.cutout_") as info:
+        ops.cutout_(*bad)
+    assert needle in str(info.value)

@@ -11,6 +11,7 @@ raises a ``RuntimeError`` saying how to build it.
 """
 from __future__ import annotations
 
+import math
 import operator
 import weakref
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on an unbuilt ch
 else:
     _LOAD_ERROR = None
 
-__all__ = ["augment", "blur5", "blur5_weights", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
+__all__ = ["augment", "blur5", "blur5_weights", "cutout_", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
 
 #: ITU-R BT.601 luma weights (R, G, B) used for the contrast mean and for saturation.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -268,6 +269,30 @@ def blur5(x: torch.Tensor, sigma) -> torch.Tensor:
         raise ValueError(f"tinyfast.ops.blur5: x must be a (B, 3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
     w = blur5_weights(sigma, x.shape[0])
     return torch.ops.tinyfast.blur5(x, w.to(x.device, non_blocking=x.device.type == "cuda"))
+
+
+def cutout_(x: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """In place: per sample ``b``, ``x[b, :, y0:y1, x0:x1] = value`` with ``boxes[b] = (y0, x0, y1, x1)``.
+
+    ``x`` is any ``(B, C, H, W)`` tensor (e.g. :func:`augment`'s output; ``value`` is then in
+    normalised units, 0 being the dataset mean); ``boxes`` an integer ``(B, 4)`` tensor, clipped to
+    the image (an empty or outside box changes nothing). One masked fill over the batch, on ``x``'s
+    device, with no host sync. Returns ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"tinyfast.ops.cutout_: x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if (not isinstance(boxes, torch.Tensor) or boxes.shape != (x.shape[0], 4)
+            or boxes.is_floating_point() or boxes.is_complex()):
+        raise ValueError(f"tinyfast.ops.cutout_: boxes must be an integer (B, 4) tensor with B = {x.shape[0]}, "
+                         f"got {getattr(boxes, 'dtype', type(boxes))} {tuple(getattr(boxes, 'shape', ()))}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"tinyfast.ops.cutout_: value must be finite, got {value}")
+    b = boxes.to(x.device, non_blocking=x.device.type == "cuda")
+    ys = torch.arange(x.shape[2], device=x.device)[None]
+    xs = torch.arange(x.shape[3], device=x.device)[None]
+    in_y = (ys >= b[:, 0:1]) & (ys < b[:, 2:3])
+    in_x = (xs >= b[:, 1:2]) & (xs < b[:, 3:4])
+    return x.masked_fill_(in_y[:, None, :, None] & in_x[:, None, None, :], float(value))
 
 
 if _C is not None:
