@@ -78,7 +78,7 @@ def test_cpu_smoke_runs_every_phase_and_writes_a_sound_report(tmp_path, capsys):
     assert {r["feed"] for r in report["train"]} >= {"synthetic", "gpu"}
     assert [r["what"] for r in report["proof"]["syncs"]["rows"]] == ["gpu loader", "tinyfast.train cnn2"]
     raw = next(out.glob("*-cuda-tests.txt")).read_text()
-    assert "skipped" in raw and "sanitize_cases: 6/6 cases match on cpu" in raw
+    assert "skipped" in raw and "sanitize_cases: 7/7 cases match on cpu" in raw
     assert "## Targets" in next(out.glob("*.md")).read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tinyfast-proof-")], "work dir left behind"
     # The last line is the summary of every target, none claimed on a CPU.
