@@ -185,18 +185,31 @@ def install_tqdm_stand_in(site: Path) -> None:
     (pkg / "auto.py").write_text("from tqdm import tqdm  # noqa: F401\n")
 
 
-def _install_wheels(p: Runner, cap: float) -> dict:
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def wheels_to_install(wheels: list[Path]) -> list[Path]:
+    """The wheels whose distribution is missing here, or older than the wheel's (an old setuptools
+    cannot read this project's pyproject.toml)."""
     from importlib import metadata
 
+    out = []
+    for w in wheels:
+        dist, version = w.name.split("-")[:2]
+        try:
+            if _version_key(metadata.version(dist)) < _version_key(version):
+                out.append(w)
+        except metadata.PackageNotFoundError:
+            out.append(w)
+    return out
+
+
+def _install_wheels(p: Runner, cap: float) -> dict:
     if p.args.wheelhouse is None:
         return {"status": "skipped", "reason": "no --wheelhouse given"}
     wheels = sorted(Path(p.args.wheelhouse).glob("*.whl"))
-    missing = []
-    for w in wheels:
-        try:
-            metadata.version(w.name.split("-")[0])
-        except metadata.PackageNotFoundError:
-            missing.append(w)
+    missing = wheels_to_install(wheels)
     if not missing:
         return {"status": "skipped", "reason": f"all {len(wheels)} wheels already installed"}
     r = p.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
@@ -476,7 +489,7 @@ def targets(report: dict) -> list[dict]:
     if report["quick"]:  # the targets are GPU targets: a CPU smoke run only shows the figures
         for t in out:
             t.update(met=None, note="cpu-smoke: not a GPU figure")
-    out.append(_target("wall seconds", pr["wall_s"], f"<= {pr['budget_s']:.0f}", pr["wall_s"] <= pr["budget_s"] + 20))
+    out.append(_target("wall seconds", pr["wall_s"], "<= 480", pr["wall_s"] <= 480))
     return out
 
 

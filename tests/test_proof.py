@@ -193,3 +193,20 @@ def test_tqdm_stand_in_prints_plain_lines(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "decode: 4/4" in r.stderr and "note" in r.stdout and r.stdout.strip().endswith("3")
+
+
+def test_wheels_chosen_are_the_missing_and_the_older(monkeypatch):
+    from importlib import metadata
+
+    have = {"setuptools": "69.5.1", "pytest": "9.2.0", "tqdm": "4.71.0"}
+
+    def version(dist):
+        if dist not in have:
+            raise metadata.PackageNotFoundError(dist)
+        return have[dist]
+
+    monkeypatch.setattr(metadata, "version", version)
+    names = ["setuptools-84.2.1-py3-none-any.whl", "pytest-9.2.0-py3-none-any.whl",
+             "tqdm-4.70.1-py3-none-any.whl", "matplotlib-3.11.2-cp312-cp312-manylinux2014_x86_64.whl"]
+    chosen = [w.name for w in proof.wheels_to_install([Path(n) for n in names])]
+    assert chosen == ["setuptools-84.2.1-py3-none-any.whl", "matplotlib-3.11.2-cp312-cp312-manylinux2014_x86_64.whl"]
