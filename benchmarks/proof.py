@@ -498,8 +498,8 @@ def summary_line(report: dict) -> str:
     parts = []
     for t in report["targets"]:
         state = "n/a" if t["met"] is None else ("MET" if t["met"] else "MISSED")
-        parts.append(f"{t['name']} {_fmt(t['value']) if isinstance(t['value'], float) else t['value']} "
-                     f"({t['goal']}) {state}")
+        v = t["value"]
+        parts.append(f"{t['name']} {_fmt(v) if isinstance(v, float) or v is None else v} ({t['goal']}) {state}")
     return f"PROOF {report['device_name']}: " + " | ".join(parts)
 
 
