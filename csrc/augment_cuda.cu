@@ -95,6 +95,7 @@ struct Params {
   int h, w, out_h, out_w;
   float fill;
   Norm norm;
+  const float* mean_image;  // (out_h, out_w, 3) or nullptr
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
@@ -114,7 +115,11 @@ __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Par
                 coord(s.t10, x, row_base(s.t11, s.t12, y)), v);
   if (s.color) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
-  for (int k = 0; k < 3; ++k) v[k] = normalise(v[k], p.norm.scale[k], p.norm.shift[k]);
+  for (int k = 0; k < 3; ++k) {
+    const float t = p.mean_image ? image_shift(__ldg(p.mean_image + (oy * p.out_w + ox) * 3 + k), p.norm.std[k])
+                                 : p.norm.shift[k];
+    v[k] = normalise(v[k], p.norm.scale[k], t);
+  }
 }
 
 // Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
@@ -300,6 +305,7 @@ void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
   p.out_w = static_cast<int>(a.out_w);
   p.fill = a.fill;
   p.norm = make_norm(a.mean, a.std);
+  p.mean_image = a.mean_image;
   const int64_t elt = a.out_dtype == kOutFloat32 ? 4 : 2;
   const int64_t img_out_bytes = a.out_h * a.out_w * 3 * elt;
   p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;

@@ -27,6 +27,7 @@ constexpr float kLumaB = 0.114f;
 struct Norm {
   float scale[3];
   float shift[3];
+  float std[3];  // for the per-pixel shift of a mean image
 };
 
 inline Norm make_norm(const float mean[3], const float std[3]) {
@@ -34,6 +35,7 @@ inline Norm make_norm(const float mean[3], const float std[3]) {
   for (int c = 0; c < 3; ++c) {
     n.scale[c] = 1.0f / (255.0f * std[c]);
     n.shift[c] = -mean[c] / std[c];
+    n.std[c] = std[c];
   }
   return n;
 }
@@ -157,6 +159,18 @@ TINYFAST_HD void colour(float cb, float cc, float cm, float cs, float& r, float&
   g = clamp255(fadd(fmul(cs, g), grey));
   b = clamp255(fadd(fmul(cs, b), grey));
 }
+
+TINYFAST_HD float fdiv(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// The shift of mean-image zero-centering at one pixel and channel: -m / std, as the per-channel
+// shift -mean / std is computed (make_norm), so a constant mean image equals the per-channel mean.
+TINYFAST_HD float image_shift(float m, float std) { return -fdiv(m, std); }
 
 // Step 5 before rounding: v * scale + shift, a float32 multiply then a float32 add, never fused.
 TINYFAST_HD float normalise(float v, float scale, float shift) { return fadd(fmul(v, scale), shift); }

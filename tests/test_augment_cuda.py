@@ -195,3 +195,15 @@ def test_blur5_cpu_and_cuda_bit_identical(dtype):
     x = ops.augment(src, theta, color, MEAN, STD, dtype=dtype)
     sig = torch.tensor([0.3, 0.8, 1.0, 1.5, 2.2, 3.0])
     assert torch.equal(bits(ops.blur5(x, sig)), bits(ops.blur5(x.cuda(), sig)))
+
+
+
+def test_mean_image_cpu_and_cuda_bit_identical():
+    gen = torch.Generator().manual_seed(31)
+    src, theta, color, index = random_case(gen, 6, 64, 64, 8, (56, 56), True)
+    color[:, 1] = 1.0
+    m = torch.rand(56, 56, 3, generator=gen)
+    kw = dict(out_size=(56, 56), dtype=torch.float32, mean_image=m)
+    cpu = ops.augment(src, theta, color, MEAN, STD, index=index, **kw)
+    gpu = ops.augment(src.cuda(), theta, color, MEAN, STD, index=index.cuda(), **kw)
+    assert torch.equal(bits(cpu), bits(gpu))

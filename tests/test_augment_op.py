@@ -34,7 +34,7 @@ def need(device):
 # --------------------------------------------------------------------------------------------
 # Independent reference (float64)
 # --------------------------------------------------------------------------------------------
-def reference(src, theta, color, mean, std, index=None, out_size=None, fill=0.0):
+def reference(src, theta, color, mean, std, index=None, out_size=None, fill=0.0, mean_image=None):
     """float64 (B, 3, Ho, Wo) result of the op's documented semantics."""
     img = src.cpu()
     if index is not None:
@@ -65,7 +65,7 @@ def reference(src, theta, color, mean, std, index=None, out_size=None, fill=0.0)
     v = (cc * v + (1 - cc) * m).clamp(0, 255)
     g = (v @ LUMA)[..., None]
     v = (cs * v + (1 - cs) * g).clamp(0, 255)
-    mean = torch.tensor(mean, dtype=torch.float64)
+    mean = torch.tensor(mean, dtype=torch.float64) if mean_image is None else mean_image.cpu().double()
     std = torch.tensor(std, dtype=torch.float64)
     return ((v / 255 - mean) / std).permute(0, 3, 1, 2)
 
@@ -539,3 +539,61 @@ def test_cutout_bad_arguments(bad, needle):
     with pytest.raises(ValueError, match="tinyfast.ops.cutout_") as info:
         ops.cutout_(*bad)
     assert needle in str(info.value)
+
+
+
+# --------------------------------------------------------------------------------------------
+# Mean-image zero-centering
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mean_image_matches_reference(device, dtype):
+    need(device)
+    gen = torch.Generator().manual_seed(41)
+    src, theta, color, index = random_case(gen, 5, 20, 24, 6, (14, 18), True)
+    m = torch.rand(14, 18, 3, generator=gen)
+    ref = reference(src, theta, color, MEAN, STD, index, (14, 18), 5.0, mean_image=m)
+    dev = torch.device(device)
+    out = ops.augment(src.to(dev), theta, color, MEAN, STD, index=index.to(dev), out_size=(14, 18),
+                      dtype=dtype, fill=5.0, mean_image=m)
+    assert_matches(out, ref, dtype)
+    buf = poisoned(6, 14, 18, dtype, dev)
+    ops.augment(src.to(dev), theta, color, MEAN, STD, index=index.to(dev), out_size=(14, 18), fill=5.0,
+                mean_image=m.to(dev), out=buf)
+    assert torch.equal(buf, out)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mean_image_exact_properties(device):
+    """Identity parameters give (src*s - M/std) in float32 bit for bit; a constant mean image equal
+    to ``mean`` gives exactly the per-channel result."""
+    need(device)
+    src = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    m = torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(3))
+    s = torch.tensor(STD, dtype=torch.float32)
+    got = ops.augment(src.to(device), ident_theta(3), torch.ones(3, 3), MEAN, STD, dtype=torch.float32,
+                      mean_image=m)
+    want = (src.float() * (1 / (255 * s)) + (-(m / s))).permute(0, 3, 1, 2)
+    assert torch.equal(got.cpu(), want)
+    gen = torch.Generator().manual_seed(4)
+    src, theta, color, _ = random_case(gen, 4, 16, 16, 4, (16, 16), False)
+    const = torch.tensor(MEAN, dtype=torch.float32).expand(16, 16, 3)
+    a = ops.augment(src.to(device), theta, color, MEAN, STD, dtype=torch.bfloat16, mean_image=const)
+    b = ops.augment(src.to(device), theta, color, MEAN, STD, dtype=torch.bfloat16)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (torch.rand(8, 7, 3), "mean_image must be (8, 8, 3)"), (torch.rand(8, 8, 3).double(), "float32"),
+    (torch.full((8, 8, 3), float("nan")), "non-finite"), ([[0.5] * 3] * 64, "mean_image must be a float32")])
+def test_mean_image_bad_arguments(bad, needle):
+    g = _good()
+    with pytest.raises(ValueError, match="tinyfast.ops.augment") as info:
+        ops.augment(g["src"], g["theta"], g["color"], MEAN, STD, mean_image=bad)
+    assert needle in str(info.value) and len(str(info.value).splitlines()) <= 2
+
+
+def test_mean_image_opcheck():
+    args = op_args("cpu")
+    m = torch.rand(6, 5, 3)
+    torch.library.opcheck(torch.ops.tinyfast.augment.default, (*args, torch.float16, 3.0, m))

@@ -113,7 +113,7 @@ def _to_device(name: str, t, dev: torch.device):
     if t.device.type == "cpu" and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
         row = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0]) if t.dim() else 0
         raise ValueError(f"tinyfast.ops.augment: {name}[{row}] has a non-finite value "
-                         f"{t[row].reshape(-1).tolist()}; parameters must be finite")
+                         f"{t[row].reshape(-1).tolist()[:9]}; parameters must be finite")
     return t.to(dev, non_blocking=dev.type == "cuda")
 
 
@@ -129,6 +129,7 @@ def augment(
     dtype: torch.dtype = torch.float16,
     fill: float = 0.0,
     out: torch.Tensor | None = None,
+    mean_image: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Gather, affine-warp, colour-jitter and normalise a batch of uint8 images in one pass.
 
@@ -149,6 +150,9 @@ def augment(
         out: optional preallocated output, ``(B, 3, Ho, Wo)`` in channels-last layout on ``src``'s
             device, float16/bfloat16/float32 (its dtype is used, ``dtype`` is ignored); it is
             written and returned.
+        mean_image: optional float32 ``(Ho, Wo, 3)`` image in ``[0, 1]`` units (e.g. the training
+            set's mean image at the output size): mean-image zero-centering, subtracted per pixel
+            instead of ``mean`` (which is then unused). Copied to ``src``'s device when elsewhere.
 
     Returns:
         ``(B, 3, Ho, Wo)`` tensor of ``dtype`` on ``src``'s device, in ``torch.channels_last``
@@ -182,7 +186,9 @@ def augment(
     5. **Normalisation and rounding.** In float32, ``s_c = 1 / (255 * std_c)`` and
        ``t_c = -mean_c / std_c`` (``mean``/``std`` first rounded to float32), then
        ``out = v * s_c + t_c`` (a float32 multiply, then a float32 add, never fused), which is
-       ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. No intermediate
+       ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. With a
+       ``mean_image`` ``M``, ``t_c`` is ``-M[y, x, c] / std_c`` at each pixel instead (a float32
+       division, as ``-mean_c / std_c`` is: a constant ``M`` equal to ``mean`` gives the same bits). No intermediate
        value is rounded to an integer (torchvision's uint8 colour ops truncate after each step).
 
     Consequences relied on by the tests: identity parameters (``theta = [[1,0,0],[0,1,0]]``,
@@ -224,12 +230,17 @@ def augment(
                                  f"with {src.shape[0]} rows")
         index = _to_device("index", index, dev)
     out_h, out_w = _out_size(out_size, src)
+    if mean_image is not None:
+        if not isinstance(mean_image, torch.Tensor):
+            raise ValueError(f"tinyfast.ops.augment: mean_image must be a float32 (Ho, Wo, 3) tensor, "
+                             f"got {type(mean_image).__name__}")
+        mean_image = _to_device("mean_image", mean_image, dev)
     if out is not None:
         torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w,
-                                       float(fill), out)
+                                       float(fill), out, mean_image)
         return out
     return torch.ops.tinyfast.augment(src, index, theta, color, mean_l, std_l, out_h, out_w, dtype,
-                                      float(fill))
+                                      float(fill), mean_image)
 
 
 def blur5_weights(sigma, batch: int) -> torch.Tensor:
@@ -303,12 +314,12 @@ if _C is not None:
         return torch.empty_like(x)
 
     @torch.library.register_fake("tinyfast::augment")
-    def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill):
+    def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill, mean_image=None):
         torch._check(src.dim() == 4 and src.dtype == torch.uint8, lambda: "src must be uint8 (N,H,W,3)")
         batch = index.shape[0] if index is not None else src.shape[0]
         buf = torch.empty((batch, out_h, out_w, 3), dtype=dtype, device=src.device)
         return buf.permute(0, 3, 1, 2)
 
     @torch.library.register_fake("tinyfast::augment_out")
-    def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out):
+    def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out, mean_image=None):
         return None
