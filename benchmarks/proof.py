@@ -448,7 +448,8 @@ def run_phases(p: Runner) -> list[dict]:
             except Exception as exc:  # a phase's own bug must not stop the later phases
                 rec = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:300]}
         rec.update(name=name, seconds=round(time.monotonic() - t0, 1), cap=round(max(cap, 0), 1))
-        p.say(f"[{name}] {rec['status']} in {rec['seconds']:.0f} s" + (f": {rec['reason']}" if rec.get("reason") else ""))
+        why = f": {rec['reason']}" if rec.get("reason") else ""
+        p.say(f"[{name}] {rec['status']} in {rec['seconds']:.0f} s{why}")
         phases.append(rec)
     return phases
 
@@ -550,7 +551,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {t['name']} | {v if v is not None else 'n/a'} | {t['goal']} | {met} | {t['note']} |")
     lines += ["", "## Phases", "", "| phase | status | seconds | cap | note |", "|---|---|---|---|---|"]
     for ph in report["phases"]:
-        lines.append(f"| {ph['name']} | {ph['status']} | {ph['seconds']:.0f} | {ph['cap']:.0f} | {ph.get('reason', '')} |")
+        lines.append(f"| {ph['name']} | {ph['status']} | {ph['seconds']:.0f} | {ph['cap']:.0f} "
+                     f"| {ph.get('reason', '')} |")
     c = report["proof"]["tests"].get("counts") or {}
     lines += ["", f"Tests: {', '.join(f'{v} {k}' for k, v in c.items()) or 'not run'}.",
               f"Host syncs: {json.dumps(report['proof']['syncs']['rows'])}", ""]

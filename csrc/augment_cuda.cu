@@ -31,10 +31,11 @@
 // the stores are CUDA-only.
 //
 // Testing: tests/test_augment_op.py runs the same correctness tests on "cpu" and "cuda" (marked
-// `cuda`, skipped without a GPU), tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit
-// for bit, streams, graphs, 64-bit offsets, bad input on the device), against an independent float64 PyTorch reference, with a
-// NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck.
-// benchmarks/bench_augment.py measures GB/s against a device-to-device copy.
+// `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
+// NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck;
+// tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit for bit, streams, graphs, 64-bit
+// offsets, bad input on the device). benchmarks/bench_augment.py measures GB/s against a
+// device-to-device copy; benchmarks/sanitize_cases.py is the compute-sanitizer case set.
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>

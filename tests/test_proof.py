@@ -94,7 +94,8 @@ def test_a_failing_phase_is_recorded_and_later_phases_still_run(tmp_path, monkey
         return {"status": "ok", "cap_seen": cap}
 
     monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok)])
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--budget", "100"])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path),
+                                               "--budget", "100"])
     phases = proof.run_phases(proof.Runner(args, "t"))
     assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok")]
     assert "kernel exploded" in phases[0]["reason"]
@@ -105,7 +106,8 @@ def test_a_command_over_its_cap_is_killed_with_its_children(tmp_path):
     args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)])
     runner = proof.Runner(args, "t")
     t0 = time.monotonic()
-    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"
+    child = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             "print('started', flush=True); time.sleep(60)")
     r = runner.run([sys.executable, "-c", child], 2)
     assert r["timed_out"] and time.monotonic() - t0 < 20 and "started" in r["output"]
     assert proof.from_run(r, "sleeper")["status"] == "timeout"
@@ -117,7 +119,8 @@ def test_output_parsers():
     assert proof.pytest_counts("no tests ran in 0.01s") == {}
     assert proof.sanitizer_summary("========= ERROR SUMMARY: 0 errors\n") == 0
     assert proof.sanitizer_summary("========= RACECHECK SUMMARY: 2 hazards displayed (2 errors, 0 warnings)") == 2
-    assert proof.sanitizer_summary("========= Error: Target application terminated before first instrumented API call") is None
+    refused = "========= Error: Target application terminated before first instrumented API call"
+    assert proof.sanitizer_summary(refused) is None
     assert proof.rows_of('x\nROW {"a": 1}\nROW {"b": 2}\n') == [{"a": 1}, {"b": 2}]
 
 
@@ -146,7 +149,8 @@ def test_targets_met_and_missed():
     report = dict(_gpu_report(), device_name="H200")
     report["targets"] = proof.targets(report)
     line = proof.summary_line(report)
-    assert line.startswith("PROOF H200: op fraction of copy 0.85 (>= 0.80) MET |") and "racecheck errors 3 (0) MISSED" in line
+    assert line.startswith("PROOF H200: op fraction of copy 0.85 (>= 0.80) MET |")
+    assert "racecheck errors 3 (0) MISSED" in line
 
 
 def _tiny_wheel(folder: Path, name: str) -> Path:
@@ -170,7 +174,8 @@ def test_wheelhouse_installs_missing_wheels_offline_into_a_private_dir(tmp_path,
     house = tmp_path / "wheels"
     house.mkdir()
     _tiny_wheel(house, "tinyfast_probe_pkg")
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--wheelhouse", str(house)])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path),
+                                               "--wheelhouse", str(house)])
     runner = proof.Runner(args, "t")
     res = proof.phase_wheelhouse(runner, 120)
     assert res["status"] == "ok" and res["installed"] == ["tinyfast_probe_pkg-1.0-py3-none-any.whl"], res
