@@ -439,7 +439,9 @@ def run_phases(p: Runner) -> list[dict]:
         later = sum(RESERVE[n] for n, _ in PHASES[i + 1:])
         cap = min(CAPS[name] * p.args.cap_scale, p.deadline - time.monotonic() - later)
         t0 = time.monotonic()
-        if cap < 5:
+        if name in p.args.skip.split(","):
+            rec = {"status": "skipped", "reason": "--skip"}
+        elif cap < 5:
             rec = {"status": "skipped", "reason": "out of time (the overall --budget)"}
         else:
             p.say(f"[{name}] start (cap {cap:.0f} s, {p.elapsed():.0f} s elapsed)")
@@ -590,6 +592,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cap-scale", type=float, default=1.0, help="multiplies every phase's own cap")
     p.add_argument("--arch-list", default=None, help="TORCH_CUDA_ARCH_LIST for the build (default: the GPU + PTX)")
     p.add_argument("--archs", default=",".join(TRAIN_ARCHS), help="training phase, in order, as time allows")
+    p.add_argument("--skip", default="", help=f"comma-separated phases to skip, of {','.join(CAPS)}")
     p.add_argument("--work", type=Path, default=None, help="parent of the work dir (default: the system temp)")
     p.add_argument("--keep-work", action="store_true", help="keep the work dir (data, sub-reports)")
     return p

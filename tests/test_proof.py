@@ -93,11 +93,11 @@ def test_a_failing_phase_is_recorded_and_later_phases_still_run(tmp_path, monkey
     def ok(p, cap):
         return {"status": "ok", "cap_seen": cap}
 
-    monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok)])
+    monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok), ("data", ok)])
     args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path),
-                                               "--budget", "100"])
+                                               "--budget", "100", "--skip", "data"])
     phases = proof.run_phases(proof.Runner(args, "t"))
-    assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok")]
+    assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok"), ("data", "skipped")]
     assert "kernel exploded" in phases[0]["reason"]
     assert phases[1]["cap_seen"] <= proof.CAPS["tests"]
 
