@@ -39,7 +39,8 @@ def worker_sweep(cores: int) -> list[int]:
 def loader_plan(names: list[str], cores: int, workers: list[int] | None) -> list[tuple[str, int | None]]:
     """(loader, workers) in measuring order: the fused-op loaders, then the DataLoader sweep."""
     first = [(n, None) for n in ("gpu", "torch-npy") if n in names]
-    sweep = [("torch", w) for w in (workers if workers is not None else worker_sweep(cores))] if "torch" in names else []
+    counts = workers if workers is not None else worker_sweep(cores)
+    sweep = [("torch", w) for w in counts] if "torch" in names else []
     rest = [(n, None) for n in names if n not in ("gpu", "torch-npy", "torch")]
     return first + sweep + rest
 

@@ -3,7 +3,7 @@
 Every kernel path once: shared-memory staging (64x64; 128x128 with the opt-in above 48 KiB), the
 global-memory path (> 48 KiB sources), the element-wise tail (odd output sizes), an unaligned
 ``out=`` view, every output dtype, contrast (the block reduction) and an out-of-range device index
-(the NaN rows). Each result is compared with the CPU kernel (bit for bit where contrast is 1),
+(the NaN rows), and blur5. Each result is compared with the CPU kernel (bit for bit where contrast is 1),
 so the run also fails on a wrong value; exit status 0 only when every case matches.
 
     compute-sanitizer --tool memcheck --error-exitcode 3 python -m benchmarks.sanitize_cases
@@ -75,6 +75,15 @@ def bad_index_case(ops, device) -> str | None:
     return None if nan_rows == [False, True, True, False] else f"bad index: NaN rows {nan_rows}"
 
 
+def blur_case(ops, device) -> str | None:
+    """blur5, the second kernel: reflected borders of an odd-sized image, bit for bit with the CPU."""
+    src, theta, color, _ = case_inputs(3, 13, 10, 3, 7)
+    x = ops.augment(src, theta, color, MEAN, STD, dtype=torch.float16)
+    want = ops.blur5(x, [0.5, 1.0, 2.0])
+    got = ops.blur5(x.to(torch.device(device)), [0.5, 1.0, 2.0]).cpu()
+    return None if torch.equal(got, want) else "blur5 differs from the CPU kernel"
+
+
 def main(argv=None) -> int:
     """Run every case; print one line per failure and a summary; 0 when all match."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,13 +95,12 @@ def main(argv=None) -> int:
         print("sanitize_cases: no CUDA kernels or no GPU here", file=sys.stderr)
         return 2
     failures = [f for f in (run_case(ops, args.device, c, i) for i, c in enumerate(CASES)) if f]
-    bad = bad_index_case(ops, args.device)
-    failures += [bad] if bad else []
+    failures += [f for f in (bad_index_case(ops, args.device), blur_case(ops, args.device)) if f]
     if torch.device(args.device).type == "cuda":
         torch.cuda.synchronize()
     for f in failures:
         print(f"FAIL {f}")
-    print(f"sanitize_cases: {len(CASES) + 1 - len(failures)}/{len(CASES) + 1} cases match on {args.device}")
+    print(f"sanitize_cases: {len(CASES) + 2 - len(failures)}/{len(CASES) + 2} cases match on {args.device}")
     return 1 if failures else 0
 
 

@@ -229,10 +229,31 @@ std::string augment_args_error(const KernelArgs& a, bool cuda) {
   return args_error_before_out(a, cuda);
 }
 
+namespace {
+at::Tensor check_mean_image(const at::Tensor& m, const AugmentDims& d, const at::Tensor& src) {
+  TORCH_CHECK_VALUE(m.scalar_type() == at::kFloat, kOp, "mean_image must be float32, got ",
+                    m.scalar_type());
+  TORCH_CHECK_VALUE(m.dim() == 3 && m.size(0) == d.out_h && m.size(1) == d.out_w && m.size(2) == 3,
+                    kOp, "mean_image must be (", d.out_h, ", ", d.out_w, ", 3) (the output size, "
+                    "channels last), got ", m.sizes());
+  TORCH_CHECK_VALUE(m.device() == src.device(), kOp, "mean_image is on ", m.device(),
+                    " but src is on ", src.device());
+  const at::Tensor c = m.contiguous();
+  if (c.device().is_cpu()) {  // free on the host; a device image is not read back (no sync)
+    const float* p = c.data_ptr<float>();
+    for (int64_t i = 0; i < c.numel(); ++i) {
+      TORCH_CHECK_VALUE(std::isfinite(p[i]), kOp, "mean_image has a non-finite value at element ", i);
+    }
+  }
+  return c;
+}
+}  // namespace
+
 PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
                           const at::Tensor& theta, const at::Tensor& color,
                           c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
-                          const AugmentDims& d, c10::ScalarType dt) {
+                          const AugmentDims& d, c10::ScalarType dt,
+                          const std::optional<at::Tensor>& mean_image) {
   PreparedCall c;
   // Samples may be any (non-overlapping) stride apart; inside one the values must be dense.
   const bool theta_ok = theta.stride(2) == 1 && theta.stride(1) == 3 &&
@@ -261,6 +282,11 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
   a.out_h = d.out_h;
   a.out_w = d.out_w;
   a.out = nullptr;  // set once allocated (or checked)
+  a.mean_image = nullptr;
+  if (mean_image.has_value() && mean_image->defined()) {
+    c.mean_image = check_mean_image(*mean_image, d, src);
+    a.mean_image = c.mean_image.data_ptr<float>();
+  }
   a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
   const std::string err = args_error_before_out(a, src.is_cuda());
   TORCH_CHECK_VALUE(err.empty(), kOp, err);
@@ -350,11 +376,21 @@ TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, f
   for (int64_t i = 0; i < n; ++i) colour(cb, cc, cm, cs, R[i], G[i], B[i]);
 }
 
-// Normalised and interleaved to channels-last.
-TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict R,
-                                         const float* __restrict G, const float* __restrict B,
-                                         float* __restrict out) {
+// Normalised and interleaved to channels-last; `mrow` is the row of a mean image, or null for the
+// per-channel shifts.
+TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict mrow,
+                                         const float* __restrict R, const float* __restrict G,
+                                         const float* __restrict B, float* __restrict out) {
   const float s0 = nm.scale[0], s1 = nm.scale[1], s2 = nm.scale[2];
+  if (mrow) {
+    const float d0 = nm.std[0], d1 = nm.std[1], d2 = nm.std[2];
+    for (int64_t i = 0; i < n; ++i) {
+      out[3 * i] = normalise(R[i], s0, image_shift(mrow[3 * i], d0));
+      out[3 * i + 1] = normalise(G[i], s1, image_shift(mrow[3 * i + 1], d1));
+      out[3 * i + 2] = normalise(B[i], s2, image_shift(mrow[3 * i + 2], d2));
+    }
+    return;
+  }
   const float t0 = nm.shift[0], t1 = nm.shift[1], t2 = nm.shift[2];
   for (int64_t i = 0; i < n; ++i) {
     out[3 * i] = normalise(R[i], s0, t0);
@@ -388,8 +424,8 @@ size_t scratch_floats(const KernelArgs& d) {
 // then the float copy of the source.
 template <typename scalar_t>
 void augment_image(const uint8_t* img, const float* th, const float* col, const Norm& norm,
-                   float fill, int64_t h, int64_t w, int64_t out_h, int64_t out_w, scalar_t* out,
-                   float* scratch) {
+                   const float* mean_image, float fill, int64_t h, int64_t w, int64_t out_h,
+                   int64_t out_w, scalar_t* out, float* scratch) {
   const float t00 = th[0], t01 = th[1], t02 = th[2];
   const float t10 = th[3], t11 = th[4], t12 = th[5];
   const float cb = col[0], cc = col[1], cs = col[2];
@@ -414,10 +450,11 @@ void augment_image(const uint8_t* img, const float* th, const float* col, const 
     }
     if (colour) colour_row(out_w, cb, cc, cm, cs, R, G, B);
     scalar_t* o = out + oy * out_w * 3;
+    const float* shift = mean_image ? mean_image + oy * out_w * 3 : nullptr;
     if constexpr (std::is_same_v<scalar_t, float>) {
-      normalise_row(out_w, norm, R, G, B, o);
+      normalise_row(out_w, norm, shift, R, G, B, o);
     } else {
-      normalise_row(out_w, norm, R, G, B, row);
+      normalise_row(out_w, norm, shift, R, G, B, row);
       store_row(row, o, out_w * 3);
     }
   }
@@ -439,7 +476,8 @@ void augment_cpu_typed(const KernelArgs& a) {
         continue;
       }
       augment_image<scalar_t>(a.src + r * img_elems, a.theta + b * a.theta_stride0,
-                              a.color + b * a.color_stride0, norm, a.fill, a.h, a.w, a.out_h,
+                              a.color + b * a.color_stride0, norm, a.mean_image, a.fill, a.h, a.w,
+                              a.out_h,
                               a.out_w, o, scratch.data());
     }
   });
@@ -463,10 +501,10 @@ void augment_cpu_raw(const KernelArgs& a) {
 TORCH_LIBRARY(tinyfast, m) {
   m.def(
       "augment(Tensor src, Tensor? index, Tensor theta, Tensor color, float[] mean, float[] std, "
-      "int out_h, int out_w, ScalarType dtype, float fill) -> Tensor");
+      "int out_h, int out_w, ScalarType dtype, float fill, Tensor? mean_image=None) -> Tensor");
   m.def(
       "augment_out(Tensor src, Tensor? index, Tensor theta, Tensor color, float[] mean, "
-      "float[] std, int out_h, int out_w, float fill, Tensor(a!) out) -> ()");
+      "float[] std, int out_h, int out_w, float fill, Tensor(a!) out, Tensor? mean_image=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {

@@ -45,13 +45,14 @@ at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tens
 // limits too) before the output exists, so a call the kernel would refuse allocates nothing;
 // `args.out` is set by the caller.
 struct PreparedCall {
-  at::Tensor theta, color, index;
+  at::Tensor theta, color, index, mean_image;
   KernelArgs args;
 };
 PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,
                           const at::Tensor& theta, const at::Tensor& color,
                           c10::ArrayRef<double> mean, c10::ArrayRef<double> std, double fill,
-                          const AugmentDims& d, c10::ScalarType out_dtype);
+                          const AugmentDims& d, c10::ScalarType out_dtype,
+                          const std::optional<at::Tensor>& mean_image);
 
 // What each backend registers: run the raw kernel of a prepared call on src's device.
 using RunKernel = void (*)(const KernelArgs& args, const at::Tensor& src);
@@ -62,10 +63,11 @@ template <RunKernel Run>
 at::Tensor augment_entry(const at::Tensor& src, const std::optional<at::Tensor>& index,
                          const at::Tensor& theta, const at::Tensor& color,
                          c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                         int64_t out_w, c10::ScalarType dtype, double fill) {
+                         int64_t out_w, c10::ScalarType dtype, double fill,
+                         const std::optional<at::Tensor>& mean_image) {
   const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
   check_out_dtype(dtype);
-  PreparedCall call = prepare_call(src, index, theta, color, mean, std, fill, d, dtype);
+  PreparedCall call = prepare_call(src, index, theta, color, mean, std, fill, d, dtype, mean_image);
   at::Tensor out = alloc_out(d, dtype, src);
   call.args.out = out.data_ptr();
   Run(call.args, src);
@@ -76,10 +78,12 @@ template <RunKernel Run>
 void augment_out_entry(const at::Tensor& src, const std::optional<at::Tensor>& index,
                        const at::Tensor& theta, const at::Tensor& color,
                        c10::ArrayRef<double> mean, c10::ArrayRef<double> std, int64_t out_h,
-                       int64_t out_w, double fill, const at::Tensor& out) {
+                       int64_t out_w, double fill, const at::Tensor& out,
+                       const std::optional<at::Tensor>& mean_image) {
   const AugmentDims d = check_augment_args(src, index, theta, color, mean, std, out_h, out_w, fill);
   check_out(out, d, src);
-  PreparedCall call = prepare_call(src, index, theta, color, mean, std, fill, d, out.scalar_type());
+  PreparedCall call =
+      prepare_call(src, index, theta, color, mean, std, fill, d, out.scalar_type(), mean_image);
   call.args.out = out.data_ptr();
   Run(call.args, src);
 }

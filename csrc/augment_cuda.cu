@@ -31,10 +31,11 @@
 // the stores are CUDA-only.
 //
 // Testing: tests/test_augment_op.py runs the same correctness tests on "cpu" and "cuda" (marked
-// `cuda`, skipped without a GPU), tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit
-// for bit, streams, graphs, 64-bit offsets, bad input on the device), against an independent float64 PyTorch reference, with a
-// NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck.
-// benchmarks/bench_augment.py measures GB/s against a device-to-device copy.
+// `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
+// NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck;
+// tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit for bit, streams, graphs, 64-bit
+// offsets, bad input on the device). benchmarks/bench_augment.py measures GB/s against a
+// device-to-device copy; benchmarks/sanitize_cases.py is the compute-sanitizer case set.
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -95,6 +96,7 @@ struct Params {
   int h, w, out_h, out_w;
   float fill;
   Norm norm;
+  const float* mean_image;  // (out_h, out_w, 3) or nullptr
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
@@ -114,7 +116,11 @@ __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Par
                 coord(s.t10, x, row_base(s.t11, s.t12, y)), v);
   if (s.color) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
-  for (int k = 0; k < 3; ++k) v[k] = normalise(v[k], p.norm.scale[k], p.norm.shift[k]);
+  for (int k = 0; k < 3; ++k) {
+    const float t = p.mean_image ? image_shift(__ldg(p.mean_image + (oy * p.out_w + ox) * 3 + k), p.norm.std[k])
+                                 : p.norm.shift[k];
+    v[k] = normalise(v[k], p.norm.scale[k], t);
+  }
 }
 
 // Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
@@ -300,6 +306,7 @@ void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
   p.out_w = static_cast<int>(a.out_w);
   p.fill = a.fill;
   p.norm = make_norm(a.mean, a.std);
+  p.mean_image = a.mean_image;
   const int64_t elt = a.out_dtype == kOutFloat32 ? 4 : 2;
   const int64_t img_out_bytes = a.out_h * a.out_w * 3 * elt;
   p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;

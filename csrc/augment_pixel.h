@@ -12,7 +12,7 @@
 #define TINYFAST_UNROLL _Pragma("unroll")
 #else
 #define TINYFAST_HD inline __attribute__((always_inline))
-#define TINYFAST_UNROLL _Pragma("GCC unroll 3")
+#define TINYFAST_UNROLL _Pragma("GCC unroll 5")
 #endif
 
 namespace tinyfast {
@@ -27,6 +27,7 @@ constexpr float kLumaB = 0.114f;
 struct Norm {
   float scale[3];
   float shift[3];
+  float std[3];  // for the per-pixel shift of a mean image
 };
 
 inline Norm make_norm(const float mean[3], const float std[3]) {
@@ -34,6 +35,7 @@ inline Norm make_norm(const float mean[3], const float std[3]) {
   for (int c = 0; c < 3; ++c) {
     n.scale[c] = 1.0f / (255.0f * std[c]);
     n.shift[c] = -mean[c] / std[c];
+    n.std[c] = std[c];
   }
   return n;
 }
@@ -158,7 +160,46 @@ TINYFAST_HD void colour(float cb, float cc, float cm, float cs, float& r, float&
   b = clamp255(fadd(fmul(cs, b), grey));
 }
 
+TINYFAST_HD float fdiv(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// The shift of mean-image zero-centering at one pixel and channel: -m / std, as the per-channel
+// shift -mean / std is computed (make_norm), so a constant mean image equals the per-channel mean.
+TINYFAST_HD float image_shift(float m, float std) { return -fdiv(m, std); }
+
 // Step 5 before rounding: v * scale + shift, a float32 multiply then a float32 add, never fused.
 TINYFAST_HD float normalise(float v, float scale, float shift) { return fadd(fmul(v, scale), shift); }
+
+// ---- blur5: the second, small kernel (a 5x5 Gaussian needs a neighbourhood, so it cannot join
+// the fused op's single pass) --------------------------------------------------------------------
+
+// Reflect an index into [0, n) the way torch's "reflect" padding does (no edge repeat), for
+// offsets of at most 2 past either end (n >= 3 is checked on the host).
+TINYFAST_HD int reflect2(int i, int n) {
+  i = i < 0 ? -i : i;
+  return i < n ? i : 2 * (n - 1) - i;
+}
+
+// One output value of the separable 5-tap Gaussian with taps wt = (w0, w1, w2) for offsets
+// 0, +-1, +-2: sum_j w|j| * (sum_i w|i| * v(y + j, x + i)), each sum left to right (i, j from -2
+// to 2), reflect borders. `load(yy, xx)` returns the input value there as float (exact).
+template <typename Load>
+TINYFAST_HD float blur5(const Load& load, int h, int w, int y, int x, const float wt[3]) {
+  float acc = 0.f;
+TINYFAST_UNROLL
+  for (int j = -2; j <= 2; ++j) {
+    const int yy = reflect2(y + j, h);
+    float row = 0.f;
+TINYFAST_UNROLL
+    for (int i = -2; i <= 2; ++i) row = fadd(row, fmul(wt[i < 0 ? -i : i], load(yy, reflect2(x + i, w))));
+    acc = fadd(acc, fmul(wt[j < 0 ? -j : j], row));
+  }
+  return acc;
+}
 
 }  // namespace tinyfast

@@ -186,3 +186,24 @@ def test_parameters_on_the_host_for_a_device_src_are_checked_before_the_copy():
         ops.augment(src, theta, torch.ones(4, 3), MEAN, STD)
     with pytest.raises(ValueError, match="out of range"):
         ops.augment(src, ident_theta(4), torch.ones(4, 3), MEAN, STD, index=torch.tensor([0, 1, 2, 4]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blur5_cpu_and_cuda_bit_identical(dtype):
+    gen = torch.Generator().manual_seed(30)
+    src, theta, color, _ = random_case(gen, 6, 64, 64, 6, (64, 64), False)
+    x = ops.augment(src, theta, color, MEAN, STD, dtype=dtype)
+    sig = torch.tensor([0.3, 0.8, 1.0, 1.5, 2.2, 3.0])
+    assert torch.equal(bits(ops.blur5(x, sig)), bits(ops.blur5(x.cuda(), sig)))
+
+
+
+def test_mean_image_cpu_and_cuda_bit_identical():
+    gen = torch.Generator().manual_seed(31)
+    src, theta, color, index = random_case(gen, 6, 64, 64, 8, (56, 56), True)
+    color[:, 1] = 1.0
+    m = torch.rand(56, 56, 3, generator=gen)
+    kw = dict(out_size=(56, 56), dtype=torch.float32, mean_image=m)
+    cpu = ops.augment(src, theta, color, MEAN, STD, index=index, **kw)
+    gpu = ops.augment(src.cuda(), theta, color, MEAN, STD, index=index.cuda(), **kw)
+    assert torch.equal(bits(cpu), bits(gpu))

@@ -78,7 +78,7 @@ def test_cpu_smoke_runs_every_phase_and_writes_a_sound_report(tmp_path, capsys):
     assert {r["feed"] for r in report["train"]} >= {"synthetic", "gpu"}
     assert [r["what"] for r in report["proof"]["syncs"]["rows"]] == ["gpu loader", "tinyfast.train cnn2"]
     raw = next(out.glob("*-cuda-tests.txt")).read_text()
-    assert "skipped" in raw and "sanitize_cases: 6/6 cases match on cpu" in raw
+    assert "skipped" in raw and "sanitize_cases: 7/7 cases match on cpu" in raw
     assert "## Targets" in next(out.glob("*.md")).read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("tinyfast-proof-")], "work dir left behind"
     # The last line is the summary of every target, none claimed on a CPU.
@@ -93,10 +93,11 @@ def test_a_failing_phase_is_recorded_and_later_phases_still_run(tmp_path, monkey
     def ok(p, cap):
         return {"status": "ok", "cap_seen": cap}
 
-    monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok)])
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--budget", "100"])
+    monkeypatch.setattr(proof, "PHASES", [("build", boom), ("tests", ok), ("data", ok)])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path),
+                                               "--budget", "100", "--skip", "data"])
     phases = proof.run_phases(proof.Runner(args, "t"))
-    assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok")]
+    assert [(ph["name"], ph["status"]) for ph in phases] == [("build", "failed"), ("tests", "ok"), ("data", "skipped")]
     assert "kernel exploded" in phases[0]["reason"]
     assert phases[1]["cap_seen"] <= proof.CAPS["tests"]
 
@@ -105,7 +106,8 @@ def test_a_command_over_its_cap_is_killed_with_its_children(tmp_path):
     args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path)])
     runner = proof.Runner(args, "t")
     t0 = time.monotonic()
-    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('started', flush=True); time.sleep(60)"
+    child = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             "print('started', flush=True); time.sleep(60)")
     r = runner.run([sys.executable, "-c", child], 2)
     assert r["timed_out"] and time.monotonic() - t0 < 20 and "started" in r["output"]
     assert proof.from_run(r, "sleeper")["status"] == "timeout"
@@ -117,7 +119,8 @@ def test_output_parsers():
     assert proof.pytest_counts("no tests ran in 0.01s") == {}
     assert proof.sanitizer_summary("========= ERROR SUMMARY: 0 errors\n") == 0
     assert proof.sanitizer_summary("========= RACECHECK SUMMARY: 2 hazards displayed (2 errors, 0 warnings)") == 2
-    assert proof.sanitizer_summary("========= Error: Target application terminated before first instrumented API call") is None
+    refused = "========= Error: Target application terminated before first instrumented API call"
+    assert proof.sanitizer_summary(refused) is None
     assert proof.rows_of('x\nROW {"a": 1}\nROW {"b": 2}\n') == [{"a": 1}, {"b": 2}]
 
 
@@ -146,7 +149,8 @@ def test_targets_met_and_missed():
     report = dict(_gpu_report(), device_name="H200")
     report["targets"] = proof.targets(report)
     line = proof.summary_line(report)
-    assert line.startswith("PROOF H200: op fraction of copy 0.85 (>= 0.80) MET |") and "racecheck errors 3 (0) MISSED" in line
+    assert line.startswith("PROOF H200: op fraction of copy 0.85 (>= 0.80) MET |")
+    assert "racecheck errors 3 (0) MISSED" in line
 
 
 def _tiny_wheel(folder: Path, name: str) -> Path:
@@ -170,7 +174,8 @@ def test_wheelhouse_installs_missing_wheels_offline_into_a_private_dir(tmp_path,
     house = tmp_path / "wheels"
     house.mkdir()
     _tiny_wheel(house, "tinyfast_probe_pkg")
-    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path), "--wheelhouse", str(house)])
+    args = proof.get_args_parser().parse_args(["--cpu-smoke", "--out", str(tmp_path), "--work", str(tmp_path),
+                                               "--wheelhouse", str(house)])
     runner = proof.Runner(args, "t")
     res = proof.phase_wheelhouse(runner, 120)
     assert res["status"] == "ok" and res["installed"] == ["tinyfast_probe_pkg-1.0-py3-none-any.whl"], res
@@ -193,3 +198,20 @@ def test_tqdm_stand_in_prints_plain_lines(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "decode: 4/4" in r.stderr and "note" in r.stdout and r.stdout.strip().endswith("3")
+
+
+def test_wheels_chosen_are_the_missing_and_the_older(monkeypatch):
+    from importlib import metadata
+
+    have = {"setuptools": "69.5.1", "pytest": "9.2.0", "tqdm": "4.71.0"}
+
+    def version(dist):
+        if dist not in have:
+            raise metadata.PackageNotFoundError(dist)
+        return have[dist]
+
+    monkeypatch.setattr(metadata, "version", version)
+    names = ["setuptools-84.2.1-py3-none-any.whl", "pytest-9.2.0-py3-none-any.whl",
+             "tqdm-4.70.1-py3-none-any.whl", "matplotlib-3.11.2-cp312-cp312-manylinux2014_x86_64.whl"]
+    chosen = [w.name for w in proof.wheels_to_install([Path(n) for n in names])]
+    assert chosen == ["setuptools-84.2.1-py3-none-any.whl", "matplotlib-3.11.2-cp312-cp312-manylinux2014_x86_64.whl"]

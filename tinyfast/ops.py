@@ -11,6 +11,7 @@ raises a ``RuntimeError`` saying how to build it.
 """
 from __future__ import annotations
 
+import math
 import operator
 import weakref
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on an unbuilt ch
 else:
     _LOAD_ERROR = None
 
-__all__ = ["augment", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
+__all__ = ["augment", "blur5", "blur5_weights", "cutout_", "available_backends", "compiled_backends", "is_built", "LUMA_WEIGHTS"]
 
 #: ITU-R BT.601 luma weights (R, G, B) used for the contrast mean and for saturation.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -112,7 +113,7 @@ def _to_device(name: str, t, dev: torch.device):
     if t.device.type == "cpu" and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
         row = int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0]) if t.dim() else 0
         raise ValueError(f"tinyfast.ops.augment: {name}[{row}] has a non-finite value "
-                         f"{t[row].reshape(-1).tolist()}; parameters must be finite")
+                         f"{t[row].reshape(-1).tolist()[:9]}; parameters must be finite")
     return t.to(dev, non_blocking=dev.type == "cuda")
 
 
@@ -128,6 +129,7 @@ def augment(
     dtype: torch.dtype = torch.float16,
     fill: float = 0.0,
     out: torch.Tensor | None = None,
+    mean_image: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Gather, affine-warp, colour-jitter and normalise a batch of uint8 images in one pass.
 
@@ -148,6 +150,9 @@ def augment(
         out: optional preallocated output, ``(B, 3, Ho, Wo)`` in channels-last layout on ``src``'s
             device, float16/bfloat16/float32 (its dtype is used, ``dtype`` is ignored); it is
             written and returned.
+        mean_image: optional float32 ``(Ho, Wo, 3)`` image in ``[0, 1]`` units (e.g. the training
+            set's mean image at the output size): mean-image zero-centering, subtracted per pixel
+            instead of ``mean`` (which is then unused). Copied to ``src``'s device when elsewhere.
 
     Returns:
         ``(B, 3, Ho, Wo)`` tensor of ``dtype`` on ``src``'s device, in ``torch.channels_last``
@@ -181,7 +186,9 @@ def augment(
     5. **Normalisation and rounding.** In float32, ``s_c = 1 / (255 * std_c)`` and
        ``t_c = -mean_c / std_c`` (``mean``/``std`` first rounded to float32), then
        ``out = v * s_c + t_c`` (a float32 multiply, then a float32 add, never fused), which is
-       ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. No intermediate
+       ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. With a
+       ``mean_image`` ``M``, ``t_c`` is ``-M[y, x, c] / std_c`` at each pixel instead (a float32
+       division, as ``-mean_c / std_c`` is: a constant ``M`` equal to ``mean`` gives the same bits). No intermediate
        value is rounded to an integer (torchvision's uint8 colour ops truncate after each step).
 
     Consequences relied on by the tests: identity parameters (``theta = [[1,0,0],[0,1,0]]``,
@@ -223,24 +230,96 @@ def augment(
                                  f"with {src.shape[0]} rows")
         index = _to_device("index", index, dev)
     out_h, out_w = _out_size(out_size, src)
+    if mean_image is not None:
+        if not isinstance(mean_image, torch.Tensor):
+            raise ValueError(f"tinyfast.ops.augment: mean_image must be a float32 (Ho, Wo, 3) tensor, "
+                             f"got {type(mean_image).__name__}")
+        mean_image = _to_device("mean_image", mean_image, dev)
     if out is not None:
         torch.ops.tinyfast.augment_out(src, index, theta, color, mean_l, std_l, out_h, out_w,
-                                       float(fill), out)
+                                       float(fill), out, mean_image)
         return out
     return torch.ops.tinyfast.augment(src, index, theta, color, mean_l, std_l, out_h, out_w, dtype,
-                                      float(fill))
+                                      float(fill), mean_image)
+
+
+def blur5_weights(sigma, batch: int) -> torch.Tensor:
+    """float32 ``(B, 3)`` taps ``(w0, w1, w2)`` of a normalised 5-tap Gaussian of each ``sigma``
+    (``w_k = exp(-k^2 / (2 sigma^2)) / sum``, computed in float64 on the host, then rounded)."""
+    s = torch.as_tensor(sigma, dtype=torch.float64).cpu().reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(batch)
+    if s.numel() != batch:
+        raise ValueError(f"tinyfast.ops.blur5: sigma must be one value or {batch} (one per sample), got {s.numel()}")
+    if not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError(f"tinyfast.ops.blur5: sigma must be finite and > 0, got {s.tolist()[:8]}")
+    k = torch.arange(3, dtype=torch.float64)
+    w = torch.exp(-(k[None] ** 2) / (2 * s[:, None] ** 2))
+    return (w / (w[:, :1] + 2 * w[:, 1:].sum(1, keepdim=True))).float()
+
+
+def blur5(x: torch.Tensor, sigma) -> torch.Tensor:
+    r"""Per-sample 5x5 Gaussian blur of a batch in :func:`augment`'s output layout.
+
+    A second small kernel next to the fused op (a neighbourhood cannot join its single pass).
+
+    Args:
+        x: ``(B, 3, H, W)`` float32/float16/bfloat16 in channels-last layout (what :func:`augment`
+            returns), ``H, W >= 3``, on CPU or CUDA.
+        sigma: one standard deviation for the batch, or ``B`` of them (floats or a tensor), each
+            finite and > 0.
+
+    Returns:
+        A new tensor like ``x``: ``out = sum_j w|j| * (sum_i w|i| * x[y+j, x+i])`` for
+        ``i, j in -2..2`` (each sum left to right, in float32), ``w`` the taps of
+        :func:`blur5_weights`, reflected borders (torch's ``"reflect"`` padding, as torchvision's
+        ``gaussian_blur``), rounded to nearest even once. CPU and CUDA give the same bits.
+    """
+    _require_built()
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"tinyfast.ops.blur5: x must be a (B, 3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    w = blur5_weights(sigma, x.shape[0])
+    return torch.ops.tinyfast.blur5(x, w.to(x.device, non_blocking=x.device.type == "cuda"))
+
+
+def cutout_(x: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """In place: per sample ``b``, ``x[b, :, y0:y1, x0:x1] = value`` with ``boxes[b] = (y0, x0, y1, x1)``.
+
+    ``x`` is any ``(B, C, H, W)`` tensor (e.g. :func:`augment`'s output; ``value`` is then in
+    normalised units, 0 being the dataset mean); ``boxes`` an integer ``(B, 4)`` tensor, clipped to
+    the image (an empty or outside box changes nothing). One masked fill over the batch, on ``x``'s
+    device, with no host sync. Returns ``x``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"tinyfast.ops.cutout_: x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if (not isinstance(boxes, torch.Tensor) or boxes.shape != (x.shape[0], 4)
+            or boxes.is_floating_point() or boxes.is_complex()):
+        raise ValueError(f"tinyfast.ops.cutout_: boxes must be an integer (B, 4) tensor with B = {x.shape[0]}, "
+                         f"got {getattr(boxes, 'dtype', type(boxes))} {tuple(getattr(boxes, 'shape', ()))}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"tinyfast.ops.cutout_: value must be finite, got {value}")
+    b = boxes.to(x.device, non_blocking=x.device.type == "cuda")
+    ys = torch.arange(x.shape[2], device=x.device)[None]
+    xs = torch.arange(x.shape[3], device=x.device)[None]
+    in_y = (ys >= b[:, 0:1]) & (ys < b[:, 2:3])
+    in_x = (xs >= b[:, 1:2]) & (xs < b[:, 3:4])
+    return x.masked_fill_(in_y[:, None, :, None] & in_x[:, None, None, :], float(value))
 
 
 if _C is not None:
     # Shape/dtype propagation without running a kernel, so the op traces under torch.compile.
 
+    @torch.library.register_fake("tinyfast::blur5")
+    def _blur5_fake(x, weights):
+        return torch.empty_like(x)
+
     @torch.library.register_fake("tinyfast::augment")
-    def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill):
+    def _augment_fake(src, index, theta, color, mean, std, out_h, out_w, dtype, fill, mean_image=None):
         torch._check(src.dim() == 4 and src.dtype == torch.uint8, lambda: "src must be uint8 (N,H,W,3)")
         batch = index.shape[0] if index is not None else src.shape[0]
         buf = torch.empty((batch, out_h, out_w, 3), dtype=dtype, device=src.device)
         return buf.permute(0, 3, 1, 2)
 
     @torch.library.register_fake("tinyfast::augment_out")
-    def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out):
+    def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out, mean_image=None):
         return None
