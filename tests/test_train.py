@@ -269,3 +269,22 @@ def test_list_prints_every_model_with_its_parameter_count(capsys):
     for name in list_models():
         assert name in out
     assert "11,271,432" in out  # resnet18, 200 classes
+
+
+def test_frozen_layers_keep_their_batchnorm_statistics(data, tmp_path):
+    """--freeze: the frozen trunk's BatchNorm runs in eval mode (its running statistics do not
+    move); once unfrozen, a layer's statistics train again."""
+    tr = Trainer(_resolved(_cfg(data, tmp_path, arch="cnn_deep", epochs=2, freeze=True, unfreeze_every=1,
+                                optimizer="sgd", lr=0.05)))
+    bns = [m for m in tr.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    tr._apply_freeze(0)
+    tr.train_one_epoch(0)
+    for m, (mean, var) in zip(bns, before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    tr._apply_freeze(1)
+    tr.train_one_epoch(1)
+    moved = [not torch.equal(m.running_mean, mean) for m, (mean, _) in zip(bns, before)]
+    unfrozen = [m.weight.requires_grad for m in bns]
+    assert moved == unfrozen and any(unfrozen)
