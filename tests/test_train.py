@@ -288,3 +288,24 @@ def test_frozen_layers_keep_their_batchnorm_statistics(data, tmp_path):
     moved = [not torch.equal(m.running_mean, mean) for m, (mean, _) in zip(bns, before)]
     unfrozen = [m.weight.requires_grad for m in bns]
     assert moved == unfrozen and any(unfrozen)
+
+
+def test_ddp_mid_epoch_resume_keeps_each_ranks_running_sums(data, tmp_path):
+    """Two gloo ranks stopped mid epoch 2 and resumed: epoch 2's train loss/top-1 (summed over the
+    ranks) equal the uninterrupted run's, because each rank gets its own partial sums back."""
+    base = _cfg(data, tmp_path, arch="cnn2", epochs=2, aug="standard")
+    ck = tmp_path / "runs" / "part" / "last.pt"
+    for i, cfg in enumerate((dataclasses.replace(base, name="full"),
+                             dataclasses.replace(base, name="part", stop_at_step=12),
+                             dataclasses.replace(base, name="part", resume=str(ck)))):
+        (tmp_path / str(i)).mkdir()
+        torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path / str(i))), nprocs=2,
+                                    join=True)
+    a = load_checkpoint(tmp_path / "runs" / "full" / "last.pt")
+    b = load_checkpoint(ck)
+    assert a["step"] == b["step"] == 16
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        assert ra["train_top1"] == rb["train_top1"]
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
