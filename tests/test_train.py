@@ -269,3 +269,43 @@ def test_list_prints_every_model_with_its_parameter_count(capsys):
     for name in list_models():
         assert name in out
     assert "11,271,432" in out  # resnet18, 200 classes
+
+
+def test_frozen_layers_keep_their_batchnorm_statistics(data, tmp_path):
+    """--freeze: the frozen trunk's BatchNorm runs in eval mode (its running statistics do not
+    move); once unfrozen, a layer's statistics train again."""
+    tr = Trainer(_resolved(_cfg(data, tmp_path, arch="cnn_deep", epochs=2, freeze=True, unfreeze_every=1,
+                                optimizer="sgd", lr=0.05)))
+    bns = [m for m in tr.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    tr._apply_freeze(0)
+    tr.train_one_epoch(0)
+    for m, (mean, var) in zip(bns, before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    tr._apply_freeze(1)
+    tr.train_one_epoch(1)
+    moved = [not torch.equal(m.running_mean, mean) for m, (mean, _) in zip(bns, before)]
+    unfrozen = [m.weight.requires_grad for m in bns]
+    assert moved == unfrozen and any(unfrozen)
+
+
+def test_ddp_mid_epoch_resume_keeps_each_ranks_running_sums(data, tmp_path):
+    """Two gloo ranks stopped mid epoch 2 and resumed: epoch 2's train loss/top-1 (summed over the
+    ranks) equal the uninterrupted run's, because each rank gets its own partial sums back."""
+    base = _cfg(data, tmp_path, arch="cnn2", epochs=2, aug="standard")
+    ck = tmp_path / "runs" / "part" / "last.pt"
+    for i, cfg in enumerate((dataclasses.replace(base, name="full"),
+                             dataclasses.replace(base, name="part", stop_at_step=12),
+                             dataclasses.replace(base, name="part", resume=str(ck)))):
+        (tmp_path / str(i)).mkdir()
+        torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path / str(i))), nprocs=2,
+                                    join=True)
+    a = load_checkpoint(tmp_path / "runs" / "full" / "last.pt")
+    b = load_checkpoint(ck)
+    assert a["step"] == b["step"] == 16
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        assert ra["train_top1"] == rb["train_top1"]
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

@@ -120,3 +120,38 @@ def test_class_names_are_printed_once_when_words_are_the_wnid():
     rows = [{"class": "n01", "words": "n01", "accuracy": 0.5}, {"class": "n02", "words": "goldfish, carp",
                                                                  "accuracy": 0.25}, {"class": "x", "words": "", "accuracy": 1.0}]
     assert class_list(rows) == "n01 50%, n02 goldfish 25%, x 100%"
+
+
+def test_tensorboard_event_file_holds_the_epochs_and_the_first_batch(data, tmp_path):  # noqa: F811
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tr = train(_cfg(data, tmp_path, epochs=2, tensorboard=True, name="tb"))
+    ea = EventAccumulator(str(tr.run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    for key, tag in (("train_loss", "train/loss"), ("val_top1", "val/top1"), ("lr", "lr"),
+                     ("img_per_s", "train/img_per_s"), ("val_top5", "val/top5")):
+        got = [(e.step, e.value) for e in ea.Scalars(tag)]
+        want = [(r["epoch"], r[key]) for r in tr.history]
+        assert [s for s, _ in got] == [s for s, _ in want] == [1, 2], tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6), tag
+    (img,) = ea.Images("train/augmented_batch")
+    # 32 images of 32 px in rows of 8 with make_grid's 2-px padding: 4 x 8 tiles.
+    assert (img.width, img.height) == (8 * 34 + 2, 4 * 34 + 2)
+
+
+def test_tensorboard_missing_is_one_line(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tb(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    argv = ["--arch", "ting_m1", "--data", data, "--out-dir", str(tmp_path), "--epochs", "1", "--device", "cpu",
+            "--no-progress", "--tensorboard"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m tinyfast.train: error: --tensorboard needs the tensorboard package "
+                   "(pip install tensorboard)"]

@@ -251,6 +251,8 @@ class TrainConfig:
                           type=_positive_int)
     progress: bool = opt(True, PROGRESS_HELP)
     progress_every: float = opt(30.0, PROGRESS_EVERY_HELP, type=_nonneg_float)
+    tensorboard: bool = opt(False, "also log per-epoch scalars and the first augmented batch to "
+                                   "OUT_DIR/NAME/tensorboard (needs the tensorboard package)")
 
 
 @dataclass(frozen=True)

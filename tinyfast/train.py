@@ -29,7 +29,7 @@ PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
 RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
-RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader")
+RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader", "tensorboard")
 
 __all__ = ["main", "train", "build_train_parser", "list_models_table"]
 

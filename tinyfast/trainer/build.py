@@ -132,7 +132,7 @@ class Phases:
     def __init__(self, cfg: TrainConfig, model: nn.Module, loader, log: Callable[[str], None],
                  on_change: Callable[[], None]):
         from tinyfast.models import layer_groups
-        self.cfg, self.loader, self.log, self.on_change = cfg, loader, log, on_change
+        self.cfg, self.model, self.loader, self.log, self.on_change = cfg, model, loader, log, on_change
         self.groups = layer_groups(model)
         self.trainable_groups: int | None = None
         self.sizes = parse_prog_resize(cfg.prog_resize) if cfg.prog_resize else None
@@ -152,6 +152,13 @@ class Phases:
             self.log(f"epoch {epoch + 1}: training the top {n} of {len(self.groups)} layer groups")
         self.trainable_groups = n
         self.on_change()
+
+    def frozen_norms(self) -> list[nn.Module]:
+        """The BatchNorm layers whose parameters are all frozen: they run in eval mode while
+        training, so a frozen layer's running statistics stay what was loaded."""
+        return [m for m in self.model.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+                and not any(p.requires_grad for p in m.parameters())]
 
     def image_size(self, epoch: int) -> int:
         """Training image size of ``epoch`` (progressive resizing: equal-length phases)."""

@@ -66,6 +66,8 @@ class EpochLoop:
         self.epoch_done = True      # False while an epoch is partially done (mid-epoch checkpoint)
         self.stopped_early = False
         self.stop_request = None    # a StopRequest: true once SIGINT/SIGTERM asked the run to stop
+        self.on_first_batch = None  # called with the run's first (augmented) batch, e.g. for TensorBoard
+        self.frozen_norms: list = []  # BatchNorm layers kept in eval mode (frozen by --freeze)
 
     @classmethod
     def of_run(cls, cfg, step_fn, schedule, loader, *, device: torch.device, memory_format, world: int,
@@ -90,6 +92,8 @@ class EpochLoop:
         """
         self.loader.set_epoch(epoch)
         self.step_fn.fwd.train()
+        for m in self.frozen_norms:
+            m.eval()
         run = self.running = self.running or Running(self.device)
         bar = progress_bar(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", show=self.show_progress,
@@ -99,7 +103,10 @@ class EpochLoop:
         self.epoch_done, stop = False, False
         for x, y in self.loader:
             self.schedule.set_step(self.step)
-            loss, out = self.step_fn(self._prepare(x, size, resize), y)
+            x = self._prepare(x, size, resize)
+            if self.step == 0 and self.on_first_batch is not None:
+                self.on_first_batch(x)
+            loss, out = self.step_fn(x, y)
             run.add(loss, out, y)
             if self.step_fn.compiling:
                 t0, n0 = self._compiled(run, loss, y, t0), run.n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -84,7 +85,9 @@ class Trainer:
         return self.loop.step
 
     def _wrap(self) -> None:
+        """After the trainable set changed: rebuild the wrappers, keep frozen BatchNorms in eval mode."""
         self.step_fn.fwd = wrap_model(self.model, compile=self.cfg.compile, world=self.world, device=self.device)
+        self.loop.frozen_norms = self.phases.frozen_norms()
         if self.cfg.compile:
             self.step_fn.compiling = True
             self.log("note: --compile: the next step compiles the model (may take minutes); that time is "
@@ -116,7 +119,10 @@ class Trainer:
             Interrupted: SIGINT/SIGTERM stopped the run after a step and a saved ``last.pt``.
         """
         self.sinks.start(run_info(self))
-        with StopRequest() as self.loop.stop_request:
+        if self.cfg.tensorboard:
+            self.sinks.open_tensorboard(getattr(self.train_loader, "mean", ()), getattr(self.train_loader, "std", ()))
+            self.loop.on_first_batch = self.sinks.batch
+        with StopRequest() as self.loop.stop_request, contextlib.closing(self.sinks):
             for epoch in range(self.epoch, self.cfg.epochs):
                 self.epoch = epoch
                 self.phases.apply_freeze(epoch)

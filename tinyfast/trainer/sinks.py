@@ -16,7 +16,7 @@ import torch
 from tinyfast.config import ConfigError
 from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
 
-__all__ = ["RunSinks", "epoch_line", "run_info", "run_summary", "class_list", "plural"]
+__all__ = ["RunSinks", "TensorBoard", "epoch_line", "run_info", "run_summary", "class_list", "plural"]
 
 # Drawing takes ~0.5-1 s: at most once a minute, and after the last epoch.
 PLOT_INTERVAL_S = 60.0
@@ -80,6 +80,21 @@ class RunSinks:
     def __init__(self, run_dir: Path, *, write: bool, log: Callable[[str], None], title: str):
         self.run_dir, self.write, self.log, self.title = Path(run_dir), write, log, title
         self._plotted = time.perf_counter()
+        self.tensorboard: TensorBoard | None = None
+
+    def open_tensorboard(self, mean=(), std=()) -> None:
+        """Also log to TensorBoard (rank 0); fails now, with one line, when it is not installed."""
+        if self.write:
+            self.tensorboard = TensorBoard(self.run_dir, mean, std)
+
+    def batch(self, x: torch.Tensor) -> None:
+        """The run's first training batch (for the TensorBoard image grid)."""
+        if self.tensorboard is not None:
+            self.tensorboard.batch(x)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def start(self, info: dict) -> None:
         """Create the run directory and write ``config.json``."""
@@ -96,6 +111,8 @@ class RunSinks:
         self.log(epoch_line(history[-1], epochs, show_size))
         if not self.write:
             return
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(history[-1])
         write_history(history, self.run_dir)
         if last or time.perf_counter() - self._plotted > PLOT_INTERVAL_S:
             self.plot(history)
@@ -120,3 +137,37 @@ class RunSinks:
     def summary(self, out: dict) -> None:
         if self.write:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(out, indent=2, default=float) + "\n")
+
+
+class TensorBoard:
+    """``--tensorboard``: per-epoch scalars (loss, top-1/top-5, LR, img/s) and the first augmented
+    training batch as an image grid, in ``RUN_DIR/tensorboard`` (``torch.utils.tensorboard``)."""
+
+    SCALARS = {"train_loss": "train/loss", "train_top1": "train/top1", "val_loss": "val/loss",
+               "val_top1": "val/top1", "val_top5": "val/top5", "lr": "lr", "img_per_s": "train/img_per_s"}
+
+    def __init__(self, run_dir: Path, mean=(), std=()):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.mean, self.std = list(mean), list(std)
+
+    def epoch(self, row: dict) -> None:
+        for key, tag in self.SCALARS.items():
+            if row.get(key) is not None:
+                self.writer.add_scalar(tag, row[key], row["epoch"])
+        self.writer.flush()
+
+    def batch(self, x: torch.Tensor) -> None:
+        """The augmented images as the model sees them, un-normalised, up to 64 in a grid."""
+        from torchvision.utils import make_grid
+        x = x[:64].detach().float().cpu()
+        if len(self.mean) == x.shape[1] and len(self.std) == x.shape[1]:
+            x = x * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
+        self.writer.add_image("train/augmented_batch", make_grid(x.clamp(0, 1), nrow=8), 0)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

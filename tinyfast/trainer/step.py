@@ -97,14 +97,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
     SGD/Adam/AdamW are the fused implementations on CPU and CUDA: one kernel for all parameters,
     and GradScaler hands them its inf check on the device instead of reading it to the host every
-    step (what it does for an optimizer without AMP support). RAdam has no fused kernel: foreach.
+    step (what it does for an optimizer without AMP support). RAdam has no fused kernel, and fused
+    SGD cannot take parameters that start training later (``--unfreeze-every``: momentum buffers
+    missing for some of a group): foreach there.
     """
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     devices = {p.device.type for p in model.parameters()}
-    fast = {"fused": True} if devices <= {"cpu", "cuda"} else {"foreach": True}
+    fast = {"fused": True} if devices <= {"cpu", "cuda"} and not cfg.freeze else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
