@@ -186,6 +186,32 @@ def test_dali_loader_augments_in_the_pipeline_like_the_gpu_loader(packed, source
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.parametrize("plugin, builds", [pytest.param(True, 2, marks=needs_plugin), (False, 1)])
+def test_dali_loader_rebuilds_its_pipeline_only_for_a_size_change_mid_pass(packed, plugin, builds):
+    """A size set between passes reuses the pipeline (reset); one set mid-pass rebuilds it once
+    with the plugin (its prefetched batches are at the old size), never without it (the op then
+    runs after the pipeline). Either way the next batch is the ``gpu`` loader's at the new size."""
+    import tinyfast.loaders as L
+
+    kw = dict(train=True, policy="standard", seed=4, num_workers=1)
+    ld = L.build("dali", packed, "train", 5, plugin=plugin, **kw)
+    ref = L.build("gpu", packed, "train", 5, **kw)
+    built = []
+    build = ld._build
+    ld._build = lambda: built.append(1) or build()
+    ld.set_out_size((48, 40))
+    assert [x.shape[-2:] for x, _ in ld] == [(48, 40)] * 4 and len(built) == 1
+    ld.set_out_size((32, 32))
+    ld.set_epoch(1)
+    it = iter(ld)
+    assert next(it)[0].shape[-2:] == (32, 32) and len(built) == 1
+    ld.set_out_size((40, 24))
+    ref.load_state_dict(ld.state_dict())
+    ref.set_out_size((40, 24))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(it, ref))
+    assert len(built) == builds
+
+
 @needs_plugin
 @pytest.mark.cuda
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")

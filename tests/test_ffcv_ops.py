@@ -6,6 +6,8 @@ rank, batch)`` -> ``Policy.sample``), independently of the Operation.
 """
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -125,6 +127,55 @@ def test_wrong_place_in_the_pipeline_is_ffcvs_error_with_our_message(beton):
     with pytest.raises(ValueError, match=r"tinyfast.ffcv_ops.Augment: .*add ToTensor\(\)"):
         Loader(str(path), batch_size=4, num_workers=1, order=OrderOption.SEQUENTIAL,
                pipelines={"image": [SimpleRGBImageDecoder(), aug]})
+
+
+# ----------------------------------------------------------------------------------- the loader
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    from tinyfast.pack import pack_synthetic
+
+    out = tmp_path_factory.mktemp("ffcv_loader") / "packed"
+    pack_synthetic(out, classes=3, per_class=7, val_per_class=2, test_count=0, ffcv=True,
+                   progress=False, workers=1, log=None)
+    return out
+
+
+def epoch_threads(ld):
+    """The live FFCV epoch threads of the ``ffcv`` loader ``ld``."""
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    return [t for t in threading.enumerate()
+            if isinstance(t, EpochIterator) and t.loader is ld._ffcv and t.is_alive()]
+
+
+def test_ffcv_loader_stops_the_epoch_threads_it_leaves(packed):
+    """A restart for a size change mid-pass, and a pass abandoned with every remaining batch
+    already prefetched (FFCV's thread would then block on its full queue for ever), leave no
+    epoch thread behind; the restarted pass's next batch is the ``gpu`` loader's at the new size."""
+    import tinyfast.loaders as L
+
+    kw = dict(train=True, policy="standard", seed=8, num_workers=1)
+    ld = L.build("ffcv", packed, "train", 7, batches_ahead=2, **kw)   # 3 batches
+    it = iter(ld)
+    next(it)
+    (thread,) = epoch_threads(ld)
+    for _ in range(1000):                     # until batches 1, 2 fill the queue (end not queued)
+        if thread.output_queue.full():
+            break
+        time.sleep(0.01)
+    it.close()
+    assert epoch_threads(ld) == []
+    it = iter(ld)
+    next(it)
+    (first,) = epoch_threads(ld)
+    ld.set_out_size((32, 32))
+    x1, _ = next(it)
+    assert not first.is_alive() and len(epoch_threads(ld)) == 1
+    ref = L.build("gpu", packed, "train", 7, **kw)
+    ref.load_state_dict({"epoch": 0, "batch": 1})
+    ref.set_out_size((32, 32))
+    assert torch.equal(x1, next(iter(ref))[0])
+    assert len(list(it)) == 1 and epoch_threads(ld) == []
 
 
 @pytest.mark.cuda

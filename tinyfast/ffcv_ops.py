@@ -21,6 +21,10 @@ Epochs: every pass over an FFCV ``Loader`` runs in a fresh thread; a pass starts
 ``(epoch, batch)`` given by the last :meth:`Augment.set_epoch` call, or, without one, at batch 0 of
 the epoch after the previous pass's (like FFCV's own epoch counter), so each epoch draws fresh
 parameters.
+
+Output size: setting :attr:`Augment.out_size` during a pass reaches the batches FFCV has not
+prepared yet (up to ``batches_ahead`` later). For an exact switch at batch ``b``, end the pass and
+start a new one there with ``set_epoch(epoch, b)``, as the ``ffcv`` loader does.
 """
 from __future__ import annotations
 
@@ -122,7 +126,7 @@ class Augment(Operation):
         def tinyfast_augment(images, _dst):
             n, h, w = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
             epoch, b = op._next_batch()
-            size = op.out_size  # read once: set_out_size() may run meanwhile in another thread
+            size = op.out_size  # read once: it may be set meanwhile from another thread
             theta, color = op.params(epoch, b, n, h, w, size)
             if images.is_cuda:
                 # One pinned copy on FFCV's current (side) stream; the host does not wait.

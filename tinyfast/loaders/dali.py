@@ -186,63 +186,9 @@ class DaliLoader(BaseLoader):
         theta, color = self.aug_params(epoch, b, len(idx), size)
         return images, theta.numpy(), color.numpy(), np.tile(np.array(size, np.int32), (len(idx), 1))
 
-    def _stage(self):
-        """The graph after decoding: ``(parameter inputs the source feeds, function(images, *params))``.
-
-        Built from plain values (no ``self``: see :class:`_Source`).
-        """
-        fn, _, types = self._dali
-        mean, std, fill, dtype = self.mean, self.std, float(self.policy.fill), self.dtype
-        if self.in_pipeline:
-            from tinyfast import dali_ops
-
-            def plugin(images, theta, color, size):
-                return dali_ops.augment(images, theta, color, mean=mean, std=std, dtype=dtype,
-                                        out_size=size, fill=fill)
-            return 3, plugin
-        if not self.native:
-            return 0, lambda images: images
-        h, w, augment = self.height, self.width, self.train
-        out_dtype = types.FLOAT16 if dtype == torch.float16 else types.FLOAT
-
-        def native(images, *params):
-            if augment:
-                matrix, br, co, sa = params
-                images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=fill,
-                                        interp_type=types.INTERP_LINEAR, inverse_map=True)
-                images = fn.brightness_contrast(images, brightness=br, contrast=co)
-                images = fn.saturation(images, saturation=sa)
-            return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC",
-                                            mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
-        return (4 if augment else 0), native
-
     def _build(self):
-        fn, pipeline_def, types = self._dali
-        gpu = self.device.type == "cuda"
-        jpeg = self._jpeg is not None
-        n_params, stage = self._stage()
-        source = _Source(self)  # no `self` in the graph closure
-
-        @pipeline_def(batch_size=self.batch_size, num_threads=self._threads,
-                      device_id=self.device.index if gpu else None, prefetch_queue_depth=self.prefetch,
-                      seed=self.seed & 0x7FFFFFFF)
-        def pipe():
-            kw = dict(source=source, batch=True, batch_info=True)
-            if n_params:
-                images, *params = fn.external_source(num_outputs=1 + n_params, **kw)
-            else:
-                images, params = fn.external_source(**kw), []
-            if jpeg:
-                images = fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
-            else:
-                images = fn.reshape(images, layout="HWC")
-                if gpu:
-                    images = images.gpu()
-            return stage(images, *params)
-
-        p = pipe()
-        p.build()
-        return p
+        """A built pipeline for this loader's settings (see :func:`_build_pipeline`)."""
+        return _build_pipeline(self)
 
     def close(self) -> None:
         """Drop the pipeline (its threads and buffers)."""
@@ -302,6 +248,68 @@ class DaliLoader(BaseLoader):
             del batch
             yield images, labels
         self._reusable = self._ended
+
+
+def _stage(loader):
+    """The graph after decoding: ``(parameter inputs the source feeds, function(images, *params))``.
+
+    Built from plain values (no ``loader`` in the graph: see :class:`_Source`).
+    """
+    fn, _, types = loader._dali
+    mean, std, fill, dtype = loader.mean, loader.std, float(loader.policy.fill), loader.dtype
+    if loader.in_pipeline:
+        from tinyfast import dali_ops
+
+        def plugin(images, theta, color, size):
+            return dali_ops.augment(images, theta, color, mean=mean, std=std, dtype=dtype,
+                                    out_size=size, fill=fill)
+        return 3, plugin
+    if not loader.native:
+        return 0, lambda images: images
+    h, w, augment = loader.height, loader.width, loader.train
+    out_dtype = types.FLOAT16 if dtype == torch.float16 else types.FLOAT
+
+    def native(images, *params):
+        if augment:
+            matrix, br, co, sa = params
+            images = fn.warp_affine(images, matrix=matrix, size=[h, w], fill_value=fill,
+                                    interp_type=types.INTERP_LINEAR, inverse_map=True)
+            images = fn.brightness_contrast(images, brightness=br, contrast=co)
+            images = fn.saturation(images, saturation=sa)
+        return fn.crop_mirror_normalize(images, dtype=out_dtype, output_layout="HWC",
+                                        mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
+    return (4 if augment else 0), native
+
+
+def _build_pipeline(loader):
+    """The loader's DALI pipeline, built: external source (its :meth:`DaliLoader._source`), decode
+    or reshape, then the stage of :func:`_stage`."""
+    fn, pipeline_def, types = loader._dali
+    gpu = loader.device.type == "cuda"
+    jpeg = loader._jpeg is not None
+    n_params, stage = _stage(loader)
+    source = _Source(loader)  # no `loader` in the graph closure
+
+    @pipeline_def(batch_size=loader.batch_size, num_threads=loader._threads,
+                  device_id=loader.device.index if gpu else None, prefetch_queue_depth=loader.prefetch,
+                  seed=loader.seed & 0x7FFFFFFF)
+    def pipe():
+        kw = dict(source=source, batch=True, batch_info=True)
+        if n_params:
+            images, *params = fn.external_source(num_outputs=1 + n_params, **kw)
+        else:
+            images, params = fn.external_source(**kw), []
+        if jpeg:
+            images = fn.decoders.image(images, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        else:
+            images = fn.reshape(images, layout="HWC")
+            if gpu:
+                images = images.gpu()
+        return stage(images, *params)
+
+    p = pipe()
+    p.build()
+    return p
 
 
 @register("dali")
