@@ -13,7 +13,6 @@ from tinyfast.config import TrainConfig, config_from_args, explicit_fields
 from tinyfast.models import is_known
 from tinyfast.recipes import RECIPES, apply_recipe, get_recipe, list_recipes, prog_schedule
 from tinyfast.train import build_train_parser, main
-from tinyfast.trainer import Trainer
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -101,9 +100,12 @@ def test_prog_schedule_expands_unequal_phases_for_the_trainer():
     assert value == ":".join(["32"] * 3 + ["64"] * 6 + ["16"] * 2 + ["64"] * 36)
     assert prog_schedule((32, 2), (64, 3)) == "32:32:64:64:64"
     epochs = sum(n for _, n in phases)
-    fake = SimpleNamespace(train_loader=SimpleNamespace(height=64), prog_sizes=[int(s) for s in value.split(":")],
+    from tinyfast.config import parse_prog_resize
+    from tinyfast.trainer.build import Phases
+
+    fake = SimpleNamespace(loader=SimpleNamespace(height=64), sizes=parse_prog_resize(value),
                            cfg=SimpleNamespace(epochs=epochs))
-    got = [Trainer.image_size(fake, e) for e in range(epochs)]
+    got = [Phases.image_size(fake, e) for e in range(epochs)]
     want = [size for size, n in phases for _ in range(n)]
     assert got == want
     r = RECIPES["ghosh-net1"].settings
