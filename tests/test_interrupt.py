@@ -24,10 +24,20 @@ def _argv(data, out_dir, name):
             "--batch-size", "32", "--device", "cpu", "--mixup", "0.4", "--ema", "0.9", "--no-progress"]
 
 
+def _run(args, cwd):
+    """``python -m tinyfast.train`` in a fresh process: every run compared here starts from the same
+    process state (thread count, flags), which tests run earlier in this process may have changed."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "tinyfast.train", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("reference")
-    assert main(_argv(data, out, "full")) == 0
+    _run(_argv(data, out, "full"), out)
     return load_checkpoint(out / "full" / "last.pt")
 
 
@@ -54,7 +64,7 @@ def test_a_signal_mid_epoch_saves_and_the_resumed_run_is_exact(data, reference, 
     assert 10 <= ck["step"] < 24 and not ck["epoch_done"]   # mid epoch 2 (8 steps an epoch)
     assert "Traceback" not in err
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
-    assert main(["--resume", str(last), "--no-progress"]) == 0
+    _run(["--resume", str(last), "--no-progress"], tmp_path)
     done = load_checkpoint(last)
     assert done["step"] == reference["step"] == 24
     for k, v in reference["model"].items():

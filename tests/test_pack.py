@@ -344,9 +344,10 @@ def _tmp_siblings(d):
 
 def test_killed_pack_leaves_nothing_openable(tree, tmp_path):
     out = tmp_path / "packed"
-    env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="0.3", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="1.0", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "tinyfast.pack", str(tree), "--out", str(out), "--quiet", "--workers", "1"]
-    # decode tasks of 4 images, each followed by the test delay: ~2.4 s of packing to interrupt
+    # decode tasks of 4 images, each followed by the test delay: ~7 s of packing to interrupt, so the
+    # signal lands mid-pack even on a loaded machine
     for sig, wait in ((signal.SIGKILL, 0.5), (signal.SIGKILL, 1.6), (signal.SIGINT, 1.0)):
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 30

@@ -136,7 +136,7 @@ def _pids_with(marker: str) -> list:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_path, sig):
     out = tmp_path / "packed-by-pool"
-    env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="0.3", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="1.0", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "tinyfast.pack", str(tree), "--out", str(out), "--quiet", "--workers", "2"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 30
