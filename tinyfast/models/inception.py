@@ -15,11 +15,17 @@ from .common import conv_bn, head
 
 
 class _ModuleA(nn.Module):
+    """Four branches: 1x1, 1x1-3x3, 1x1-3x3-3x3, pool-1x1. ``factorised``: every 3x3 becomes 1x3
+    followed by 3x1 (Inception-v3 'figure 6', :class:`_ModuleB`)."""
+
+    factorised = False
+
     def __init__(self, cin: int, w: int):
         super().__init__()
+        k3 = [(1, 3), (3, 1)] if self.factorised else [3]
         self.b1 = conv_bn(cin, w, 1)
-        self.b3 = nn.Sequential(conv_bn(cin, w, 1), conv_bn(w, w, 3))
-        self.b33 = nn.Sequential(conv_bn(cin, w, 1), conv_bn(w, w, 3), conv_bn(w, w, 3))
+        self.b3 = nn.Sequential(conv_bn(cin, w, 1), *(conv_bn(w, w, k) for k in k3))
+        self.b33 = nn.Sequential(conv_bn(cin, w, 1), *(conv_bn(w, w, k) for k in k3 + k3))
         self.bp = nn.Sequential(nn.AvgPool2d(3, 1, 1), conv_bn(cin, w, 1))
         self.out_channels = 4 * w
 
@@ -27,20 +33,10 @@ class _ModuleA(nn.Module):
         return torch.cat([self.b1(x), self.b3(x), self.b33(x), self.bp(x)], 1)
 
 
-class _ModuleB(nn.Module):
+class _ModuleB(_ModuleA):
     """3x3 convolutions factorised into 1x3 followed by 3x1 (Inception-v3 'figure 6')."""
 
-    def __init__(self, cin: int, w: int):
-        super().__init__()
-        self.b1 = conv_bn(cin, w, 1)
-        self.b3 = nn.Sequential(conv_bn(cin, w, 1), conv_bn(w, w, (1, 3)), conv_bn(w, w, (3, 1)))
-        self.b33 = nn.Sequential(conv_bn(cin, w, 1), conv_bn(w, w, (1, 3)), conv_bn(w, w, (3, 1)),
-                                 conv_bn(w, w, (1, 3)), conv_bn(w, w, (3, 1)))
-        self.bp = nn.Sequential(nn.AvgPool2d(3, 1, 1), conv_bn(cin, w, 1))
-        self.out_channels = 4 * w
-
-    def forward(self, x):
-        return torch.cat([self.b1(x), self.b3(x), self.b33(x), self.bp(x)], 1)
+    factorised = True
 
 
 class _ModuleC(nn.Module):
