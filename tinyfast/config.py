@@ -232,8 +232,12 @@ class TrainConfig:
     channels_last: bool = opt(True, "channels-last memory format")
     compile: bool = opt(False, "torch.compile the model")
     sync_bn: bool = opt(False, "DDP: synchronise batch-norm statistics across ranks")
-    pretrained: str | None = opt(None, "LOCAL torchvision-style state_dict to start from (never "
-                                       "downloads); the head is replaced")
+    pretrained: str | None = opt(None, "start from these weights (nothing is downloaded): 'imagenet' = "
+                                       "torchvision's default ImageNet weights of the arch (tv:<name>, "
+                                       "resnet18/34/50, vgg16(_bn), alexnet, densenet161, mobilenet_v2) "
+                                       "from $TORCH_HOME/hub/checkpoints/, or a local torchvision-style "
+                                       "state_dict PATH; tensors load by name and shape, the head and an "
+                                       "adapted stem keep their fresh init", metavar="imagenet|PATH")
     freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
     unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
                                  "top down (0 = never)", type=_nonneg_int)
@@ -435,6 +439,12 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
     if cfg.unfreeze_every and not cfg.freeze:
         raise ConfigError("--unfreeze-every needs --freeze")
+    if cfg.pretrained == "imagenet":  # a missing weights file is reported before any work
+        from tinyfast.models import imagenet_weights_path
+        try:
+            imagenet_weights_path(cfg.arch)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),

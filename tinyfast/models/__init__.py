@@ -18,14 +18,16 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-import torch
 from torch import nn
 
 __all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
-           "load_pretrained", "head_module", "layer_groups", "is_known", "default_lr", "TV_PREFIX"]
+           "load_pretrained", "head_module", "layer_groups", "is_known", "default_lr",
+           "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "TV_PREFIX"]
 
 TV_PREFIX = "tv:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+# Zoo name -> the torchvision model whose ImageNet weights fit it (``--pretrained imagenet``).
+_TORCHVISION: dict[str, str] = {}
 # The modules that register models; imported lazily (on the first registry query), so importing
 # tinyfast.models costs nothing and nothing runs at import.
 _ZOO_MODULES = ("simple", "vgg", "inception", "resnet", "densenet", "mobilenet", "reports")
@@ -36,8 +38,11 @@ _loaded = False
 _DEFAULT_LR = {"linear": 0.01}
 
 
-def register(name: str):
+def register(name: str, torchvision: str | None = None):
     """Decorator registering a model builder ``fn(num_classes=..., dropout=..., **kw) -> nn.Module``.
+
+    ``torchvision`` names the torchvision model the builder adapts, whose ImageNet weights
+    ``--pretrained imagenet`` then loads (by name and shape).
 
     Raises:
         ValueError: ``name`` is already registered or uses the reserved ``tv:`` prefix.
@@ -48,6 +53,8 @@ def register(name: str):
         if name.startswith(TV_PREFIX):
             raise ValueError(f"model names may not start with {TV_PREFIX!r} (reserved for torchvision)")
         _REGISTRY[name] = fn
+        if torchvision:
+            _TORCHVISION[name] = torchvision
         return fn
     return deco
 
@@ -77,6 +84,15 @@ def is_known(name: str) -> bool:
         return name[len(TV_PREFIX):] in _tv_classifiers()
     _load_zoo()
     return name in _REGISTRY
+
+
+def torchvision_counterpart(name: str) -> str | None:
+    """The torchvision model behind ``name`` (``tv:<name>`` or a zoo model registered with one),
+    else ``None``."""
+    if name.startswith(TV_PREFIX):
+        return name[len(TV_PREFIX):]
+    _load_zoo()
+    return _TORCHVISION.get(name)
 
 
 def default_lr(name: str, optimizer: str = "sgd") -> float | None:
@@ -177,43 +193,5 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     return groups
 
 
-def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load a LOCAL torchvision-style ``state_dict`` file into ``model`` (never downloads).
-
-    Tensors whose name and shape match are copied; the rest (the replaced head, an adapted stem)
-    keep their fresh initialisation. Accepts a bare state_dict or a dict with a ``"model"`` or
-    ``"state_dict"`` entry (tinyfast checkpoints included).
-
-    Returns:
-        (loaded keys, skipped keys).
-    Raises:
-        ValueError: the file is unreadable or nothing in it matches the model (one line, naming it).
-    """
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such pretrained weights file") from None
-    except Exception as e:  # torch raises many types for a corrupt file
-        raise ValueError(f"{path}: not a readable state_dict ({e.__class__.__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]
-    elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: not a state_dict")
-    # Checkpoints saved from DDP / torch.compile wrappers carry prefixes.
-    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
-    own = model.state_dict()
-    head_names = {n + "." for n, m in model.named_modules() if m is head_module(model)}
-    take, skipped = {}, []
-    for k, v in sd.items():
-        if (k in own and torch.is_tensor(v) and v.shape == own[k].shape
-                and not any(k.startswith(h) for h in head_names)):
-            take[k] = v
-        else:
-            skipped.append(k)
-    if not take:
-        raise ValueError(f"{path}: no tensor matches {model.__class__.__name__} (wrong architecture?)")
-    model.load_state_dict(take, strict=False)
-    return sorted(take), sorted(skipped)
+# Defined with the weights code; re-exported here, where the model API lives.
+from .pretrained import imagenet_weights_path, load_pretrained, resolve_pretrained  # noqa: E402

@@ -17,7 +17,7 @@ def small_stem_densenet(model: nn.Module) -> nn.Module:
     return model
 
 
-@register("densenet161")
+@register("densenet161", torchvision="densenet161")
 def densenet161(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
     """DenseNet-161 (growth 48, blocks 6-12-36-24); dense blocks see 64, 32, 16, 8 px."""
     m = small_stem_densenet(torchvision.models.densenet161(num_classes=num_classes))

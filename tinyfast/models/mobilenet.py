@@ -16,7 +16,7 @@ def small_stem_mobilenet(model: nn.Module) -> nn.Module:
     return model
 
 
-@register("mobilenet_v2")
+@register("mobilenet_v2", torchvision="mobilenet_v2")
 def mobilenet_v2(num_classes: int = 200, dropout: float = 0.2, width_mult: float = 1.0) -> nn.Module:
     """MobileNetV2 (inverted residuals) with a stride-1 stem."""
     return small_stem_mobilenet(torchvision.models.mobilenet_v2(

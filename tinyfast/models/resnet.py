@@ -29,19 +29,19 @@ def _tv_resnet(name: str, num_classes: int, dropout: float) -> nn.Module:
     return m
 
 
-@register("resnet18")
+@register("resnet18", torchvision="resnet18")
 def resnet18(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
     """ResNet-18 (BasicBlock 2-2-2-2) with a 3x3 stride-1 stem, no max-pool."""
     return _tv_resnet("resnet18", num_classes, dropout)
 
 
-@register("resnet34")
+@register("resnet34", torchvision="resnet34")
 def resnet34(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
     """ResNet-34 (BasicBlock 3-4-6-3) with a 3x3 stride-1 stem, no max-pool."""
     return _tv_resnet("resnet34", num_classes, dropout)
 
 
-@register("resnet50")
+@register("resnet50", torchvision="resnet50")
 def resnet50(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
     """ResNet-50 (Bottleneck 3-4-6-3) with a 3x3 stride-1 stem, no max-pool."""
     return _tv_resnet("resnet50", num_classes, dropout)

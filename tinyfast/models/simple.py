@@ -74,7 +74,7 @@ def ting_m4(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
         head(256, num_classes, dropout))
 
 
-@register("alexnet")
+@register("alexnet", torchvision="alexnet")
 def alexnet(num_classes: int = 200, dropout: float = 0.5) -> nn.Module:
     """torchvision's AlexNet with a 64x64 stem: the 11x11 stride-4 conv becomes 5x5 stride 2
     (so 64 px -> 32 -> 15 -> 7 -> 3 through the three max-pools) and the classifier reads a 3x3

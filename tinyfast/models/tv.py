@@ -1,5 +1,6 @@
 """Any torchvision classifier as ``tv:<name>``, randomly initialised, with a 64x64 stem where the
-family has a well-known one (never downloads weights: use ``--pretrained PATH`` for local ones)."""
+family has a well-known one. Never downloads weights: ``--pretrained imagenet`` reads torchvision's
+from its hub cache, ``--pretrained PATH`` a local file."""
 
 from __future__ import annotations
 

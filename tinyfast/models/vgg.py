@@ -22,13 +22,13 @@ def _vgg16(num_classes: int, dropout: float, batch_norm: bool, hidden: int) -> n
     return m
 
 
-@register("vgg16")
+@register("vgg16", torchvision="vgg16")
 def vgg16(num_classes: int = 200, dropout: float = 0.5, batch_norm: bool = False, hidden: int = 1024) -> nn.Module:
     """VGG-16 for 64x64 (``batch_norm=True`` = ``vgg16_bn``)."""
     return _vgg16(num_classes, dropout, batch_norm, hidden)
 
 
-@register("vgg16_bn")
+@register("vgg16_bn", torchvision="vgg16_bn")
 def vgg16_bn(num_classes: int = 200, dropout: float = 0.5, hidden: int = 1024) -> nn.Module:
     """VGG-16 with batch norm after every conv, for 64x64."""
     return _vgg16(num_classes, dropout, True, hidden)

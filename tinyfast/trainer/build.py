@@ -83,18 +83,27 @@ def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) ->
 
 def build_model(cfg: TrainConfig, num_classes: int, *, world: int, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
     """The initialised model (same on every rank: seeded) and the keywords it was built with."""
-    from tinyfast.models import get_model, init_weights, load_pretrained
+    from tinyfast.models import get_model, init_weights
     torch.manual_seed(cfg.seed)
     kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}
     model = get_model(cfg.arch, num_classes=num_classes, **kwargs)
     init_weights(model, cfg.init)
     if cfg.pretrained:
-        loaded, skipped = load_pretrained(model, cfg.pretrained)
-        log(f"pretrained: loaded {len(loaded)} tensors from {cfg.pretrained}, kept "
-            f"{len(skipped)} fresh ({', '.join(skipped[:4])}{'...' if len(skipped) > 4 else ''})")
+        _load_weights(model, cfg, log)
     if cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model, kwargs
+
+
+def _load_weights(model: nn.Module, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """``--pretrained``: load what fits by name and shape, and say what was loaded and what not."""
+    from tinyfast.models import load_pretrained, resolve_pretrained
+    path = resolve_pretrained(cfg.pretrained, cfg.arch)
+    loaded, _ = load_pretrained(model, path)
+    took = set(loaded)
+    fresh = [k for k in model.state_dict() if k not in took]
+    log(f"pretrained: loaded {len(loaded)} of {len(loaded) + len(fresh)} tensors from {path}; kept "
+        f"{len(fresh)} fresh ({', '.join(fresh[:4])}{'...' if len(fresh) > 4 else ''})")
 
 
 def build_step(cfg: TrainConfig, model: nn.Module, autocast, *, fp16: bool, device: torch.device,
