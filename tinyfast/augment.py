@@ -377,8 +377,8 @@ def sample(policy: str | Policy | None, batch: int, height: int, width: int,
 
 # ----- preview: ``python -m tinyfast.augment --preview OUT.png`` --------------------------------------
 #: Columns of the preview grid: a title and the policy drawn for it (fixed values where a single
-#: setting is shown, the preset's own random ranges otherwise). Blur, cutout and mean-image
-#: subtraction are not operations of the fused op, so they have no column.
+#: setting is shown, the preset's own random ranges otherwise). Blur and cutout run after the op
+#: (:func:`finish`), as in the loaders; mean-image subtraction is a normalisation, not shown.
 PREVIEW_PANELS: tuple[tuple[str, Policy], ...] = (
     ("original", Policy()),
     ("contrast 0.7", Policy(contrast=(0.7, 0.7))),
@@ -389,6 +389,9 @@ PREVIEW_PANELS: tuple[tuple[str, Policy], ...] = (
     ("translate10", PRESETS["translate10"]),
     ("crop56 (zoom)", PRESETS["crop56"]),
     ("rotate60-zoom-shift", PRESETS["rotate60-zoom-shift"]),
+    ("blur sigma 1.5", Policy(blur=1.0, blur_sigma=(1.5, 1.5))),
+    ("cutout", Policy(cutout=1.0, cutout_size=0.5)),
+    ("skoltech2", PRESETS["skoltech2"]),
     ("ucsc", PRESETS["ucsc"]),
     ("standard", PRESETS["standard"]),
 )
@@ -408,6 +411,7 @@ def preview_panels(images: torch.Tensor, seed: int = 0,
         p = pol.sample(n, h, w, torch.Generator().manual_seed(seed))
         x = ops.augment(images.contiguous(), p.theta, p.color, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                         dtype=torch.float32, fill=pol.fill)
+        x = finish(x, p)
         out.append((title, (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()))
     return out
 
