@@ -199,3 +199,38 @@ def test_train_config_passes_normalize_to_the_loaders(packed):
     assert get_recipe("stanford-vgg-z").settings["normalize"] == "mean-image"
     assert get_recipe("skoltech-resnet18").settings["aug"] == "skoltech2"
     assert math.isclose(PRESETS[get_recipe("skoltech-resnet18").settings["aug"]].blur, 1.0)
+
+
+def test_mean_image_run_end_to_end_and_evaluated_the_same_way(tmp_path):
+    """A run with --normalize mean-image and the skoltech2 blur trains; evaluate scores its
+    checkpoint with the train split's mean image (checked against a float64 forward pass)."""
+    import json
+
+    from tinyfast.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyfast.config import TrainConfig
+    from tinyfast.pack import pack_synthetic
+    from tinyfast.train import train
+
+    data = tmp_path / "synth"
+    pack_synthetic(data, classes=3, per_class=16, val_per_class=8, test_count=0, size=32, seed=2,
+                   progress=False, log=None)
+    tr = train(TrainConfig(arch="ting_m1", data=str(data), epochs=1, batch_size=16, progress=False,
+                           device="cpu", out_dir=str(tmp_path / "runs"), name="m", aug="skoltech2",
+                           normalize="mean-image", optimizer="adam", lr=2e-3))
+    ckpt = tmp_path / "runs" / "m" / "last.pt"
+    assert json.loads((tmp_path / "runs" / "m" / "config.json").read_text())["config"]["normalize"] == "mean-image"
+    from tinyfast.config import EvalConfig
+    from tinyfast.evaluate import ensemble_probs
+
+    _, probs, labels, _ = ensemble_probs(EvalConfig(checkpoints=(str(ckpt),), device="cpu", weights="raw",
+                                                    amp=False, progress=False), "val")
+    sp, train_split = open_packed(data, "val"), open_packed(data, "train")
+    m = np.asarray(train_split.images, dtype=np.float64).mean(0) / 255
+    x = (np.asarray(sp.images, dtype=np.float64) / 255 - m) / np.array(sp.std)
+    model = model_from_checkpoint(load_checkpoint(ckpt), "raw").eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x).permute(0, 3, 1, 2).float()).softmax(1).double()
+    assert (torch.as_tensor(probs[0]).double() - want).abs().max() < 1e-4
+    assert torch.equal(torch.as_tensor(labels), torch.from_numpy(sp.labels.astype(np.int64)))
+    assert tr.history[-1]["val_top1"] == pytest.approx(float((want.argmax(1).numpy() == sp.labels).mean()),
+                                                       abs=1.5 / len(labels))
