@@ -585,8 +585,9 @@ def test_cli_help_describes_every_option():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", ["gpu", "dali", "ffcv", "torch-npy"])
-def test_cuda_matches_cpu(name, packed):
-    kw = dict(train=True, policy="standard", seed=4)
+@pytest.mark.parametrize("policy, normalize", [("standard", "channel"), (BLUR_CUTOUT, "mean-image")])
+def test_cuda_matches_cpu(name, policy, normalize, packed):
+    kw = dict(train=True, policy=policy_of(policy), seed=4, normalize=normalize)
     cpu = run_epoch(make(name, packed, "train", 16, device="cpu", **kw))
     gpu = run_epoch(make(name, packed, "train", 16, device="cuda", **kw))
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
