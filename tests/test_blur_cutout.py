@@ -234,3 +234,31 @@ def test_mean_image_run_end_to_end_and_evaluated_the_same_way(tmp_path):
     assert torch.equal(torch.as_tensor(labels), torch.from_numpy(sp.labels.astype(np.int64)))
     assert tr.history[-1]["val_top1"] == pytest.approx(float((want.argmax(1).numpy() == sp.labels).mean()),
                                                        abs=1.5 / len(labels))
+
+
+@pytest.mark.parametrize("plugin", [None, False])
+def test_dali_plugin_and_op_paths_match_the_gpu_loader(plugin, packed):
+    """Blur and cutout after DALI's plugin operator, or after the op on its output: the gpu loader's bits."""
+    pytest.importorskip("nvidia.dali")
+    pol = Policy(rotate=10.0, vflip=0.5, blur=0.5, cutout=0.5, cutout_size=(0.2, 0.4))
+    kw = dict(train=True, policy=pol, seed=3, num_workers=0, dtype=torch.float16)
+    ref = [x for x, _ in L.build("gpu", packed, "train", 8, **kw)]
+    got = [x for x, _ in L.build("dali", packed, "train", 8, plugin=plugin, **kw)]
+    assert len(ref) == len(got) == 3
+    for a, b in zip(ref, got):
+        assert torch.equal(a, b)
+
+
+def test_mean_image_follows_the_output_size(packed):
+    """Progressive resizing: the mean image is resampled to the new output size."""
+    ld = L.build("gpu", packed, "val", 12, train=False, dtype=torch.float32, normalize="mean-image")
+    ld.set_out_size((32, 32))
+    x = next(iter(ld))[0].double()
+    ps = open_packed(packed, "val")
+    src = torch.from_numpy(np.array(ps.images[:12])).double().permute(0, 3, 1, 2) / 255
+    down = torch.nn.functional.interpolate(src, size=(32, 32), mode="bilinear", align_corners=False)
+    m = torch.from_numpy(np.array(open_packed(packed, "train").images, dtype=np.float64).mean(0) / 255)
+    m = torch.nn.functional.interpolate(m.permute(2, 0, 1)[None], size=(32, 32), mode="bilinear",
+                                        align_corners=False)
+    std = torch.tensor(ps.std, dtype=torch.float32).double().view(1, 3, 1, 1)
+    assert x.shape == (12, 3, 32, 32) and ((x - (down - m) / std).abs().max()) < 1e-4

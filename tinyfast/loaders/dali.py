@@ -136,10 +136,12 @@ class DaliLoader(BaseLoader):
         self.can_resize = not self.native  # DALI's own warp_affine keeps the packed size here
         if self.mean_image is not None:
             # The plugin operator and DALI's own ops know per-channel statistics only.
-            if self.native or plugin:
-                raise ValueError(f"normalize='mean-image' is not available with "
-                                 f"{'dali-native' if self.native else 'plugin=True'}; use the dali "
-                                 f"loader with plugin=False (the op then runs after the pipeline)")
+            if self.native:
+                raise ValueError("normalize='mean-image' is not available with dali-native (DALI's "
+                                 "own normalisation is per channel); use the dali or gpu loader")
+            if plugin:
+                raise ValueError("normalize='mean-image' is not available with plugin=True (the "
+                                 "plugin operator normalises per channel); pass plugin=False or None")
             plugin = False
         self.in_pipeline = self._use_plugin(plugin) if not self.native else False
         self.name = "dali-native" if native else "dali"
