@@ -193,11 +193,14 @@ class Policy:
             batch: number of samples B (>= 1).
             height, width: source image size.
             generator: CPU ``torch.Generator`` every number is drawn from (one ``torch.rand`` call
-                of shape ``(B, 10)``); ``None`` uses torch's default CPU generator.
+                of shape ``(B, 10)``, then ``(B, 2)`` when blur is enabled and ``(B, 4)`` when
+                cutout is); ``None`` uses torch's default CPU generator.
             out_size: ``(Ho, Wo)`` of the op's output; ``None`` = ``(height, width)``.
 
         Returns:
-            :class:`AugParams` with CPU float32 tensors ``theta (B, 2, 3)`` and ``color (B, 3)``.
+            :class:`AugParams` with CPU float32 tensors ``theta (B, 2, 3)`` and ``color (B, 3)``;
+            a :class:`Params` (also carrying ``blur`` and ``cutout``, drawn for ``out_size``)
+            when the policy enables blur or cutout.
         """
         if batch < 1:
             raise ValueError(f"Policy.sample: batch must be >= 1, got {batch}")
@@ -218,31 +221,33 @@ class Policy:
             return AugParams(theta, color)
         # Drawn after the columns above, and only when enabled: the other policies' streams (and
         # the pinned draws of the presets without blur/cutout) do not move.
-        return Params(theta, color, self._sample_blur(batch, generator),
-                      self._sample_cutout(batch, ho, wo, generator))
+        return Params(theta, color, _blur_sigmas(self, batch, generator),
+                      _cutout_boxes(self, batch, ho, wo, generator))
 
-    def _sample_blur(self, batch: int, generator) -> torch.Tensor | None:
-        """float32 ``(B,)`` sigma (0 = no blur): one ``(B, 2)`` draw (apply?, sigma)."""
-        if self.blur == 0:
-            return None
-        u = torch.rand((batch, 2), generator=generator, dtype=torch.float64).numpy()
-        lo, hi = self.blur_sigma
-        return torch.from_numpy(np.where(u[:, 0] < self.blur, lo + (hi - lo) * u[:, 1], 0.0).astype(np.float32))
 
-    def _sample_cutout(self, batch: int, ho: int, wo: int, generator) -> torch.Tensor | None:
-        """int64 ``(B, 4)`` boxes ``(y0, x0, y1, x1)``: one ``(B, 4)`` draw (apply?, size, cy, cx)."""
-        if self.cutout == 0:
-            return None
-        u = torch.rand((batch, 4), generator=generator, dtype=torch.float64).numpy()
-        lo, hi = self.cutout_size
-        frac = lo + (hi - lo) * u[:, 1]
-        sh, sw = np.rint(frac * ho).astype(np.int64), np.rint(frac * wo).astype(np.int64)
-        cy, cx = np.floor(u[:, 2] * ho).astype(np.int64), np.floor(u[:, 3] * wo).astype(np.int64)
-        y0, x0 = np.clip(cy - sh // 2, 0, ho), np.clip(cx - sw // 2, 0, wo)
-        y1, x1 = np.clip(cy - sh // 2 + sh, 0, ho), np.clip(cx - sw // 2 + sw, 0, wo)
-        boxes = np.stack([y0, x0, y1, x1], axis=1)
-        boxes[u[:, 0] >= self.cutout] = 0
-        return torch.from_numpy(boxes)
+def _blur_sigmas(pol: Policy, batch: int, generator) -> torch.Tensor | None:
+    """float32 ``(B,)`` sigma (0 = no blur): one ``(B, 2)`` draw (apply?, sigma)."""
+    if pol.blur == 0:
+        return None
+    u = torch.rand((batch, 2), generator=generator, dtype=torch.float64).numpy()
+    lo, hi = pol.blur_sigma
+    return torch.from_numpy(np.where(u[:, 0] < pol.blur, lo + (hi - lo) * u[:, 1], 0.0).astype(np.float32))
+
+
+def _cutout_boxes(pol: Policy, batch: int, ho: int, wo: int, generator) -> torch.Tensor | None:
+    """int64 ``(B, 4)`` boxes ``(y0, x0, y1, x1)``: one ``(B, 4)`` draw (apply?, size, cy, cx)."""
+    if pol.cutout == 0:
+        return None
+    u = torch.rand((batch, 4), generator=generator, dtype=torch.float64).numpy()
+    lo, hi = pol.cutout_size
+    frac = lo + (hi - lo) * u[:, 1]
+    sh, sw = np.rint(frac * ho).astype(np.int64), np.rint(frac * wo).astype(np.int64)
+    cy, cx = np.floor(u[:, 2] * ho).astype(np.int64), np.floor(u[:, 3] * wo).astype(np.int64)
+    y0, x0 = np.clip(cy - sh // 2, 0, ho), np.clip(cx - sw // 2, 0, wo)
+    y1, x1 = np.clip(cy - sh // 2 + sh, 0, ho), np.clip(cx - sw // 2 + sw, 0, wo)
+    boxes = np.stack([y0, x0, y1, x1], axis=1)
+    boxes[u[:, 0] >= pol.cutout] = 0
+    return torch.from_numpy(boxes)
 
 
 def _snap(x: np.ndarray) -> np.ndarray:
@@ -349,9 +354,11 @@ def finish(x: torch.Tensor, params: AugParams) -> torch.Tensor:
         w = torch.zeros(len(sigma), 3)
         w[:, 0] = 1.0
         w[on] = ops.blur5_weights(sigma[on], int(on.sum()))
-        x = torch.ops.tinyfast.blur5(x, w.to(x.device, non_blocking=x.device.type == "cuda"))
+        cuda = x.device.type == "cuda"
+        # Pinned, so the copy is queued on the stream and the host does not wait.
+        x = torch.ops.tinyfast.blur5(x, (w.pin_memory() if cuda else w).to(x.device, non_blocking=cuda))
     if boxes is not None and bool((boxes[:, 2:] > boxes[:, :2]).all(1).any()):
-        ops.cutout_(x, boxes)
+        ops.cutout_(x, boxes.pin_memory() if x.device.type == "cuda" else boxes)
     return x
 
 
