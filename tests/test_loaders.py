@@ -631,3 +631,15 @@ def test_missing_optional_library_names_the_extra(name, module, extra, packed, m
     monkeypatch.setitem(__import__("sys").modules, module, None)   # import of it now fails
     with pytest.raises(ImportError, match=re.escape(extra)):
         L.build(name, packed, "val", 4, num_workers=0)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_ffcv_mean_image_normalisation(split, packed):
+    """FFCV's Augment operation subtracts the train split's mean image (float64 reference)."""
+    ld = make("ffcv", packed, split, 16, train=False, dtype=torch.float32, normalize="mean-image")
+    x = torch.cat([b for b, _ in ld]).double()
+    m = torch.from_numpy(np.array(open_packed(packed, "train").images, dtype=np.float64).mean(0) / 255)
+    ps = open_packed(packed, split)
+    std = torch.tensor(ps.std, dtype=torch.float32).double()
+    want = (torch.from_numpy(np.array(ps.images, dtype=np.float64)) / 255 - m) / std
+    assert (x - want.permute(0, 3, 1, 2)).abs().max() < 1e-4
