@@ -310,15 +310,35 @@ def fused_reference(ld, epoch, b):
 
     ps = open_packed(ld.data_dir, ld.split)
     idx = ld.order.batch(epoch, b)
-    theta, color = ld.aug_params(epoch, b, len(idx))
+    params = ld.aug_params(epoch, b, len(idx))
     src = torch.from_numpy(np.array(ps.images))
-    return ops.augment(src, theta, color, ps.mean, ps.std, index=idx, dtype=ld.dtype,
-                       fill=ld.policy.fill, out_size=ld.out_size), torch.from_numpy(ps.labels)[idx]
+    x = ops.augment(src, params.theta, params.color, ps.mean, ps.std, index=idx, dtype=ld.dtype,
+                    fill=ld.policy.fill, out_size=ld.out_size)
+    # Blur only the samples drawn for it, then cut each box out by slicing (not via finish()).
+    if params.blur is not None and bool((params.blur > 0).any()):
+        on = torch.nonzero(params.blur > 0).flatten()
+        x[on] = ops.blur5(x[on].contiguous(memory_format=torch.channels_last), params.blur[on])
+    if params.cutout is not None:
+        for i, (y0, x0, y1, x1) in enumerate(params.cutout.tolist()):
+            x[i, :, y0:y1, x0:x1] = 0
+    return x, torch.from_numpy(ps.labels)[idx]
 
 
+BLUR_CUTOUT = "blur-cutout"   # a policy with both, each on about half the samples
+
+
+def policy_of(name):
+    from tinyfast.augment import Policy
+    if name == BLUR_CUTOUT:
+        return Policy(rotate=10.0, hflip=0.5, blur=0.5, blur_sigma=(0.3, 2.0), cutout=0.5,
+                      cutout_size=(0.2, 0.5))
+    return name
+
+
+@pytest.mark.parametrize("policy", ["standard", BLUR_CUTOUT])
 @pytest.mark.parametrize("name", FUSED)
-def test_fused_loaders_identical_pixels(name, packed):
-    ld = make(name, packed, "train", 16, train=True, policy="standard", seed=5, rank=1, world_size=2)
+def test_fused_loaders_identical_pixels(name, policy, packed):
+    ld = make(name, packed, "train", 16, train=True, policy=policy_of(policy), seed=5, rank=1, world_size=2)
     batches = run_epoch(ld, epoch=1)
     assert len(batches) == 2
     for b, (x, y) in enumerate(batches):
@@ -565,8 +585,9 @@ def test_cli_help_describes_every_option():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", ["gpu", "dali", "ffcv", "torch-npy"])
-def test_cuda_matches_cpu(name, packed):
-    kw = dict(train=True, policy="standard", seed=4)
+@pytest.mark.parametrize("policy, normalize", [("standard", "channel"), (BLUR_CUTOUT, "mean-image")])
+def test_cuda_matches_cpu(name, policy, normalize, packed):
+    kw = dict(train=True, policy=policy_of(policy), seed=4, normalize=normalize)
     cpu = run_epoch(make(name, packed, "train", 16, device="cpu", **kw))
     gpu = run_epoch(make(name, packed, "train", 16, device="cuda", **kw))
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
@@ -610,3 +631,15 @@ def test_missing_optional_library_names_the_extra(name, module, extra, packed, m
     monkeypatch.setitem(__import__("sys").modules, module, None)   # import of it now fails
     with pytest.raises(ImportError, match=re.escape(extra)):
         L.build(name, packed, "val", 4, num_workers=0)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_ffcv_mean_image_normalisation(split, packed):
+    """FFCV's Augment operation subtracts the train split's mean image (float64 reference)."""
+    ld = make("ffcv", packed, split, 16, train=False, dtype=torch.float32, normalize="mean-image")
+    x = torch.cat([b for b, _ in ld]).double()
+    m = torch.from_numpy(np.array(open_packed(packed, "train").images, dtype=np.float64).mean(0) / 255)
+    ps = open_packed(packed, split)
+    std = torch.tensor(ps.std, dtype=torch.float32).double()
+    want = (torch.from_numpy(np.array(ps.images, dtype=np.float64)) / 255 - m) / std
+    assert (x - want.permute(0, 3, 1, 2)).abs().max() < 1e-4

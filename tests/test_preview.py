@@ -41,6 +41,17 @@ def test_panels_show_what_their_titles_say():
     # The random presets did change the images.
     for title in ("rotate10", "translate10", "crop56 (zoom)", "standard"):
         assert not torch.equal(panels[title], src), title
+    # Blur sigma 1.5: a float64 5x5 Gaussian with reflected borders, within rounding.
+    k = torch.arange(-2, 3, dtype=torch.float64)
+    w1 = torch.exp(-k ** 2 / (2 * 1.5 ** 2))
+    w1 = w1 / w1.sum()
+    x = torch.nn.functional.pad(v.permute(0, 3, 1, 2), (2, 2, 2, 2), mode="reflect")
+    ref = torch.nn.functional.conv2d(x, (w1[:, None] * w1[None]).expand(3, 1, 5, 5), groups=3)
+    assert (panels["blur sigma 1.5"].double() - ref.permute(0, 2, 3, 1).clamp(0, 255)).abs().max() <= 1
+    # Cutout: one black half-size square per image, the rest untouched.
+    dark = (panels["cutout"] == 0).all(-1) & ~(src == 0).all(-1)
+    changed = (panels["cutout"] != src).any(-1)
+    assert torch.equal(changed, dark) and bool(changed.flatten(1).any(1).all())
 
 
 def test_mosaic_places_panel_j_image_i_at_row_i_column_j():

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["AugParams", "Policy", "PRESETS", "affine_theta", "get_policy", "sample"]
+__all__ = ["AugParams", "Params", "Policy", "finish", "PRESETS", "affine_theta", "get_policy", "sample"]
 
 Range = tuple[float, float]
 
@@ -37,10 +37,43 @@ _DRAWS = ("rotate", "translate_x", "translate_y", "zoom", "shear", "hflip", "vfl
 
 
 class AugParams(NamedTuple):
-    """Per-sample parameters of :func:`tinyfast.ops.augment`, on the CPU."""
+    """Per-sample parameters of :func:`tinyfast.ops.augment`, on the CPU, and of the optional blur and
+    cutout that follow it (:func:`finish`); a 2-tuple ``(theta, color)`` when those are off, so
+    ``theta, color = params`` keeps working for the policies without them."""
 
     theta: torch.Tensor  #: float32 (B, 2, 3) inverse affine map, output pixel -> source pixel
     color: torch.Tensor  #: float32 (B, 3) brightness, contrast, saturation factors
+
+    def with_geometry(self, theta: torch.Tensor, color: torch.Tensor) -> "AugParams":
+        """The same draws with ``theta`` / ``color`` replaced (e.g. by device copies); blur and
+        cutout are kept (``_replace`` would drop them)."""
+        if self.blur is None and self.cutout is None:
+            return AugParams(theta, color)
+        return Params(theta, color, self.blur, self.cutout)
+
+    @property
+    def blur(self) -> torch.Tensor | None:
+        """float32 ``(B,)`` blur sigma per sample in output pixels, 0 = not blurred; None = no blur."""
+        return getattr(self, "_blur", None)
+
+    @property
+    def cutout(self) -> torch.Tensor | None:
+        """int64 ``(B, 4)`` cutout boxes ``(y0, x0, y1, x1)`` in output pixels (empty = none); None = no cutout."""
+        return getattr(self, "_cutout", None)
+
+
+class Params(AugParams):
+    """:class:`AugParams` carrying the blur / cutout draws (what :meth:`Policy.sample` returns when
+    the policy enables either); still unpacks as ``(theta, color)``."""
+
+    def __new__(cls, theta, color, blur=None, cutout=None):
+        self = super().__new__(cls, theta, color)
+        self._blur, self._cutout = blur, cutout
+        return self
+
+    def __getnewargs__(self):
+        # Pickling (DataLoader workers) keeps the extra draws.
+        return (self.theta, self.color, self._blur, self._cutout)
 
 
 def _pair(name: str, value, *, symmetric: bool = False) -> Range:
@@ -70,6 +103,11 @@ class Policy:
             ``f`` means ``[max(0, 1-f), 1+f]`` like torchvision's ``ColorJitter``.
         fill: value, in ``0..255`` pixel units, of pixels brought in from outside the image
             (passed as ``fill`` to the op).
+        blur: probability of a 5x5 Gaussian blur (:func:`tinyfast.ops.blur5`) after the op, with a
+            sigma drawn from ``blur_sigma`` (output pixels).
+        cutout: probability of one cutout square (DeVries & Taylor): side ``cutout_size`` (a
+            fraction of the output size, drawn from a range or fixed), centre uniform over the
+            image, clipped at the border, set to 0 in normalised units (the mean).
     """
 
     rotate: float | Range = 0.0
@@ -82,6 +120,10 @@ class Policy:
     contrast: float | Range = (1.0, 1.0)
     saturation: float | Range = (1.0, 1.0)
     fill: float = 0.0
+    blur: float = 0.0
+    blur_sigma: float | Range = (0.1, 2.0)
+    cutout: float = 0.0
+    cutout_size: float | Range = 0.5
 
     def __post_init__(self):
         # Normalise every field to its canonical form, so equal policies compare equal.
@@ -101,7 +143,7 @@ class Policy:
         set_(self, "shear", _pair("shear", self.shear, symmetric=True))
         if max(abs(v) for v in self.shear) >= 89.0:
             raise ValueError(f"Policy.shear: must be within (-89, 89) degrees, got {self.shear}")
-        for name in ("hflip", "vflip"):
+        for name in ("hflip", "vflip", "blur", "cutout"):
             p = float(getattr(self, name))
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"Policy.{name}: probability must be in [0, 1], got {p}")
@@ -114,6 +156,12 @@ class Policy:
             if lo < 0:
                 raise ValueError(f"Policy.{name}: factors must be >= 0, got {(lo, hi)}")
             set_(self, name, (lo, hi))
+        set_(self, "blur_sigma", _pair("blur_sigma", self.blur_sigma))
+        if self.blur_sigma[0] <= 0:
+            raise ValueError(f"Policy.blur_sigma: must be > 0, got {self.blur_sigma}")
+        set_(self, "cutout_size", _pair("cutout_size", self.cutout_size))
+        if not (0.0 <= self.cutout_size[0] and self.cutout_size[1] <= 1.0):
+            raise ValueError(f"Policy.cutout_size: must be within [0, 1], got {self.cutout_size}")
         fill = float(self.fill)
         if not 0.0 <= fill <= 255.0:
             raise ValueError(f"Policy.fill: must be in [0, 255], got {fill}")
@@ -122,7 +170,8 @@ class Policy:
     @property
     def is_identity(self) -> bool:
         """True when every draw is the identity (the op then only normalises)."""
-        return self == Policy(fill=self.fill)
+        # The blur / cutout ranges do not matter while their probabilities are 0.
+        return self == Policy(fill=self.fill, blur_sigma=self.blur_sigma, cutout_size=self.cutout_size)
 
     def to_dict(self) -> dict:
         """Plain-dict form (for configs and run records)."""
@@ -144,11 +193,14 @@ class Policy:
             batch: number of samples B (>= 1).
             height, width: source image size.
             generator: CPU ``torch.Generator`` every number is drawn from (one ``torch.rand`` call
-                of shape ``(B, 10)``); ``None`` uses torch's default CPU generator.
+                of shape ``(B, 10)``, then ``(B, 2)`` when blur is enabled and ``(B, 4)`` when
+                cutout is); ``None`` uses torch's default CPU generator.
             out_size: ``(Ho, Wo)`` of the op's output; ``None`` = ``(height, width)``.
 
         Returns:
-            :class:`AugParams` with CPU float32 tensors ``theta (B, 2, 3)`` and ``color (B, 3)``.
+            :class:`AugParams` with CPU float32 tensors ``theta (B, 2, 3)`` and ``color (B, 3)``;
+            a :class:`Params` (also carrying ``blur`` and ``cutout``, drawn for ``out_size``)
+            when the policy enables blur or cutout.
         """
         if batch < 1:
             raise ValueError(f"Policy.sample: batch must be >= 1, got {batch}")
@@ -165,7 +217,37 @@ class Policy:
                              u[:, 5] < self.hflip, u[:, 6] < self.vflip,
                              in_size=(height, width), out_size=(ho, wo))
         color = torch.from_numpy(v[:, 7:10].astype(np.float32))
-        return AugParams(theta, color)
+        if self.blur == 0 and self.cutout == 0:
+            return AugParams(theta, color)
+        # Drawn after the columns above, and only when enabled: the other policies' streams (and
+        # the pinned draws of the presets without blur/cutout) do not move.
+        return Params(theta, color, _blur_sigmas(self, batch, generator),
+                      _cutout_boxes(self, batch, ho, wo, generator))
+
+
+def _blur_sigmas(pol: Policy, batch: int, generator) -> torch.Tensor | None:
+    """float32 ``(B,)`` sigma (0 = no blur): one ``(B, 2)`` draw (apply?, sigma)."""
+    if pol.blur == 0:
+        return None
+    u = torch.rand((batch, 2), generator=generator, dtype=torch.float64).numpy()
+    lo, hi = pol.blur_sigma
+    return torch.from_numpy(np.where(u[:, 0] < pol.blur, lo + (hi - lo) * u[:, 1], 0.0).astype(np.float32))
+
+
+def _cutout_boxes(pol: Policy, batch: int, ho: int, wo: int, generator) -> torch.Tensor | None:
+    """int64 ``(B, 4)`` boxes ``(y0, x0, y1, x1)``: one ``(B, 4)`` draw (apply?, size, cy, cx)."""
+    if pol.cutout == 0:
+        return None
+    u = torch.rand((batch, 4), generator=generator, dtype=torch.float64).numpy()
+    lo, hi = pol.cutout_size
+    frac = lo + (hi - lo) * u[:, 1]
+    sh, sw = np.rint(frac * ho).astype(np.int64), np.rint(frac * wo).astype(np.int64)
+    cy, cx = np.floor(u[:, 2] * ho).astype(np.int64), np.floor(u[:, 3] * wo).astype(np.int64)
+    y0, x0 = np.clip(cy - sh // 2, 0, ho), np.clip(cx - sw // 2, 0, wo)
+    y1, x1 = np.clip(cy - sh // 2 + sh, 0, ho), np.clip(cx - sw // 2 + sw, 0, wo)
+    boxes = np.stack([y0, x0, y1, x1], axis=1)
+    boxes[u[:, 0] >= pol.cutout] = 0
+    return torch.from_numpy(boxes)
 
 
 def _snap(x: np.ndarray) -> np.ndarray:
@@ -238,6 +320,11 @@ PRESETS: dict[str, Policy] = {
     # blur (rotate +-10 degrees, horizontal and vertical flips).
     "hflip-crop56": Policy(zoom=64.0 / 56.0, hflip=0.5),
     "rotate10-flips": Policy(rotate=10.0, hflip=0.5, vflip=0.5),
+    # Mkrtchyan's set 2 in full: that plus a 5x5 Gaussian blur, sigma 0.1-2 (torchvision's
+    # GaussianBlur(5, (0.1, 2)), applied to every image).
+    "skoltech2": Policy(rotate=10.0, hflip=0.5, vflip=0.5, blur=1.0, blur_sigma=(0.1, 2.0)),
+    # Cutout (DeVries & Taylor 2017): one half-size square per image, with horizontal flips.
+    "cutout": Policy(hflip=0.5, cutout=1.0, cutout_size=0.5),
     # UCI CS172B names flips, shifts and rotations without amounts: 10% shifts, +-10 degrees.
     "uci": Policy(rotate=10.0, translate=0.1, hflip=0.5),
     # Kran's Keras ImageDataGenerator: rotation_range 8, shifts 0.1, shear_range 0.3 (radians, as
@@ -251,6 +338,28 @@ PRESETS: dict[str, Policy] = {
                        brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), fill=114.0),
 }
 PRESETS["default"] = PRESETS["standard"]
+
+
+def finish(x: torch.Tensor, params: AugParams) -> torch.Tensor:
+    """The blur and cutout of ``params`` applied to the op's output ``x`` (``(B, 3, Ho, Wo)``,
+    channels-last, on any device): what every fused loader runs after :func:`tinyfast.ops.augment`,
+    so they stay bit-identical. Returns ``x`` itself when there is neither (cutout is in place)."""
+    from tinyfast import ops
+
+    sigma, boxes = params.blur, params.cutout
+    if sigma is not None and bool((sigma > 0).any()):
+        # One pass over the batch; samples not drawn for a blur get the taps (1, 0, 0), an exact
+        # identity, so no gather/scatter of the blurred subset is needed.
+        on = sigma > 0
+        w = torch.zeros(len(sigma), 3)
+        w[:, 0] = 1.0
+        w[on] = ops.blur5_weights(sigma[on], int(on.sum()))
+        cuda = x.device.type == "cuda"
+        # Pinned, so the copy is queued on the stream and the host does not wait.
+        x = torch.ops.tinyfast.blur5(x, (w.pin_memory() if cuda else w).to(x.device, non_blocking=cuda))
+    if boxes is not None and bool((boxes[:, 2:] > boxes[:, :2]).all(1).any()):
+        ops.cutout_(x, boxes.pin_memory() if x.device.type == "cuda" else boxes)
+    return x
 
 
 def get_policy(name_or_policy: str | Policy | None) -> Policy:
@@ -275,8 +384,8 @@ def sample(policy: str | Policy | None, batch: int, height: int, width: int,
 
 # ----- preview: ``python -m tinyfast.augment --preview OUT.png`` --------------------------------------
 #: Columns of the preview grid: a title and the policy drawn for it (fixed values where a single
-#: setting is shown, the preset's own random ranges otherwise). Blur, cutout and mean-image
-#: subtraction are not operations of the fused op, so they have no column.
+#: setting is shown, the preset's own random ranges otherwise). Blur and cutout run after the op
+#: (:func:`finish`), as in the loaders; mean-image subtraction is a normalisation, not shown.
 PREVIEW_PANELS: tuple[tuple[str, Policy], ...] = (
     ("original", Policy()),
     ("contrast 0.7", Policy(contrast=(0.7, 0.7))),
@@ -287,6 +396,9 @@ PREVIEW_PANELS: tuple[tuple[str, Policy], ...] = (
     ("translate10", PRESETS["translate10"]),
     ("crop56 (zoom)", PRESETS["crop56"]),
     ("rotate60-zoom-shift", PRESETS["rotate60-zoom-shift"]),
+    ("blur sigma 1.5", Policy(blur=1.0, blur_sigma=(1.5, 1.5))),
+    ("cutout", Policy(cutout=1.0, cutout_size=0.5)),
+    ("skoltech2", PRESETS["skoltech2"]),
     ("ucsc", PRESETS["ucsc"]),
     ("standard", PRESETS["standard"]),
 )
@@ -306,6 +418,7 @@ def preview_panels(images: torch.Tensor, seed: int = 0,
         p = pol.sample(n, h, w, torch.Generator().manual_seed(seed))
         x = ops.augment(images.contiguous(), p.theta, p.color, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                         dtype=torch.float32, fill=pol.fill)
+        x = finish(x, p)
         out.append((title, (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()))
     return out
 

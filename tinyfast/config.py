@@ -196,6 +196,9 @@ class TrainConfig:
                                       type=_positive_int)
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS)", choices=_presets)
+    normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "
+                                     "the train split's mean image, computed from the packed data)",
+                         choices=("channel", "mean-image"))
     optimizer: str = opt("sgd", "optimizer (sgd is Nesterov by default)", choices=OPTIMIZERS)
     lr: float | None = opt(None, "peak learning rate for the GLOBAL batch B (default: sgd 0.2 x sqrt(B/512), "
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)

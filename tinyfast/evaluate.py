@@ -54,8 +54,10 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
         if list(ck.get("classes") or []) != list(packed.classes):
             raise ConfigError(f"{path}: trained on {ck['num_classes']} classes that differ from those of {data}")
     amp, amp_dtype = _precision(cfg, cks[0], dev)
+    # Normalised as the first checkpoint was trained (per-channel, or its train split's mean image).
+    normalize = (cks[0].get("config") or {}).get("normalize", "channel")
     loader = build(cfg.loader, data, split, cfg.batch_size, device=dev, train=False, drop_last=False,
-                   dtype=amp_dtype if amp else torch.float32)
+                   dtype=amp_dtype if amp else torch.float32, normalize=normalize)
     all_probs, labels = [], None
     for path, model in zip(cfg.checkpoints, models):
         model = model.to(dev, memory_format=torch.channels_last)

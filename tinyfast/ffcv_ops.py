@@ -42,8 +42,8 @@ except ImportError as _e:  # the message names what to install
                       "pkg-config, see install.sh)") from None
 
 from tinyfast import ops
-from tinyfast.augment import get_policy
-from tinyfast.loaders.base import derive_seed
+from tinyfast.augment import finish, get_policy
+from tinyfast.loaders.base import derive_seed, resize_mean_image
 
 __all__ = ["Augment"]
 
@@ -71,6 +71,10 @@ class Augment(Operation):
         rank: the process's rank (its draws differ from other ranks', as in the loaders).
         out_size: ``(Ho, Wo)`` to resample to; ``None`` keeps the decoded size.
         fill: value (0..255) outside the source; ``None`` = the policy's ``fill``.
+        mean_image: optional float32 ``(H, W, 3)`` mean image (``[0, 1]`` units) at the decoded
+            size, subtracted instead of ``mean`` (mean-image zero-centering; resized bilinearly
+            when ``out_size`` differs). The policy's blur and cutout follow the op, with the same
+            draws as the loaders' (:func:`tinyfast.augment.finish`).
 
     Raises:
         ValueError: an invalid argument, or (when FFCV builds the pipeline) a previous stage that
@@ -80,7 +84,8 @@ class Augment(Operation):
 
     def __init__(self, policy="standard", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                  dtype: torch.dtype = torch.float16, seed: int = 0, *, rank: int = 0,
-                 out_size: tuple[int, int] | None = None, fill: float | None = None):
+                 out_size: tuple[int, int] | None = None, fill: float | None = None,
+                 mean_image: torch.Tensor | None = None):
         super().__init__()
         try:
             self.policy = get_policy(policy)
@@ -91,6 +96,8 @@ class Augment(Operation):
         _check_op_args(mean, std, dtype, self.fill, self.out_size)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.dtype, self.seed, self.rank = dtype, int(seed), int(rank)
+        self.mean_image = mean_image
+        self._mean_images: dict = {}   # (size, device) -> mean image there
         self._lock = threading.Lock()
         self._plan: tuple[int, int] | None = None   # (epoch, first batch) of the next pass
         self._last_epoch = -1
@@ -106,6 +113,15 @@ class Augment(Operation):
         ``height`` x ``width`` resampled to ``out_size`` (``None``: the same size)."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, self.rank, b))
         return self.policy.sample(n, height, width, g, out_size=out_size)
+
+    def mean_image_at(self, size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+        """:attr:`mean_image` at output ``size`` on ``device`` (cached), or ``None``."""
+        if self.mean_image is None:
+            return None
+        key = (tuple(size), str(device))
+        if key not in self._mean_images:
+            self._mean_images[key] = resize_mean_image(self.mean_image, size).to(device)
+        return self._mean_images[key]
 
     def _next_batch(self) -> tuple[int, int]:
         """(epoch, batch) of the calling pass's next batch; a new thread is a new pass."""
@@ -127,14 +143,17 @@ class Augment(Operation):
             n, h, w = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
             epoch, b = op._next_batch()
             size = op.out_size  # read once: it may be set meanwhile from another thread
-            theta, color = op.params(epoch, b, n, h, w, size)
+            params = op.params(epoch, b, n, h, w, size)
+            theta, color = params
             if images.is_cuda:
                 # One pinned copy on FFCV's current (side) stream; the host does not wait.
                 both = torch.cat([theta.reshape(n, 6), color], dim=1).pin_memory()
                 both = both.to(images.device, non_blocking=True)
                 theta, color = both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
             out = ops.augment(images, theta, color, op.mean, op.std, out_size=size,
-                              dtype=op.dtype, fill=op.fill)
+                              dtype=op.dtype, fill=op.fill,
+                              mean_image=op.mean_image_at(size or (h, w), images.device))
+            out = finish(out, params)
             if images.is_cuda:
                 # Allocated on FFCV's side stream but read on the consumer's: tell the caching
                 # allocator, so the block is not reused before the consumer is done with it.

@@ -6,9 +6,8 @@ command line win over the recipe; fields a recipe does not set keep their usual 
 ``config.json`` names the recipe (the ``recipe`` field).
 
 Where a report does not state a setting, the recipe makes a choice and its line says so ("chosen"
-below). Settings the trainer cannot express yet are named in the line too: Gaussian blur, cutout
-and mean-image subtraction (the op lacks them), two augmentation sets alternated per epoch,
-per-phase batch sizes, a Keras head with a global max pool.
+below). Settings the trainer cannot express yet are named in the line too: two augmentation sets
+alternated per epoch, per-phase batch sizes, a Keras head with a global max pool.
 
     python -m tinyfast.train --list-recipes
     python -m tinyfast.train --recipe uci-cnn2 --data data/tiny-imagenet --epochs 5
@@ -50,13 +49,15 @@ def prog_schedule(*phases: tuple[int, int]) -> str:
 _KERAS_ADAM = dict(optimizer="adam", lr=1e-3, schedule="constant", warmup=0.0, weight_decay=0.0,
                    label_smoothing=0.0)
 # Mkrtchyan: RAdam(lr 1e-3, wd 1e-4), batch 256, 20 epochs, LR / 10 every 7 epochs; augmentation
-# set 2 without its blur (the op has none).
+# set 2 (rotate 10, both flips, 5x5 Gaussian blur sigma 0.1-2); set 1 is not alternated with it.
 _SKOLTECH = dict(optimizer="radam", lr=1e-3, weight_decay=1e-4, batch_size=256, epochs=20,
                  schedule="step", step_size=7.0, gamma=0.1, warmup=0.0, label_smoothing=0.0,
-                 aug="rotate10-flips")
-# Bastidas: Adam, Glorot init, L2, LR 1e-3 halved every 20 epochs, rotate 60 / zoom 1.2 / shifts.
+                 aug="skoltech2")
+# Bastidas: Adam, Glorot init, L2, LR 1e-3 halved every 20 epochs, rotate 60 / zoom 1.2 / shifts,
+# the train split's mean image subtracted from every split.
 _STANFORD_VGG = dict(_KERAS_ADAM, init="xavier", weight_decay=1e-4, schedule="step", step_size=20.0,
-                     gamma=0.5, epochs=60, batch_size=128, aug="rotate60-zoom-shift")
+                     gamma=0.5, epochs=60, batch_size=128, aug="rotate60-zoom-shift",
+                     normalize="mean-image")
 # Kran: Keras ImageDataGenerator (rotate 8, shift 10%, shear, zoom 10%, both flips), Adam.
 _UCSC = dict(_KERAS_ADAM, lr=0.01, aug="ucsc", batch_size=64, epochs=30)
 # Time to accuracy on one GPU, after the fastest public CIFAR/ImageNet recipes (airbench, the
@@ -94,7 +95,7 @@ RECIPES: dict[str, Recipe] = {
     # --- Bastidas, Stanford CS231n ---------------------------------------------------------------
     "stanford-vgg-z": Recipe(
         "Stanford CS231n VGG-Z, 1x1/2x2 filters, BN, GAP (ensemble member; report: no figure); "
-        "Adam 1e-3 halved every 20 epochs, Xavier, L2 1e-4, no mean-image subtraction",
+        "Adam 1e-3 halved every 20 epochs, Xavier, L2 1e-4, train mean image subtracted",
         dict(_STANFORD_VGG, arch="vgg_small")),
     "stanford-vgg-f": Recipe(
         "Stanford CS231n VGG-F, the shallower small-filter net (ensemble member; report: no "
@@ -130,11 +131,11 @@ RECIPES: dict[str, Recipe] = {
     # --- Mkrtchyan, Skoltech -----------------------------------------------------------------------
     "skoltech-ting-m1": Recipe(
         "Skoltech Ting's M1 (report: 22-29.5%; Ting's paper 23.8%); RAdam 1e-3, wd 1e-4, batch 256, "
-        "20 epochs, no LR decay, rotate 10 + both flips (no blur)",
+        "20 epochs, no LR decay, rotate 10 + both flips + blur k5 (set 2 only)",
         dict(_SKOLTECH, arch="ting_m1", schedule="constant")),
     "skoltech-ting-m4": Recipe(
         "Skoltech Ting's M4 (report: val 35.9%, peak at epoch 7); RAdam 1e-3, wd 1e-4, batch 256, "
-        "20 epochs, no LR decay, rotate 10 + both flips (no blur)",
+        "20 epochs, no LR decay, rotate 10 + both flips + blur k5 (set 2 only)",
         dict(_SKOLTECH, arch="ting_m4", schedule="constant")),
     "skoltech-alexnet": Recipe(
         "Skoltech AlexNet + FC 1000 -> 200 (report: val < 20%); RAdam 1e-3, LR / 10 every 7 "
@@ -142,7 +143,7 @@ RECIPES: dict[str, Recipe] = {
         dict(_SKOLTECH, arch="alexnet")),
     "skoltech-resnet18": Recipe(
         "Skoltech ResNet-18 (report: val 45%); RAdam 1e-3, LR / 10 every 7 epochs, batch 256, "
-        "20 epochs, rotate 10 + both flips (no blur)",
+        "20 epochs, rotate 10 + both flips + blur k5 (set 2 only)",
         dict(_SKOLTECH, arch="resnet18")),
     "skoltech-resnet34": Recipe(
         "Skoltech ResNet-34 (report: val 46.5% at epoch 12); RAdam 1e-3, LR / 10 every 7 epochs, "

@@ -138,6 +138,47 @@ class ShardedOrder:
         return sizes
 
 
+#: Normalisations a loader offers: per-channel ``(x - mean_c) / std_c`` (the default), or
+#: mean-image zero-centering ``(x - M[y, x, c]) / std_c`` with ``M`` the train split's mean image.
+NORMALIZE = ("channel", "mean-image")
+
+_MEAN_IMAGES: dict[tuple, torch.Tensor] = {}
+
+
+def train_mean_image(data_dir) -> torch.Tensor:
+    """The mean image of ``data_dir``'s packed train split: float32 ``(H, W, 3)`` in ``[0, 1]`` units.
+
+    Summed in float64 over chunks of the memory-mapped ``images.npy`` (exact for any split size),
+    once per process and file version (keyed by path, size and mtime), so the train and val
+    loaders of a run share one pass.
+    """
+    import numpy as np
+
+    from tinyfast.data import open_packed
+
+    packed = open_packed(Path(data_dir), "train")
+    images = packed.images
+    path = Path(data_dir) / "train" / "images.npy"
+    st = path.stat() if path.exists() else None
+    key = (str(path.resolve()), st.st_size if st else 0, st.st_mtime_ns if st else 0, len(images))
+    if key not in _MEAN_IMAGES:
+        total = np.zeros(images.shape[1:], np.float64)
+        for i in range(0, len(images), 4096):
+            total += images[i:i + 4096].sum(axis=0, dtype=np.float64)
+        _MEAN_IMAGES[key] = torch.from_numpy((total / (255.0 * max(len(images), 1))).astype(np.float32))
+    return _MEAN_IMAGES[key]
+
+
+def resize_mean_image(mean_image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``mean_image`` (``(H, W, 3)``) at output ``size``: itself, or its bilinear resize
+    (``align_corners=False``, the op's identity resize) for progressive resizing."""
+    if tuple(mean_image.shape[:2]) == tuple(size):
+        return mean_image
+    x = mean_image.permute(2, 0, 1)[None].double()
+    y = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return y[0].permute(1, 2, 0).float().contiguous()
+
+
 class ClassName(NamedTuple):
     """One class of the dataset: its id (a WordNet id for Tiny ImageNet) and human-readable words."""
 
@@ -240,15 +281,30 @@ class AugmentHelpers:
 
     def fused_augment(self, src: torch.Tensor, theta: torch.Tensor, color: torch.Tensor,
                       index: torch.Tensor | None = None,
-                      out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """One :func:`tinyfast.ops.augment` call with this loader's normalisation, dtype, fill and
-        output size (default: the current :attr:`produced_size`; pass the size ``theta`` was drawn
-        for). The single place the loaders call the op."""
+                      out_size: tuple[int, int] | None = None, params=None) -> torch.Tensor:
+        """One :func:`tinyfast.ops.augment` call with this loader's normalisation (per-channel or
+        mean image), dtype, fill and output size (default: the current :attr:`produced_size`; pass
+        the size ``theta`` was drawn for), then the blur / cutout of ``params`` (the
+        :class:`~tinyfast.augment.AugParams` ``theta`` came from, see
+        :func:`tinyfast.augment.finish`). The single place the loaders call the op."""
         from tinyfast import ops
+        from tinyfast.augment import finish
 
         size = self.produced_size if out_size is None else out_size
-        return ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=size,
-                           dtype=self.dtype, fill=float(self.policy.fill))
+        out = ops.augment(src, theta, color, self.mean, self.std, index=index, out_size=size,
+                          dtype=self.dtype, fill=float(self.policy.fill),
+                          mean_image=self.mean_image_at(size))
+        return out if params is None else finish(out, params)
+
+    def mean_image_at(self, size: tuple[int, int]) -> torch.Tensor | None:
+        """The train split's mean image at output ``size`` on the loader's device (float32
+        ``(Ho, Wo, 3)``, ``[0, 1]`` units), or ``None`` with per-channel normalisation."""
+        if getattr(self, "mean_image", None) is None:
+            return None
+        cache = self.__dict__.setdefault("_mean_images", {})
+        if size not in cache:
+            cache[size] = resize_mean_image(self.mean_image, size).to(self.device)
+        return cache[size]
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         """A CPU tensor on the loader's device: pinned, then copied asynchronously (no host wait).
@@ -262,13 +318,15 @@ class AugmentHelpers:
 
     def device_aug_params(self, epoch: int, b: int, n: int, out_size: tuple[int, int] | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`aug_params` of batch ``b`` on the loader's device: ``(theta (n, 2, 3), color (n, 3))``.
+        """:meth:`aug_params` of batch ``b`` with ``theta (n, 2, 3)`` and ``color (n, 3)`` on the
+        loader's device (unpacks as ``(theta, color)``).
 
         Both travel in one ``(n, 9)`` host-to-device copy.
         """
-        theta, color = self.aug_params(epoch, b, n, out_size)
-        both = self.to_device(torch.cat([theta.reshape(n, 6), color.reshape(n, 3)], dim=1))
-        return both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous()
+        p = self.aug_params(epoch, b, n, out_size)
+        both = self.to_device(torch.cat([p.theta.reshape(n, 6), p.color.reshape(n, 3)], dim=1))
+        # Blur sigmas and cutout boxes stay on the host: finish() reads them there (no sync).
+        return p.with_geometry(both[:, :6].reshape(n, 2, 3), both[:, 6:].contiguous())
 
 
 class BaseLoader(AugmentHelpers):
@@ -293,7 +351,7 @@ class BaseLoader(AugmentHelpers):
     def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
                  dtype: torch.dtype | None = None, train: bool | None = None,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, normalize: str = "channel"):
         from tinyfast.augment import get_policy
         from tinyfast.data import open_packed
 
@@ -319,6 +377,11 @@ class BaseLoader(AugmentHelpers):
         self.class_to_idx = {c.wnid: i for i, c in enumerate(self.classes)}
         self.mean = tuple(self.packed.mean)
         self.std = tuple(self.packed.std)
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+        self.normalize = normalize
+        # The train split's, also when evaluating: validation images are centred like training's.
+        self.mean_image = train_mean_image(self.data_dir) if normalize == "mean-image" else None
         self.order = ShardedOrder(len(self.packed), batch_size, shuffle=self.train,
                                   drop_last=self.drop_last, seed=self.seed, rank=self.rank,
                                   world_size=self.world_size)

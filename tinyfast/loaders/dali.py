@@ -38,6 +38,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from tinyfast.augment import finish
 from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader
 
@@ -133,6 +134,15 @@ class DaliLoader(BaseLoader):
             raise ValueError(f"source must be 'pixels' or 'jpeg', got {source!r}")
         self.native, self.source, self.prefetch = bool(native), source, int(prefetch)
         self.can_resize = not self.native  # DALI's own warp_affine keeps the packed size here
+        if self.mean_image is not None:
+            # The plugin operator and DALI's own ops know per-channel statistics only.
+            if self.native:
+                raise ValueError("normalize='mean-image' is not available with dali-native (DALI's "
+                                 "own normalisation is per channel); use the dali or gpu loader")
+            if plugin:
+                raise ValueError("normalize='mean-image' is not available with plugin=True (the "
+                                 "plugin operator normalises per channel); pass plugin=False or None")
+            plugin = False
         self.in_pipeline = self._use_plugin(plugin) if not self.native else False
         self.name = "dali-native" if native else "dali"
         self._jpeg = (_JpegShards(self.data_dir, split, self.packed.manifest, len(self.packed))
@@ -235,13 +245,19 @@ class DaliLoader(BaseLoader):
             if self.in_pipeline:
                 # Augmented inside the pipeline; DALI reuses that buffer: copy out (channels-last kept).
                 images = self._as_torch(out, self.dtype).clone()
+                if self.train and not self.policy.is_identity:
+                    # Blur / cutout are not in the plugin: the same draws, after it.
+                    images = finish(images, self.aug_params(epoch, b, len(idx), size))
             elif self.native:
                 # DALI owns that buffer: copy out, to the requested dtype, channels-last.
                 images = batch.permute(0, 3, 1, 2).to(self.dtype, copy=True,
                                                       memory_format=torch.channels_last)
+                if self.train and not self.policy.is_identity:
+                    images = finish(images, self.aug_params(epoch, b, len(idx)))
             else:
-                theta, color = self.device_aug_params(epoch, b, len(idx))
-                images = self.fused_augment(batch, theta, color)
+                params = self.device_aug_params(epoch, b, len(idx))
+                theta, color = params
+                images = self.fused_augment(batch, theta, color, params=params)
             # Keep DALI's output alive until the next one: on a GPU the op reading it is queued,
             # not done, when this batch is handed out.
             self._hold = out

@@ -78,7 +78,8 @@ class FFCVLoader(BaseLoader):
         cuda = self.device.type == "cuda"
         to_dev = [api["ToDevice"](self.device, non_blocking=True)] if cuda else []
         self._augment = api["Augment"](self.policy, self.mean, self.std, self.dtype, self.seed,
-                                       rank=self.rank, out_size=self.out_size, fill=self.policy.fill)
+                                       rank=self.rank, out_size=self.out_size, fill=self.policy.fill,
+                                       mean_image=self.mean_image)
         pipelines = {
             "image": [api["SimpleRGBImageDecoder"](), api["ToTensor"]()] + to_dev + [self._augment],
             "label": [api["IntDecoder"](), api["ToTensor"](), api["Squeeze"]()] + to_dev,

@@ -102,22 +102,23 @@ class GPULoader(BaseLoader):
             n = sizes[b]
             sl = slice(b * bs, b * bs + n)
             size = self.produced_size
-            theta, color = self.device_aug_params(epoch, b, n, size)
+            params = self.device_aug_params(epoch, b, n, size)
             rows = None if self.resident else self._rows(idx_cpu[sl])
-            return sl, size, theta, color, rows
+            return sl, size, params, rows
 
         nxt = prepare(start)
         for b in range(start, nb):
-            sl, size, theta, color, rows = nxt
+            sl, size, params, rows = nxt
             if size != self.produced_size:
                 # set_out_size() while the caller held batch b - 1: redraw for the new size.
                 size = self.produced_size
-                theta, color = self.device_aug_params(epoch, b, sl.stop - sl.start, size)
+                params = self.device_aug_params(epoch, b, sl.stop - sl.start, size)
+            theta, color = params
             idx = idx_dev[sl]
             if self.resident:
-                images = self.fused_augment(self.src, theta, color, index=idx, out_size=size)
+                images = self.fused_augment(self.src, theta, color, index=idx, out_size=size, params=params)
             else:
-                images = self.fused_augment(rows, theta, color, out_size=size)
+                images = self.fused_augment(rows, theta, color, out_size=size, params=params)
             labels = self.labels_dev.index_select(0, idx)
             # Batch b's kernel is queued; prepare b + 1 while it (and the caller's step) runs.
             nxt = prepare(b + 1) if b + 1 < nb else None

@@ -20,7 +20,16 @@ hflip / vflip               ``RandomHorizontalFlip(p)`` / ``RandomVerticalFlip(p
 rotate/translate/zoom/shear ``RandomAffine(degrees, translate, scale, shear, BILINEAR, fill)``;
                             same ranges and centre. Differences: torchvision rounds the
                             translation to whole pixels; shear conventions differ in detail.
-normalisation               ``ToDtype(float32, scale=True)`` + ``Normalize(mean, std)``
+normalisation               ``ToDtype(float32, scale=True)`` + ``Normalize(mean, std)``; with
+                            ``normalize="mean-image"``, ``(x - M) / std`` with the train split's
+                            mean image ``M`` (a small tensor transform), as the fused op.
+blur (p, sigma)             ``RandomApply([GaussianBlur(5, sigma)], p)`` on the uint8 image, before
+                            normalising. Differences: uint8 rounding of the blurred image, and a
+                            sigma drawn per image by torchvision's RNG, not the policy's.
+cutout (p, size)            ``RandomErasing(p, scale=(size_lo^2, size_hi^2), ratio=(1, 1),
+                            value=0)`` after normalising (0 = the mean, as in the op). Difference:
+                            RandomErasing keeps the square inside the image, the policy's cutout
+                            centres it anywhere and clips it at the border.
 ==========================  ======================================================================
 
 Every sample's randomness comes from a seed derived from ``(seed, epoch, rank, batch)`` and its
@@ -41,10 +50,22 @@ from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader, derive_seed
 
 
-def policy_transforms(policy, mean, std, train: bool):
+class _SubtractMeanImage:
+    """``(x - M) / std`` on a float32 ``(3, H, W)`` image in ``[0, 1]`` units (picklable)."""
+
+    def __init__(self, mean_image: torch.Tensor, std):
+        self.mean = mean_image.permute(2, 0, 1).contiguous()
+        self.std = torch.tensor(list(std), dtype=torch.float32)[:, None, None]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def policy_transforms(policy, mean, std, train: bool, mean_image: torch.Tensor | None = None):
     """The torchvision v2 pipeline of a :class:`~tinyfast.augment.Policy` (see the module table).
 
-    Input: a PIL image or a uint8 ``(3, H, W)`` tensor; output: normalised float32 ``(3, H, W)``.
+    Input: a PIL image or a uint8 ``(3, H, W)`` tensor; output: normalised float32 ``(3, H, W)``
+    (per channel, or minus ``mean_image`` (float32 ``(H, W, 3)``) when given).
     """
     from torchvision.transforms import InterpolationMode, v2
 
@@ -68,7 +89,14 @@ def policy_transforms(policy, mean, std, train: bool):
                 shear=policy.shear if policy.shear != (0.0, 0.0) else None,
                 interpolation=InterpolationMode.BILINEAR,
                 fill=int(round(policy.fill))))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        if policy.blur > 0:
+            steps.append(v2.RandomApply([v2.GaussianBlur(5, sigma=policy.blur_sigma)], p=policy.blur))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    steps.append(v2.Normalize(list(mean), list(std)) if mean_image is None
+                 else _SubtractMeanImage(mean_image, std))
+    if train and policy.cutout > 0 and policy.cutout_size[1] > 0:
+        lo, hi = policy.cutout_size
+        steps.append(v2.RandomErasing(policy.cutout, scale=(lo * lo, hi * hi), ratio=(1.0, 1.0), value=0.0))
     return v2.Compose(steps)
 
 
@@ -201,7 +229,7 @@ class TorchLoader(BaseLoader):
         else:
             raise ValueError(f"source must be 'jpeg' or 'npy', got {source!r}")
         self.source = source
-        transform = policy_transforms(self.policy, self.mean, self.std, self.train)
+        transform = policy_transforms(self.policy, self.mean, self.std, self.train, self.mean_image)
         self.dataset = _Samples(read, self.labels_cpu.numpy(), transform)
         self._keys = _BatchKeys(self)
         workers = self.num_workers
