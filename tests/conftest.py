@@ -25,3 +25,28 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def packed_synthetic(tmp_path_factory):
+    """A factory: ``packed_synthetic(name, classes, per_class, val_per_class, test_count)`` packs a
+    small synthetic set at 64 px (seed 0) into a tmp dir and returns its path as a string."""
+    def make(name: str, classes: int, per_class: int, val_per_class: int, test_count: int) -> str:
+        from tinyfast.pack import pack_synthetic
+
+        out = tmp_path_factory.mktemp("data") / name
+        pack_synthetic(out, classes=classes, per_class=per_class, val_per_class=val_per_class,
+                       test_count=test_count, size=64, seed=0, progress=False, log=None)
+        return str(out)
+    return make
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a child a test will signal: default SIGINT/SIGTERM handling, nothing
+    blocked. Dispositions set to ignore and the blocked-signal mask are inherited through exec, and
+    libraries used earlier in the test process (thread pools of the loaders) may have changed them."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import default_signals
 import torch
 
 from test_train import data  # noqa: F401  (the shared packed-data fixture)
@@ -45,7 +47,8 @@ def reference(data, tmp_path_factory):  # noqa: F811
 def test_a_signal_mid_epoch_saves_and_the_resumed_run_is_exact(data, reference, tmp_path, sig, status):  # noqa: F811
     env = dict(os.environ, PYTHONPATH=str(REPO), TINYFAST_PROGRESS="lines")
     cmd = [sys.executable, "-m", "tinyfast.train", *_argv(data, tmp_path, "s"), "--progress-every", "0.001"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=default_signals)
     try:
         for line in proc.stderr:                     # a progress line per step
             if line.startswith("epoch 2/3: 2/8"):    # inside epoch 2

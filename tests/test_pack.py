@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import default_signals
 from PIL import Image
 
 from tinyfast import pack as P
@@ -349,7 +351,8 @@ def test_killed_pack_leaves_nothing_openable(tree, tmp_path):
     # decode tasks of 4 images, each followed by the test delay: ~7 s of packing to interrupt, so the
     # signal lands mid-pack even on a loaded machine
     for sig, wait in ((signal.SIGKILL, 0.5), (signal.SIGKILL, 1.6), (signal.SIGINT, 1.0)):
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=default_signals)
         deadline = time.time() + 30
         mine = f".packed.tmp-{proc.pid}-"
         while not any(p.name.startswith(mine) for p in tmp_path.iterdir()) and time.time() < deadline:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import default_signals
 from PIL import Image
 
 from test_pack import run, src, tree  # noqa: F401  (the same small tree and CLI runner)
@@ -138,7 +140,8 @@ def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_pa
     out = tmp_path / "packed-by-pool"
     env = dict(os.environ, TINYFAST_PACK_TEST_DELAY="1.0", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "tinyfast.pack", str(tree), "--out", str(out), "--quiet", "--workers", "2"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_signals)
     deadline = time.time() + 30
     while not any(p.name.startswith(f".{out.name}.tmp-{proc.pid}-") for p in tmp_path.iterdir()):
         assert time.time() < deadline

@@ -13,12 +13,8 @@ pytestmark = pytest.mark.skipif(not ops.is_built(), reason="tinyfast._C is not b
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("data") / "synth"
-    pack_synthetic(out, classes=6, per_class=4, val_per_class=2, test_count=2, size=64, seed=0,
-                   progress=False, log=None)
-    return str(out)
+def data(packed_synthetic):
+    return packed_synthetic("synth", classes=6, per_class=4, val_per_class=2, test_count=2)
 
 
 def _images(n=3, seed=0):

@@ -113,13 +113,9 @@ def test_prog_schedule_expands_unequal_phases_for_the_trainer():
 
 
 @pytest.fixture(scope="module")
-def data64(tmp_path_factory):
+def data64(packed_synthetic):
     """4 classes x 8 train + 4 val images at the real 64 px."""
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("data") / "synth64"
-    pack_synthetic(out, classes=4, per_class=8, val_per_class=4, test_count=4, size=64, seed=0,
-                   progress=False, log=None)
-    return str(out)
+    return packed_synthetic("synth64", classes=4, per_class=8, val_per_class=4, test_count=4)
 
 
 def test_fast_recipe_runs_end_to_end_on_cpu(data64, tmp_path, capsys):
