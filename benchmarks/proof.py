@@ -7,7 +7,8 @@ Phases, in order, each under its own time cap inside one overall budget (default
 that fails or reaches its cap is recorded as such and the later phases still run:
 
   wheelhouse  install pytest/tqdm/matplotlib offline from ``--wheelhouse`` into a private dir
-  build       ``setup.py build_ext --inplace`` for the visible GPU's arch + PTX (no downloads)
+  build       ``setup.py build_ext --inplace`` for the visible GPU's arch + PTX (no downloads); the DALI
+              plugin (``csrc/dali/build.py``) too when DALI imports
   tests       the CUDA tests (``pytest -m cuda``: the op's first, then the rest of the suite's,
               DALI/FFCV ones included where those import)
   sanitizers  ``compute-sanitizer`` memcheck and racecheck over ``benchmarks.sanitize_cases``
@@ -252,7 +253,21 @@ def phase_build(p: Runner, cap: float) -> dict:
     out["backends"] = json.loads(found[-1][9:]) if found else None
     if not p.smoke and (not found or "cuda" not in out["backends"]["available"]):
         out.update(status="failed", reason=f"the CUDA kernels do not load: {last_line(r['output'])}")
+    out["dali_plugin"] = build_dali_plugin(p, cap)
     return out
+
+
+def build_dali_plugin(p: Runner, cap: float) -> dict:
+    """The DALI plugin operator (CPU + GPU backends over the kernels just built), when DALI imports,
+    so the tests phase runs its CUDA tests too; exit 2 of the build script means a missing piece."""
+    if not p.has_module("nvidia.dali"):
+        return {"status": "skipped", "reason": "nvidia.dali is not installed here"}
+    if p.smoke and (REPO / "tinyfast" / "libtinyfast_dali.so").exists():
+        return {"status": "skipped", "reason": "cpu-smoke: the plugin already built is used"}
+    r = p.run([sys.executable, str(REPO / "csrc" / "dali" / "build.py")], max(30.0, cap / 3))
+    if r["rc"] == 2:
+        return {"status": "skipped", "reason": last_line(r["output"])}
+    return from_run(r, "the DALI plugin build")
 
 
 def pytest_counts(text: str) -> dict:

@@ -1,4 +1,5 @@
 """The GPU proof command (benchmarks/proof.py) in its CPU smoke mode, and the build defaults it relies on."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -69,6 +70,11 @@ def test_cpu_smoke_runs_every_phase_and_writes_a_sound_report(tmp_path, capsys):
         assert 0 <= ph["seconds"] <= ph["cap"] + 5
     by = {ph["name"]: ph for ph in report["phases"]}
     assert by["data"]["status"] == "ok" and by["op"]["status"] == "ok" and by["train"]["status"] == "ok"
+    # the DALI plugin: built (or the one built kept) where DALI imports, skipped with its reason elsewhere
+    plugin = by["build"]["dali_plugin"]
+    assert plugin["status"] in ("ok", "skipped") and (plugin["status"] == "ok" or plugin["reason"])
+    if importlib.util.find_spec("nvidia.dali") is None:
+        assert "not installed" in plugin["reason"]
     # python -m benchmarks' schema: the op, loader and training rows and the ceilings are there.
     assert report["ceilings"]["copy_gb_per_s"] > 0
     assert any(r["impl"] == "tinyfast op" and r["images_per_s"] > 0 for r in report["op"]["rows"])
