@@ -1,4 +1,5 @@
-"""Process-level utilities shared by packing, synthetic data and the loaders.
+"""Process-level utilities shared by packing, synthetic data, the loaders and every writer of files
+(atomic writes).
 
 Kept free of torch on purpose: :func:`mp_context` picks ``fork`` only while torch is not loaded,
 so importing this module must not load it.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def cpu_count() -> int:
@@ -63,3 +66,61 @@ def close_bar(bar, failed: bool = False) -> None:
     if failed and isinstance(bar, LineProgress):
         bar.disable = True
     bar.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in directory ``path`` durable (where directories can be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: renames there are as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place, so a reader
+    (or a crash) never sees a half-written file.
+
+    The data is fsync'ed before the rename and the directory after it: without the first, a power
+    loss can leave the new name pointing at an empty file; without the second, the old file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file the caller asked for, not a temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    try:
+        # mkstemp creates 0600; give the file the mode open() would have (0666 minus the umask).
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))

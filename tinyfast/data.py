@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyfast._util import atomic_write_text
+
 FORMAT_NAME = "tinyfast-packed"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -238,17 +240,11 @@ def _stamp_of(st: os.stat_result, sha256: str) -> dict:
 def _write_stamp(path: Path, st: os.stat_result, sha256: str) -> None:
     """Record that ``path`` with stat ``st`` hashed to ``sha256``; a cache that cannot be written is
     not an error (every open then re-hashes)."""
-    target = _stamp_file(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(dict(_stamp_of(st, sha256), path=os.fsdecode(os.path.realpath(path)))))
-        os.replace(tmp, target)
+        atomic_write_text(_stamp_file(path),
+                          json.dumps(dict(_stamp_of(st, sha256), path=os.fsdecode(os.path.realpath(path)))))
     except (OSError, UnicodeError):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        pass
 
 
 def _stamp_holds(path: Path, sha256: str) -> bool:

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from tinyfast._util import atomic_write_text
 from tinyfast.data import MANIFEST, PackError, is_packed, read_manifest
 from tinyfast.pack import pack_synthetic
 from tinyfast.pack.synthetic_source import TREE_NAME
@@ -90,12 +91,10 @@ def _missing_parts(path: Path, man: dict) -> list:
 def _repoint_tree(path: Path, man: dict, tree: Path) -> None:
     """Record the kept tree's new place after the dataset folder was moved (manifest replaced atomically)."""
     man = dict(man, source=dict(man.get("source") or {}, path=str(tree)))
-    tmp = path / f".{MANIFEST}.{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        tmp.write_text(json.dumps(man, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path / MANIFEST)
+        atomic_write_text(path / MANIFEST, json.dumps(man, indent=1) + "\n")
     except OSError:  # a read-only copy: the torch loader's jpeg_root argument still reaches the tree
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def _ffcv_missing() -> str | None:

@@ -6,12 +6,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from tinyfast._util import atomic_write_bytes, atomic_write_text
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_output_file", "write_history", "per_class_table",
            "topk_accuracy", "METRIC_COLUMNS"]
@@ -19,59 +20,6 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "check_output_file", "writ
 # Column order of metrics.csv (JSONL rows carry the same keys).
 METRIC_COLUMNS = ("epoch", "step", "image_size", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
                   "val_top5", "img_per_s", "epoch_time", "eval_time")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in directory ``path`` durable (where directories can be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows: renames there are as durable as it gets
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask can only set it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place, so a reader
-    (or a crash) never sees a half-written file.
-
-    The data is fsync'ed before the rename and the directory after it: without the first, a power
-    loss can leave the new name pointing at an empty file; without the second, the old file.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:  # name the file the caller asked for, not a temporary name
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    try:
-        # mkstemp creates 0600; give the file the mode open() would have (0666 minus the umask).
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def check_output_file(path: str | os.PathLike, option: str) -> Path:
@@ -88,11 +36,6 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: the directory {folder} is not writable")
     return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_history(history: Sequence[dict], run_dir: str | os.PathLike) -> None:
