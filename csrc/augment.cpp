@@ -215,6 +215,9 @@ std::string args_error_before_out(const KernelArgs& a, bool cuda) {
       return "mean/std must be finite and std non-zero";
   }
   if (!(a.fill >= 0.f && a.fill <= 255.f)) return "fill must be in [0, 255] (pixel units)";
+  // The inside-the-image floor (augment_pixel.h floor_frac_inside) is exact up to 2^22.
+  if (a.h > (int64_t{1} << 22) || a.w > (int64_t{1} << 22))
+    return "source images more than 2^22 pixels high or wide are not supported";
   if (cuda) {
     if (a.batch > 0x7fffffff) return "batch too large for one CUDA launch (at most 2^31 - 1)";
     if (!mul_ok(a.h, a.w, 3, int64_t{1} << 31) || !mul_ok(a.out_h, a.out_w, 3, int64_t{1} << 31))

@@ -107,20 +107,42 @@ struct Sample {
   bool color;            // false: all factors exactly 1, colour steps skipped (they are no-ops)
 };
 
-// One output pixel: bilinear sample (fill outside), colour, normalise -> 3 floats, through the
-// same augment_pixel.h functions the CPU kernel's row loops call.
+// One output pixel at (ox, oy), whose source-row parts bx = t01*y + t02 and by = t11*y + t12 the
+// caller computed (row_base, once per row): bilinear sample (fill outside), colour, normalise -> 3
+// floats, through the same augment_pixel.h functions the CPU kernel's row loops call. `x` is
+// float(ox), exact (the caller counts it up in floats: no int -> float conversion per pixel).
 __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Params& p,
-                                      const Sample& s, int ox, int oy, float v[3]) {
-  const float x = static_cast<float>(ox), y = static_cast<float>(oy);
-  bilinear<int>(img, p.h, p.w, p.fill, coord(s.t00, x, row_base(s.t01, s.t02, y)),
-                coord(s.t10, x, row_base(s.t11, s.t12, y)), v);
-  if (s.color) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
+                                      const Sample& s, float x, float bx, float by, int ox, int oy,
+                                      float v[3]) {
+  bilinear<int>(img, p.h, p.w, p.fill, coord(s.t00, x, bx), coord(s.t10, x, by), v);
+  if (TINYFAST_PROBE_TRUE(s.color)) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
-    const float t = p.mean_image ? image_shift(__ldg(p.mean_image + (oy * p.out_w + ox) * 3 + k), p.norm.std[k])
-                                 : p.norm.shift[k];
+    const float t = TINYFAST_PROBE_FALSE(p.mean_image != nullptr)
+                        ? image_shift(__ldg(p.mean_image + (oy * p.out_w + ox) * 3 + k), p.norm.std[k])
+                        : p.norm.shift[k];
     v[k] = normalise(v[k], p.norm.scale[k], t);
   }
+}
+
+// Pack a group's 3*kPix floats into 48 bytes and store them with three 16-byte stores.
+template <typename Out>
+__device__ __forceinline__ void store_group(typename Out::Bits* out, const float* vals) {
+  using Bits = typename Out::Bits;
+  uint32_t wd[12];  // constant indices only: stays in registers
+#pragma unroll
+  for (int j = 0; j < 12; ++j) {
+    if constexpr (sizeof(Bits) == 4) {
+      wd[j] = Out::cvt(vals[j]);
+    } else {
+      wd[j] = static_cast<uint32_t>(Out::cvt(vals[2 * j])) |
+              (static_cast<uint32_t>(Out::cvt(vals[2 * j + 1])) << 16);
+    }
+  }
+  uint4* o4 = reinterpret_cast<uint4*>(out);
+  o4[0] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+  o4[1] = make_uint4(wd[4], wd[5], wd[6], wd[7]);
+  o4[2] = make_uint4(wd[8], wd[9], wd[10], wd[11]);
 }
 
 // Sum over the block (blockDim.x == kThreads, whole warps, every thread calls it once, so the
@@ -188,65 +210,71 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   if (s.cc != 1.f) {  // uniform across the block (same global value): every thread reaches the barriers
     // CPU: float products and partial sums, flushed to double, mean = float(total / (H*W)).
     const int hw = p.h * p.w;
+    // Float partials of at most 64 terms each (below ~2^14: no precision loss for big images),
+    // flushed to double: the flush is per chunk of 64 pixels per thread, not a test per pixel.
     double acc = 0.0;
-    float part = 0.f;
-    int since_flush = 0;
-    for (int i = tid; i < hw; i += kThreads) {
-      const uint8_t* q = img + 3 * i;
-      const float lum = fadd(fadd(luma_term(kLumaR, s.cb, static_cast<float>(q[0])),
-                                  luma_term(kLumaG, s.cb, static_cast<float>(q[1]))),
-                             luma_term(kLumaB, s.cb, static_cast<float>(q[2])));
-      part = fadd(part, lum);
-      if (++since_flush == 64) {  // keep float partials below ~2^14: no precision loss for big images
-        acc += part;
-        part = 0.f;
-        since_flush = 0;
+    for (int i0 = tid; i0 < hw; i0 += 64 * kThreads) {
+      const int end = hw - i0 < 64 * kThreads ? hw : i0 + 64 * kThreads;
+      float part = 0.f;
+      for (int i = i0; i < end; i += kThreads) {
+        const uint8_t* q = img + 3 * i;
+        const float lum = fadd(fadd(luma_term(kLumaR, s.cb, static_cast<float>(q[0])),
+                                    luma_term(kLumaG, s.cb, static_cast<float>(q[1]))),
+                               luma_term(kLumaB, s.cb, static_cast<float>(q[2])));
+        part = fadd(part, lum);
       }
+      acc += part;
     }
-    acc += part;
     const double total = block_sum(acc, red);
     const float m = static_cast<float>(total / static_cast<double>(hw));
     s.cm = contrast_offset(s.cc, m);
   }
 
-  const int64_t groups = p.vec ? out_pix / kPix : 0;
-  for (int64_t g = tid; g < groups; g += kThreads) {
-    float vals[3 * kPix];
-    const int64_t first = g * kPix;
-    int oy = static_cast<int>(first / p.out_w);
-    int ox = static_cast<int>(first - static_cast<int64_t>(oy) * p.out_w);
+  // out_pix < 2^31 (checked on the host): 32-bit pixel indices from here on.
+  const int opix = static_cast<int>(out_pix);
+  const int groups = p.vec ? opix / kPix : 0;
+  if (p.out_w % kPix == 0) {
+    // Every group lies in one output row: its row parts and float x are computed once per group.
+    for (int g = tid; g < groups; g += kThreads) {
+      float vals[3 * kPix];
+      const int first = g * kPix;
+      const int oy = first / p.out_w, ox = first - oy * p.out_w;
+      const float y = static_cast<float>(oy), x = static_cast<float>(ox);
+      const float bx = row_base(s.t01, s.t02, y), by = row_base(s.t11, s.t12, y);
 #pragma unroll
-    for (int k = 0; k < kPix; ++k) {
-      pixel(img, p, s, ox, oy, vals + 3 * k);
-      if (++ox == p.out_w) {
-        ox = 0;
-        ++oy;
+      for (int k = 0; k < kPix; ++k) {
+        // x + k is exact (small integers), = float(ox + k)
+        pixel(img, p, s, fadd(x, static_cast<float>(k)), bx, by, ox + k, oy, vals + 3 * k);
       }
+      store_group<Out>(out + static_cast<int64_t>(first) * 3, vals);
     }
-    // Pack 48 bytes into twelve 32-bit words (constant indices: they stay in registers).
-    uint32_t wd[12];
+  } else {
+    for (int g = tid; g < groups; g += kThreads) {
+      float vals[3 * kPix];
+      const int first = g * kPix;
+      int oy = first / p.out_w, ox = first - oy * p.out_w;
 #pragma unroll
-    for (int j = 0; j < 12; ++j) {
-      if constexpr (sizeof(Bits) == 4) {
-        wd[j] = Out::cvt(vals[j]);
-      } else {
-        wd[j] = static_cast<uint32_t>(Out::cvt(vals[2 * j])) |
-                (static_cast<uint32_t>(Out::cvt(vals[2 * j + 1])) << 16);
+      for (int k = 0; k < kPix; ++k) {
+        const float y = static_cast<float>(oy);
+        pixel(img, p, s, static_cast<float>(ox), row_base(s.t01, s.t02, y), row_base(s.t11, s.t12, y),
+              ox, oy, vals + 3 * k);
+        if (++ox == p.out_w) {
+          ox = 0;
+          ++oy;
+        }
       }
+      store_group<Out>(out + static_cast<int64_t>(first) * 3, vals);
     }
-    uint4* o4 = reinterpret_cast<uint4*>(out + first * 3);
-    o4[0] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
-    o4[1] = make_uint4(wd[4], wd[5], wd[6], wd[7]);
-    o4[2] = make_uint4(wd[8], wd[9], wd[10], wd[11]);
   }
-  for (int64_t q = groups * kPix + tid; q < out_pix; q += kThreads) {
-    const int oy = static_cast<int>(q / p.out_w);
-    const int ox = static_cast<int>(q - static_cast<int64_t>(oy) * p.out_w);
+  for (int q = groups * kPix + tid; q < opix; q += kThreads) {
+    const int oy = q / p.out_w, ox = q - oy * p.out_w;
+    const float y = static_cast<float>(oy);
     float v[3];
-    pixel(img, p, s, ox, oy, v);
-    out[q * 3] = Out::cvt(v[0]);
-    out[q * 3 + 1] = Out::cvt(v[1]);
-    out[q * 3 + 2] = Out::cvt(v[2]);
+    pixel(img, p, s, static_cast<float>(ox), row_base(s.t01, s.t02, y), row_base(s.t11, s.t12, y), ox, oy, v);
+    const int64_t e = static_cast<int64_t>(q) * 3;
+    out[e] = Out::cvt(v[0]);
+    out[e + 1] = Out::cvt(v[1]);
+    out[e + 2] = Out::cvt(v[2]);
   }
 }
 

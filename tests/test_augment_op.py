@@ -342,6 +342,8 @@ def _bad_cases():
         "out_size scalar": (g(), {"out_size": 16}, "out_size must be (height, width)"),
         "out_size float": (g(), {"out_size": (16.5, 8)}, "out_size must be (height, width)"),
         "out_size string": (g(), {"out_size": "16"}, "out_size must be (height, width)"),
+        "src too wide": (dict(g(), src=torch.zeros(1, 1, 2 ** 22 + 1, 3, dtype=torch.uint8), theta=ident_theta(1),
+                              color=torch.ones(1, 3)), {}, "more than 2^22 pixels high or wide"),
         "out_size overflow": (g(), {"out_size": (2 ** 40, 2 ** 40)}, "out_size (1099511627776, 1099511627776) is too large"),
         "out_size unallocatable": (g(), {"out_size": (2 ** 21, 2 ** 21)}, "could not be allocated"),
         "mean string": (dict(g(), mean="abc"), {}, "mean must be 3 numbers"),
