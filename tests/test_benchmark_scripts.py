@@ -110,5 +110,7 @@ def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tmp_path):
         assert run["seconds"] >= rows[-1]["epoch_time"] > 0
         saved = json.loads((Path(run["run_dir"]) / "config.json").read_text())["config"]
         assert saved["recipe"] == "fast" and saved["seed"] == run["seed"]
+        assert run["curve"] == [[r["wall_time"], r["val_top1"], r["epoch"]] for r in rows]
     assert res["mean_val_top1"] == pytest.approx(sum(r["val_top1"] for r in res["runs"]) / 3)
     assert (out / "packed" / "manifest.json").exists()
+    assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

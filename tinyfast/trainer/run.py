@@ -139,6 +139,9 @@ class Trainer:
     def _end_epoch(self, epoch: int, metrics: dict) -> None:
         row = {"epoch": epoch + 1, "step": self.step, **metrics,
                **self.val.run(self.eval_model(), epoch, self.schedule)}
+        # seconds since the run began (earlier segments of a resumed run included), at the end of
+        # this epoch's evaluation (its figures are on the host by now): the x of a time-to-accuracy curve
+        row["wall_time"] = self.wall_before + time.perf_counter() - self.wall_start
         self.history.append(row)
         self.epoch = epoch + 1
         improved = self.val.improved(row, self.history)
