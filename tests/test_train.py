@@ -67,6 +67,11 @@ def test_short_run_learns_and_writes_its_outputs(data, tmp_path):
     per_class = (run / "per_class.csv").read_text().splitlines()
     assert len(per_class) == 5 and per_class[0] == "class,words,correct,count,accuracy"
     summary = json.loads((run / "summary.json").read_text())
+    # wall_time: seconds since the run began at each epoch's end, rising, each epoch at least its own
+    # training time after the last, and within the run's wall time
+    walls = [r["wall_time"] for r in rows]
+    assert all(b - a >= r["epoch_time"] for a, b, r in zip(walls, walls[1:], rows[1:])), walls
+    assert walls[0] >= rows[0]["epoch_time"] and walls[-1] <= summary["wall_time"]
     # 4 classes: the best and worst lists split them instead of overlapping.
     assert len(summary["best_classes"]) == len(summary["worst_classes"]) == 2
     assert summary["best_classes"][0]["words"] and summary["best_by"] == "val_top1"
@@ -78,7 +83,7 @@ def test_short_run_learns_and_writes_its_outputs(data, tmp_path):
 
 
 def _strip(history):
-    return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time", "eval_time")} for r in history]
+    return [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_time", "eval_time", "wall_time")} for r in history]
 
 
 def test_resume_mid_epoch_equals_the_uninterrupted_run(data, tmp_path):
