@@ -146,6 +146,8 @@ def run_row(arch: str, cmd: list[str], run_dir: Path, log: Path, timeout: float 
     row = {"status": status, "returncode": rc, "process_seconds": time.monotonic() - start,
            "epochs": None, "val_top1": None, "best_val_top1": None, "seconds": None, "images_per_s": None}
     summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    if status == "ok" and rc != 0:
+        status = row["status"] = "failed"
     if status == "ok":
         try:
             summary = json.loads(summary_path.read_text())
@@ -156,10 +158,10 @@ def run_row(arch: str, cmd: list[str], run_dir: Path, log: Path, timeout: float 
         except (OSError, ValueError, KeyError, IndexError) as e:
             row["status"] = "failed"
             row["error"] = f"no results in {run_dir}: {e}"
-        if rc != 0:
-            row["status"] = "failed"
     if row["status"] != "ok":
         row["log_tail"] = _tail(log)
+        if row["status"] == "timeout":
+            row["error"] = f"stopped at the {timeout:g} s limit"
         row.setdefault("error", row["log_tail"][-1] if row["log_tail"] else f"exit status {rc}")
     return row
 
