@@ -255,7 +255,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", default="1", help="epochs of every row, overriding the recipes' (default: 1)")
     p.add_argument("--timeout-per-model", default=None,
                    help="seconds a row may run before it is stopped and recorded as a timeout (default: none)")
-    p.add_argument("--train-args", default="", help="extra flags for every row's tinyfast.train (quoted)")
+    p.add_argument("--train-args", default="", help="extra flags for every row's tinyfast.train, one quoted string "
+                        "(--train-args=--no-compile for a single flag)")
     p.add_argument("--dry-run", action="store_true", help="print each row's command, run nothing")
 
     def error(message: str):  # one line, exit 2

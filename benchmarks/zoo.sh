@@ -43,7 +43,7 @@ else
     echo "packed $data into $packed in $(awk "BEGIN { print $(date +%s.%N) - $start }")s"
 fi
 
-args=(--data "$packed" --out "$out" --epochs "$EPOCHS" --train-args "$TRAIN_ARGS")
+args=(--data "$packed" --out "$out" --epochs "$EPOCHS" "--train-args=$TRAIN_ARGS")
 [[ -z $MODELS ]] || args+=(--models "$MODELS")
 [[ -z $TIMEOUT ]] || args+=(--timeout-per-model "$TIMEOUT")
 exec "$PYTHON" -m benchmarks.zoo "${args[@]}"

@@ -107,6 +107,14 @@ def test_dry_run_prints_each_rows_command_and_runs_nothing(data, tmp_path):
         resolve_train_config(cfg, cuda=False)  # a command the trainer accepts
 
 
+def test_train_args_go_last_on_every_command_even_a_single_flag(data, tmp_path, capsys):
+    assert zoo.main(["--data", data, "--out", str(tmp_path / "o"), "--models", "cnn2,vgg16", "--dry-run",
+                     "--train-args=--no-compile"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(shlex.split(line)[-1] == "--no-compile" for line in lines)
+    assert "--recipe uci-cnn2 " in lines[0] and "--recipe uci-vgg16 " in lines[1]
+
+
 def test_a_subset_runs_and_its_rows_match_each_runs_own_files(data, tmp_path):
     out = tmp_path / "out"
     r = _zoo("--data", data, "--out", out, "--models", "linear,cnn2", "--epochs", 2, "--train-args", TINY)
