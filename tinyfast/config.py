@@ -133,6 +133,11 @@ def _prog_resize(value: str) -> str:
     return value
 
 
+def _pretrained(value: str) -> str | None:
+    """``--pretrained``: ``none`` trains from scratch (overriding a recipe's weights)."""
+    return None if value.lower() == "none" else value
+
+
 def _device(value: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked when the command runs)."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
@@ -240,7 +245,9 @@ class TrainConfig:
                                        "resnet18/34/50, vgg16(_bn), alexnet, densenet161, mobilenet_v2) "
                                        "from $TORCH_HOME/hub/checkpoints/, or a local torchvision-style "
                                        "state_dict PATH; tensors load by name and shape, the head and an "
-                                       "adapted stem keep their fresh init", metavar="imagenet|PATH")
+                                       "adapted stem keep their fresh init; 'none' = from scratch (overrides "
+                                       "a recipe's weights)", metavar="imagenet|PATH|none",
+                                 type=_pretrained)
     freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
     unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
                                  "top down (0 = never)", type=_nonneg_int)

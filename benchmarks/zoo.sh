@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The seed zoo on the real Tiny ImageNet: the 15 seed architectures, each by its seed recipe under
+# one fixed budget, in one table (benchmarks/zoo.py), offline.
+#
+#   benchmarks/zoo.sh DATA OUT
+#
+# DATA: the tiny-imagenet-200 JPEG tree (packed here with all cores into OUT/packed; a tree carried
+# in parts is joined first with benchmarks/split_dataset.sh join), or an already packed dataset.
+# OUT receives packed/, logs/<arch>.log, runs/<arch>/ (config, per-epoch metrics.jsonl, summary.json)
+# and zoo-<gpu>-<date>.json / .md: per row the arch, its recipe, the command, val top-1 after the
+# budget, wall time, images/s, the seed's reported figure and the status (ok, failed, timeout).
+#
+# Environment: PYTHON (default: python3, the machine's preinstalled torch), EPOCHS (default 1: the
+# budget of every row), MODELS (comma-separated subset, default all), TIMEOUT (seconds per model,
+# default none), TRAIN_ARGS (extra flags for every run, e.g. to shrink a smoke test:
+# "--batch-size 16 --no-compile --device cpu").
+set -euo pipefail
+
+prog=$(basename "$0")
+die() { echo "$prog: error: $*" >&2; exit 1; }
+(( $# == 2 )) || { sed -n 5p "$0" | sed 's/^# *//' >&2; exit 2; }
+data=$1 out=$2
+PYTHON=${PYTHON:-python3} EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT:-} TRAIN_ARGS=${TRAIN_ARGS:-}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+[[ -e $data ]] || die "$data: no such dataset"
+mkdir -p "$out"
+
+# The extension: built in place from csrc/ when this checkout has none (CUDA kernels too when nvcc
+# and a CUDA torch are there).
+if ! "$PYTHON" -c "import torch, tinyfast._C" 2> /dev/null; then
+    echo "building tinyfast._C ..."
+    (cd "$repo" && "$PYTHON" setup.py build_ext --inplace > "$out/build.log" 2>&1) \
+        || die "building the extension failed (see $out/build.log)"
+fi
+
+if [[ -f $data/manifest.json ]]; then
+    packed=$data
+else
+    packed=$out/packed
+    start=$(date +%s.%N)
+    "$PYTHON" -m tinyfast.pack "$data" --out "$packed" --overwrite --quiet
+    echo "packed $data into $packed in $(awk "BEGIN { print $(date +%s.%N) - $start }")s"
+fi
+
+args=(--data "$packed" --out "$out" --epochs "$EPOCHS" "--train-args=$TRAIN_ARGS")
+[[ -z $MODELS ]] || args+=(--models "$MODELS")
+[[ -z $TIMEOUT ]] || args+=(--timeout-per-model "$TIMEOUT")
+exec "$PYTHON" -m benchmarks.zoo "${args[@]}"
