@@ -12,15 +12,15 @@
 #
 # Environment: PYTHON (default: python3, the machine's preinstalled torch), EPOCHS (default 1: the
 # budget of every row), MODELS (comma-separated subset, default all), TIMEOUT (seconds per model,
-# default none), TRAIN_ARGS (extra flags for every run, e.g. to shrink a smoke test:
-# "--batch-size 16 --no-compile --device cpu").
+# default 300, so that one stuck row cannot take the whole run; empty: none), TRAIN_ARGS (extra
+# flags for every run, e.g. to shrink a smoke test: "--batch-size 16 --no-compile --device cpu").
 set -euo pipefail
 
 prog=$(basename "$0")
 die() { echo "$prog: error: $*" >&2; exit 1; }
 (( $# == 2 )) || { sed -n 5p "$0" | sed 's/^# *//' >&2; exit 2; }
 data=$1 out=$2
-PYTHON=${PYTHON:-python3} EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT:-} TRAIN_ARGS=${TRAIN_ARGS:-}
+PYTHON=${PYTHON:-python3} EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT-300} TRAIN_ARGS=${TRAIN_ARGS:-}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 [[ -e $data ]] || die "$data: no such dataset"

@@ -170,7 +170,8 @@ def test_ffcv_loader_stops_the_epoch_threads_it_leaves(packed):
     (first,) = epoch_threads(ld)
     ld.set_out_size((32, 32))
     x1, _ = next(it)
-    assert not first.is_alive() and len(epoch_threads(ld)) == 1
+    # the old pass's thread is stopped; the new pass's may already have queued its last batches and ended
+    assert not first.is_alive() and len(epoch_threads(ld)) <= 1
     ref = L.build("gpu", packed, "train", 7, **kw)
     ref.load_state_dict({"epoch": 0, "batch": 1})
     ref.set_out_size((32, 32))
