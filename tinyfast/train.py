@@ -159,6 +159,10 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
         trainer.result = trainer.fit()
         if trainer.history and trainer.epoch == cfg.epochs:
             log(_done_line(trainer))
+        if own_group:
+            # every rank done before any tears the group down: gloo aborts a rank ("terminate
+            # called without an active exception") whose peer closed the connections first
+            dist.barrier()
         return trainer
     finally:
         if own_group and dist.is_initialized():
