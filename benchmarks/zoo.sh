@@ -16,23 +16,10 @@
 # flags for every run, e.g. to shrink a smoke test: "--batch-size 16 --no-compile --device cpu").
 set -euo pipefail
 
-prog=$(basename "$0")
-die() { echo "$prog: error: $*" >&2; exit 1; }
-(( $# == 2 )) || { sed -n 5p "$0" | sed 's/^# *//' >&2; exit 2; }
-data=$1 out=$2
-PYTHON=${PYTHON:-python3} EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT-300} TRAIN_ARGS=${TRAIN_ARGS:-}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-[[ -e $data ]] || die "$data: no such dataset"
-mkdir -p "$out"
-
-# The extension: built in place from csrc/ when this checkout has none (CUDA kernels too when nvcc
-# and a CUDA torch are there).
-if ! "$PYTHON" -c "import torch, tinyfast._C" 2> /dev/null; then
-    echo "building tinyfast._C ..."
-    (cd "$repo" && "$PYTHON" setup.py build_ext --inplace > "$out/build.log" 2>&1) \
-        || die "building the extension failed (see $out/build.log)"
-fi
+usage_line=5
+# shellcheck source=benchmarks/_script_setup.sh
+source "$(dirname "$0")/_script_setup.sh"
+EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT-300} TRAIN_ARGS=${TRAIN_ARGS:-}
 
 if [[ -f $data/manifest.json ]]; then
     packed=$data
