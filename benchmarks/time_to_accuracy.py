@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.common import git_commit, slug
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = {"val_top1": 0.60, "seconds": 60.0}
@@ -76,14 +76,6 @@ def run_result(run: Path, seed: int, target: float = TARGET["val_top1"]) -> dict
             "seconds_to_target": hit, "epochs": rows[-1]["epoch"], "run_dir": str(run), "curve": curve}
 
 
-def _commit() -> str:
-    try:
-        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return r.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _gpu() -> tuple[str, str, str | None]:
     import torch
     name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -96,11 +88,10 @@ def report(out: Path, recipe: str, seeds: list[int], pack_seconds: float | None)
     gpu, torch_version, cuda = _gpu()
     finished = [r for r in runs if r["val_top1"] is not None]
     mean = (lambda k: sum(r[k] for r in finished) / len(finished)) if finished else (lambda k: None)
-    res = {"gpu": gpu, "recipe": recipe, "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    res = {"gpu": gpu, "recipe": recipe, "commit": git_commit()["commit"] or "unknown", "date": time.strftime("%Y-%m-%d"),
            "torch": torch_version, "cuda": cuda, "pack_seconds": pack_seconds, "config": config,
            "target": TARGET, "runs": runs, "mean_val_top1": mean("val_top1"), "mean_seconds": mean("seconds")}
-    slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-    path = out / f"time-to-accuracy-{slug}-{res['date']}.json"
+    path = out / f"time-to-accuracy-{slug(gpu)}-{res['date']}.json"
     from tinyfast._util import atomic_write_text
     atomic_write_text(path, json.dumps(res, indent=2) + "\n")
     plot(path, path.with_suffix(".png"))

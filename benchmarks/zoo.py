@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import git_commit, slug
+
 REPO = Path(__file__).resolve().parent.parent
 PROG = "python -m benchmarks.zoo"
 
@@ -179,19 +181,9 @@ def _probe(python: str) -> dict:
         return {"gpu": "unknown", "torch": None, "cuda": None}
 
 
-def _commit() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(status) if status is not None else None}
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "device"
+def _git_commit_or_unknown() -> dict:
+    c = git_commit()
+    return {**c, "commit": c["commit"] or "unknown"}
 
 
 def _pct(v) -> str:
@@ -308,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from tinyfast.recipes import get_recipe
 
     env = _probe(sys.executable)
-    res = {"gpu": env["gpu"], "torch": env["torch"], "cuda": env["cuda"], **_commit(),
+    res = {"gpu": env["gpu"], "torch": env["torch"], "cuda": env["cuda"], **_git_commit_or_unknown(),
            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "data": str(args.data),
