@@ -23,14 +23,11 @@ import torch
 from tinyfast.metrics import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "benchmarks" / "results"
 
 
 def results_dir() -> Path:
-    """Where results go by default: ``benchmarks/results`` of a source checkout, else (an installed
-    ``tinyfast-bench`` run from anywhere) ``./benchmark-results`` in the working directory."""
-    if (REPO / "pyproject.toml").is_file():
-        return RESULTS_DIR
+    """Where results go by default: ``./benchmark-results`` under the current folder (never into
+    the checkout unless asked with ``--out``)."""
     return Path.cwd() / "benchmark-results"
 
 
@@ -108,7 +105,49 @@ def environment(devices: Sequence[str] = ("cpu",)) -> dict:
         env["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
         env["gpu_capability"] = f"{props.major}.{props.minor}"
         env["driver"] = gpu_driver()
+        env["gpu_sm_count"] = props.multi_processor_count
+    from importlib import metadata
+
+    for key, dists in (("dali", ("nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-dali-cuda110")),
+                       ("ffcv", ("ffcv",)), ("numpy", ("numpy",)), ("pillow", ("pillow",))):
+        env[f"{key}_version"] = None  # recorded as absent unless a distribution is installed
+        for dist in dists:
+            try:
+                env[f"{key}_version"] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return env
+
+
+def ceilings(device: torch.device, quick: bool) -> dict:
+    """Device copy bandwidth (bytes read + written) and dense matmul throughput."""
+    n = (64 if quick else (1024 if device.type == "cuda" else 256)) * 2 ** 20
+    a = torch.ones(n, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    t = time_it(lambda: b.copy_(a), device, warmup=2, repeat=3 if quick else 10)["median"]
+    copy_gbs = 2 * n / t / 1e9
+    del a, b
+    mm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    k = 512 if quick else (8192 if device.type == "cuda" else 2048)
+    x = torch.randn(k, k, device=device, dtype=mm_dtype)
+    y = torch.randn(k, k, device=device, dtype=mm_dtype)
+    t = time_it(lambda: x @ y, device, warmup=2, repeat=3 if quick else 10)["median"]
+    return {"copy_gb_per_s": copy_gbs, "copy_bytes": 2 * n, "matmul_tflop_per_s": 2 * k ** 3 / t / 1e12,
+            "matmul_dtype": str(mm_dtype).replace("torch.", ""), "matmul_n": k}
+
+
+
+def has_module(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def skip_reason(exc: BaseException) -> str:
+    """The first line of an exception, as a skipped row's reason."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def sync(device: str | torch.device) -> None:

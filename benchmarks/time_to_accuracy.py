@@ -110,6 +110,38 @@ def plot(result: Path, png: Path) -> dict:
     return plot_time_to_accuracy(runs, png, title=title, reference=REFERENCE, target=(t["val_top1"], t["seconds"]))
 
 
+def section(data: Path, device, args, work: Path) -> dict:
+    """Section d of ``tinyfast-bench`` (``--sections tta``): run ``python -m tinyfast.train`` in-process and read when val top-1 reached the target."""
+    import contextlib
+
+    from tinyfast import train
+
+    run_dir = work / "tta"
+    argv = ["--arch", args.tta_arch, "--data", str(data), "--epochs", str(args.tta_epochs),
+            "--out-dir", str(work), "--name", "tta", "--device", str(device), "--amp", "--no-progress"]
+    if args.quick:
+        argv += ["--batch-size", str(args.batch_size)]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = train.main(argv)
+    wall = time.perf_counter() - t0
+    metrics = []
+    for path in run_dir.rglob("metrics.jsonl"):
+        metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = {"arch": args.tta_arch, "target_top1": args.target, "epochs_run": len(metrics), "wall_s": wall,
+           "exit_code": rc, "reached": False, "command": "python -m tinyfast.train " + " ".join(argv)}
+    elapsed = 0.0
+    for m in metrics:
+        elapsed += float(m.get("epoch_time", 0.0))
+        top1 = m.get("val_top1")
+        if top1 is not None and top1 >= args.target:
+            out.update(reached=True, epoch=m.get("epoch"), train_seconds_to_target=elapsed, val_top1=top1)
+            break
+    if metrics:
+        out["final_val_top1"] = metrics[-1].get("val_top1")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.time_to_accuracy", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -1,8 +1,8 @@
-"""Measurements the GPU proof (``benchmarks/proof.py``) runs each in its own process, so each phase
+"""Measurements the GPU proof (``benchmarks.proof``) runs each in its own process, so each phase
 can be capped and stopped:
 
-    python -m benchmarks.proof_steps loaders --data DIR --device cuda [--workers 0,1,2,4,8,16]
-    python -m benchmarks.proof_steps syncs --data DIR --device cuda [--steps 5,25]
+    python -m benchmarks.proof.steps loaders --data DIR --device cuda [--workers 0,1,2,4,8,16]
+    python -m benchmarks.proof.steps syncs --data DIR --device cuda [--steps 5,25]
 
 Every measurement is printed as one ``ROW <json>`` line the moment it is taken, so a run stopped at
 its time cap still reports what it measured. Only public APIs are used: ``tinyfast.loaders.build``
@@ -136,8 +136,8 @@ def run_syncs(args) -> int:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The ``python -m benchmarks.proof_steps`` argument parser."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.proof_steps", description=__doc__.split("\n\n")[0])
+    """The ``python -m benchmarks.proof.steps`` argument parser."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.proof.steps", description=__doc__.split("\n\n")[0])
     p.add_argument("step", choices=["loaders", "syncs"])
     p.add_argument("--data", required=True, help="packed dataset")
     p.add_argument("--device", default="cuda")

@@ -6,8 +6,8 @@ global-memory path (> 48 KiB sources), the element-wise tail (odd output sizes),
 (the NaN rows), and blur5. Each result is compared with the CPU kernel (bit for bit where contrast is 1),
 so the run also fails on a wrong value; exit status 0 only when every case matches.
 
-    compute-sanitizer --tool memcheck --error-exitcode 3 python -m benchmarks.sanitize_cases
-    python -m benchmarks.sanitize_cases --device cpu      # the same cases on the CPU kernel alone
+    compute-sanitizer --tool memcheck --error-exitcode 3 python -m benchmarks.proof.sanitize_cases
+    python -m benchmarks.proof.sanitize_cases --device cpu      # the same cases on the CPU kernel alone
 """
 from __future__ import annotations
 
