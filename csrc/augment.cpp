@@ -1,23 +1,14 @@
-// tinyfast::augment: schema, argument checks, the raw-pointer CPU kernel (augment_cpu_raw, see
-// augment_kernels.h for its contract) and the op registrations that call it.
+// tinyfast::augment: schema, argument checks, the translation of a call into the raw kernel
+// arguments (augment_kernels.h) and the op registrations that call the kernels.
 //
 // Layout: src is uint8 (N, H, W, 3) contiguous (NHWC); the output is written as a contiguous
 // (B, Ho, Wo, 3) buffer and returned as its (B, 3, Ho, Wo) permuted view, i.e. channels-last.
 // The semantics are those of the docstring of tinyfast.ops.augment (the authority); the CPU kernel
-// below is checked against an independent float64 PyTorch reference in tests/test_augment_op.py.
-//
-// CPU strategy: at::parallel_for over images (grain one image). Per image: the contrast mean
-// (only when contrast != 1) in one vectorised pass over the bytes; the source converted once to a
-// float copy that stays in L2; then per output row three stages: bilinear sampling into planar
-// R, G, B rows (scalar gathers, coordinates advanced along the row, a branch-free interior path
-// and a checked border path), the colour steps on the planar rows (vectorised), and the
-// normalisation interleaved straight into the channels-last output row (float16 through F16C).
-// Each output byte is written once, sequentially. The per-pixel arithmetic inside those loops is
-// augment_pixel.h's, shared with the CUDA kernel.
+// (augment_cpu.cpp) is checked against an independent float64 PyTorch reference in tests/test_augment_op.py.
 
 #include <Python.h>
 
-#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -32,10 +23,6 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
 
 #include "augment.h"
 #include "augment_pixel.h"
@@ -285,10 +272,12 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
   a.out_h = d.out_h;
   a.out_w = d.out_w;
   a.out = nullptr;  // set once allocated (or checked)
-  a.mean_image = nullptr;
+  a.shift_image = nullptr;
   if (mean_image.has_value() && mean_image->defined()) {
-    c.mean_image = check_mean_image(*mean_image, d, src);
-    a.mean_image = c.mean_image.data_ptr<float>();
+    // The per-pixel shift -mean_image / std once per call (on src's device, on its stream), so
+    // the kernels add it instead of dividing for every image of the batch.
+    c.shift_image = mean_image_shift(check_mean_image(*mean_image, d, src), std);
+    a.shift_image = c.shift_image.data_ptr<float>();
   }
   a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
   const std::string err = args_error_before_out(a, src.is_cuda());
@@ -298,207 +287,16 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
 
 namespace {
 
-// Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load
-// time (GCC function multi-versioning): ~2x on the colour steps, no -march flag needed.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TINYFAST_MULTIVERSION __attribute__((target_clones("avx2", "default")))
-#else
-#define TINYFAST_MULTIVERSION
-#endif
-
-// ---- float32 -> float16 rows ---------------------------------------------------------------
-// c10::Half's portable conversion costs ~10 ns per element; F16C (every x86-64 CPU since 2012)
-// converts 8 at a time with the same round-to-nearest-even result. Chosen at run time, so the
-// build needs no -march flag.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx,f16c"))) void f32_to_f16_f16c(const float* in, c10::Half* out,
-                                                          int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), h);
-  }
-  for (; i < n; ++i) out[i] = c10::Half(in[i]);
-}
-bool has_f16c() {
-  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-#else
-void f32_to_f16_f16c(const float*, c10::Half*, int64_t) {}
-bool has_f16c() { return false; }
-#endif
-
-// Mean over the image of lum(clamp(cb * pixel, 0, 255)). The bytes are walked contiguously in
-// blocks of 24 (a multiple of both the 3 channels and 8 SIMD lanes) into 24 partial sums, which
-// the compiler vectorises without reassociation flags.
-TINYFAST_MULTIVERSION float mean_luma(const uint8_t* __restrict img, int64_t n_bytes, float cb) {
-  constexpr int kBlock = 24;
-  static constexpr float kW[kBlock] = {kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB,
-                                       kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB,
-                                       kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB,
-                                       kLumaR, kLumaG, kLumaB, kLumaR, kLumaG, kLumaB};
-  float acc[kBlock] = {};
-  double total = 0.0;
-  int64_t k = 0, since_flush = 0;
-  for (; k + kBlock <= n_bytes; k += kBlock) {
-    for (int j = 0; j < kBlock; ++j) acc[j] = fadd(acc[j], luma_term(kW[j], cb, static_cast<float>(img[k + j])));
-    // Flush to double now and then so float partial sums never grow past ~2^20.
-    if (++since_flush == 4096) {
-      for (int j = 0; j < kBlock; ++j) total += acc[j], acc[j] = 0.f;
-      since_flush = 0;
-    }
-  }
-  for (int j = 0; j < kBlock; ++j) total += acc[j];
-  for (; k < n_bytes; ++k) total += luma_term(kW[k % 3], cb, static_cast<float>(img[k]));
-  return static_cast<float>(total / static_cast<double>(n_bytes / 3));
-}
-
-// Bilinear samples of one output row into planar R, G, B buffers (the scalar, gather-bound part).
-// `img` is the source as uint8, or as a float copy (exact: every uint8 is a float), which saves
-// twelve int-to-float conversions per output pixel.
-template <typename src_t>
-void sample_row(const src_t* __restrict img, int64_t h, int64_t w, float fill, float t00,
-                float t10, float bx, float by, int64_t n, float* __restrict R,
-                float* __restrict G, float* __restrict B) {
-  for (int64_t ox = 0; ox < n; ++ox) {
-    const float x = static_cast<float>(ox);
-    float v[3];
-    bilinear<int64_t>(img, h, w, fill, coord(t00, x, bx), coord(t10, x, by), v);
-    R[ox] = v[0];
-    G[ox] = v[1];
-    B[ox] = v[2];
-  }
-}
-
-// Brightness, contrast, saturation on planar buffers: branch-free, so it vectorises.
-TINYFAST_MULTIVERSION void colour_row(int64_t n, float cb, float cc, float cm, float cs,
-                                      float* __restrict R, float* __restrict G,
-                                      float* __restrict B) {
-  for (int64_t i = 0; i < n; ++i) colour(cb, cc, cm, cs, R[i], G[i], B[i]);
-}
-
-// Normalised and interleaved to channels-last; `mrow` is the row of a mean image, or null for the
-// per-channel shifts.
-TINYFAST_MULTIVERSION void normalise_row(int64_t n, const Norm& nm, const float* __restrict mrow,
-                                         const float* __restrict R, const float* __restrict G,
-                                         const float* __restrict B, float* __restrict out) {
-  const float s0 = nm.scale[0], s1 = nm.scale[1], s2 = nm.scale[2];
-  if (mrow) {
-    const float d0 = nm.std[0], d1 = nm.std[1], d2 = nm.std[2];
-    for (int64_t i = 0; i < n; ++i) {
-      out[3 * i] = normalise(R[i], s0, image_shift(mrow[3 * i], d0));
-      out[3 * i + 1] = normalise(G[i], s1, image_shift(mrow[3 * i + 1], d1));
-      out[3 * i + 2] = normalise(B[i], s2, image_shift(mrow[3 * i + 2], d2));
-    }
-    return;
-  }
-  const float t0 = nm.shift[0], t1 = nm.shift[1], t2 = nm.shift[2];
-  for (int64_t i = 0; i < n; ++i) {
-    out[3 * i] = normalise(R[i], s0, t0);
-    out[3 * i + 1] = normalise(G[i], s1, t1);
-    out[3 * i + 2] = normalise(B[i], s2, t2);
-  }
-}
-
-template <typename scalar_t>
-void store_row(const float* in, scalar_t* out, int64_t n) {
-  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
-    if (has_f16c()) return f32_to_f16_f16c(in, out, n);
-  }
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<scalar_t>(in[i]);
-}
-
-TINYFAST_MULTIVERSION void to_float(const uint8_t* __restrict in, float* __restrict out, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) out[k] = static_cast<float>(in[k]);
-}
-
-// Sources up to this many bytes are converted to float once per image before sampling (the
-// float copy, 4x the bytes, stays in L2); larger ones are sampled from the uint8 bytes directly.
-constexpr int64_t kFloatCopyMaxBytes = 128 * 128 * 3;
-
-size_t scratch_floats(const KernelArgs& d) {
-  const int64_t img = d.h * d.w * 3;
-  return static_cast<size_t>(6 * d.out_w + (img <= kFloatCopyMaxBytes ? img : 0));
-}
-
-// One image. `scratch` holds scratch_floats() floats: planar R, G, B rows, one interleaved row,
-// then the float copy of the source.
-template <typename scalar_t>
-void augment_image(const uint8_t* img, const float* th, const float* col, const Norm& norm,
-                   const float* mean_image, float fill, int64_t h, int64_t w, int64_t out_h,
-                   int64_t out_w, scalar_t* out, float* scratch) {
-  const float t00 = th[0], t01 = th[1], t02 = th[2];
-  const float t10 = th[3], t11 = th[4], t12 = th[5];
-  const float cb = col[0], cc = col[1], cs = col[2];
-  // With factors of exactly 1 the colour steps are exact no-ops: skipping them changes no bit.
-  const bool colour = !(cb == 1.f && cc == 1.f && cs == 1.f);
-  const float cm = cc != 1.f ? contrast_offset(cc, mean_luma(img, h * w * 3, cb)) : 0.f;
-  float* R = scratch;
-  float* G = R + out_w;
-  float* B = G + out_w;
-  float* row = B + out_w;
-  const int64_t img_bytes = h * w * 3;
-  float* fimg = row + 3 * out_w;
-  const bool use_float = img_bytes <= kFloatCopyMaxBytes;
-  if (use_float) to_float(img, fimg, img_bytes);
-  for (int64_t oy = 0; oy < out_h; ++oy) {
-    const float y = static_cast<float>(oy);
-    const float bx = row_base(t01, t02, y), by = row_base(t11, t12, y);
-    if (use_float) {
-      sample_row(fimg, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
-    } else {
-      sample_row(img, h, w, fill, t00, t10, bx, by, out_w, R, G, B);
-    }
-    if (colour) colour_row(out_w, cb, cc, cm, cs, R, G, B);
-    scalar_t* o = out + oy * out_w * 3;
-    const float* shift = mean_image ? mean_image + oy * out_w * 3 : nullptr;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      normalise_row(out_w, norm, shift, R, G, B, o);
-    } else {
-      normalise_row(out_w, norm, shift, R, G, B, row);
-      store_row(row, o, out_w * 3);
-    }
-  }
-}
-
-template <typename scalar_t>
-void augment_cpu_typed(const KernelArgs& a) {
-  const Norm norm = make_norm(a.mean, a.std);
-  const int64_t img_elems = a.h * a.w * 3, out_elems = a.out_h * a.out_w * 3;
-  scalar_t* op = static_cast<scalar_t*>(a.out);
-  // One image is tens of microseconds of work: grain 1 image.
-  at::parallel_for(0, a.batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(scratch_floats(a));
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t r = a.index ? a.index[b] : b;
-      scalar_t* o = op + b * out_elems;
-      if (r < 0 || r >= a.n) {  // never read outside src (the torch op has checked already)
-        std::fill(o, o + out_elems, static_cast<scalar_t>(std::numeric_limits<float>::quiet_NaN()));
-        continue;
-      }
-      augment_image<scalar_t>(a.src + r * img_elems, a.theta + b * a.theta_stride0,
-                              a.color + b * a.color_stride0, norm, a.mean_image, a.fill, a.h, a.w,
-                              a.out_h,
-                              a.out_w, o, scratch.data());
-    }
-  });
-}
-
 // The op's CPU registration: src is only needed by the CUDA side (device guard, stream).
 void run_cpu(const KernelArgs& a, const at::Tensor&) { augment_cpu_raw(a); }
 
 }  // namespace
 
-void augment_cpu_raw(const KernelArgs& a) {
-  const std::string err = augment_args_error(a, false);
-  if (!err.empty()) throw std::invalid_argument("tinyfast augment: " + err);
-  switch (a.out_dtype) {
-    case kOutFloat32: return augment_cpu_typed<float>(a);
-    case kOutFloat16: return augment_cpu_typed<c10::Half>(a);
-    default: return augment_cpu_typed<c10::BFloat16>(a);
-  }
+at::Tensor mean_image_shift(const at::Tensor& m, c10::ArrayRef<double> std) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("tinyfast::_mean_image_shift", "")
+                             .typed<at::Tensor(const at::Tensor&, c10::ArrayRef<double>)>();
+  return op.call(m, std);
 }
 
 TORCH_LIBRARY(tinyfast, m) {
@@ -508,11 +306,14 @@ TORCH_LIBRARY(tinyfast, m) {
   m.def(
       "augment_out(Tensor src, Tensor? index, Tensor theta, Tensor color, float[] mean, "
       "float[] std, int out_h, int out_w, float fill, Tensor(a!) out, Tensor? mean_image=None) -> ()");
+  // Internal: the mean image's per-pixel shift -mean_image / std (float32 (Ho, Wo, 3), checked).
+  m.def("_mean_image_shift(Tensor mean_image, float[] std) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tinyfast, CPU, m) {
   m.impl("augment", &tinyfast::augment_entry<run_cpu>);
   m.impl("augment_out", &tinyfast::augment_out_entry<run_cpu>);
+  m.impl("_mean_image_shift", &mean_image_shift_cpu);
 }
 
 }  // namespace tinyfast

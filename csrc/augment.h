@@ -39,13 +39,18 @@ void check_out_dtype(c10::ScalarType dtype);
 // channels-last view. An out_size that cannot be allocated is reported naming out_size.
 at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tensor& src);
 
+// The per-pixel shift of mean-image zero-centering, -m / std[c] in float32 (image_shift), on m's
+// device (tinyfast::_mean_image_shift, CPU and CUDA kernels): computed once per call.
+at::Tensor mean_image_shift(const at::Tensor& m, c10::ArrayRef<double> std);
+at::Tensor mean_image_shift_cpu(const at::Tensor& m, c10::ArrayRef<double> std);  // its CPU kernel
+
 // The raw kernel arguments of one validated call, with the tensors they point into kept alive
 // (theta/color/index made contiguous where the kernels need it; theta's (B, 2, 3) view of a
 // (B, 9) block is passed as is, with its stride). Everything is validated (the raw kernels'
 // limits too) before the output exists, so a call the kernel would refuse allocates nothing;
 // `args.out` is set by the caller.
 struct PreparedCall {
-  at::Tensor theta, color, index, mean_image;
+  at::Tensor theta, color, index, shift_image;
   KernelArgs args;
 };
 PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>& index,

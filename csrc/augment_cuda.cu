@@ -25,8 +25,9 @@
 // __host__ __device__ functions of augment_pixel.h, the very functions the CPU kernel calls, with
 // every float32 product and sum as fmul()/fadd() (__fmul_rn/__fadd_rn here: never contracted into
 // an FMA, never approximated, whatever the flags; the clamps are selects, NaN -> lower bound). The
-// per-pixel result is therefore the CPU's bit for bit; only the contrast mean's summation order
-// differs. setup.py also builds without --use_fast_math and with -fmad=false, so nothing else in
+// per-pixel result is therefore the CPU's bit for bit, and the CPU sums the contrast mean in this
+// kernel's reduction order (kMeanThreads, kMeanChunk, the block tree), so outputs are equal for
+// every policy. setup.py also builds without --use_fast_math and with -fmad=false, so nothing else in
 // this file is contracted or flushed to zero either. Only the staging, the block reduction and
 // the stores are CUDA-only.
 //
@@ -34,16 +35,18 @@
 // `cuda`, skipped without a GPU) against an independent float64 PyTorch reference, with a
 // NaN-poisoned preallocated output so an unwritten element fails, plus torch.library.opcheck;
 // tests/test_augment_cuda.py the CUDA-only ones (CPU == CUDA bit for bit, streams, graphs, 64-bit
-// offsets, bad input on the device). benchmarks/bench_augment.py measures GB/s against a
-// device-to-device copy; benchmarks/sanitize_cases.py is the compute-sanitizer case set.
+// offsets, bad input on the device). benchmarks/op.py measures GB/s against a
+// device-to-device copy; benchmarks/proof/sanitize_cases.py is the compute-sanitizer case set.
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -55,13 +58,13 @@ namespace tinyfast {
 namespace {
 
 constexpr int kThreads = 256;  // every launch uses exactly this block size
+static_assert(kThreads == kMeanThreads, "the CPU mean (augment.cpp) emulates this block's reduction order");
 constexpr int kWarps = kThreads / 32;
 static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps: full-mask shuffles");
 // Sources up to this many bytes are staged in shared memory. The default per-block limit is
 // 48 KiB for static + dynamic shared memory together, so with the reduction scratch a 48 KiB
 // image needs the opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize, available on sm_70+).
 constexpr int kSmemMaxImageBytes = 48 * 1024;
-constexpr int kDefaultSmemLimit = 48 * 1024;
 constexpr int kStaticSmemBytes = (kWarps + 1) * static_cast<int>(sizeof(double));  // `red`
 
 // Output element types: storage bits, pixels per 48-byte group, float -> bits conversion.
@@ -96,7 +99,7 @@ struct Params {
   int h, w, out_h, out_w;
   float fill;
   Norm norm;
-  const float* mean_image;  // (out_h, out_w, 3) or nullptr
+  const float* shift_image;  // (out_h, out_w, 3) or nullptr: -mean_image / std, precomputed
   bool vec;  // output base 16-byte aligned and every image a multiple of 16 bytes
 };
 
@@ -118,8 +121,8 @@ __device__ __forceinline__ void pixel(const uint8_t* __restrict__ img, const Par
   if (TINYFAST_PROBE_TRUE(s.color)) colour(s.cb, s.cc, s.cm, s.cs, v[0], v[1], v[2]);  // skipped as on the CPU
 #pragma unroll
   for (int k = 0; k < 3; ++k) {
-    const float t = TINYFAST_PROBE_FALSE(p.mean_image != nullptr)
-                        ? image_shift(__ldg(p.mean_image + (oy * p.out_w + ox) * 3 + k), p.norm.std[k])
+    const float t = TINYFAST_PROBE_FALSE(p.shift_image != nullptr)
+                        ? __ldg(p.shift_image + (oy * p.out_w + ox) * 3 + k)
                         : p.norm.shift[k];
     v[k] = normalise(v[k], p.norm.scale[k], t);
   }
@@ -208,13 +211,13 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
   s.color = !(s.cb == 1.f && s.cc == 1.f && s.cs == 1.f);
   s.cm = 0.f;
   if (s.cc != 1.f) {  // uniform across the block (same global value): every thread reaches the barriers
-    // CPU: float products and partial sums, flushed to double, mean = float(total / (H*W)).
+    // Float partials of at most kMeanChunk terms each (below ~2^14: no precision loss for big
+    // images), flushed to double per chunk, then the block tree; mean = float(total / (H*W)).
+    // augment.cpp's mean_luma sums in exactly this order, so CPU == CUDA bit for bit.
     const int hw = p.h * p.w;
-    // Float partials of at most 64 terms each (below ~2^14: no precision loss for big images),
-    // flushed to double: the flush is per chunk of 64 pixels per thread, not a test per pixel.
     double acc = 0.0;
-    for (int i0 = tid; i0 < hw; i0 += 64 * kThreads) {
-      const int end = hw - i0 < 64 * kThreads ? hw : i0 + 64 * kThreads;
+    for (int i0 = tid; i0 < hw; i0 += kMeanChunk * kThreads) {
+      const int end = hw - i0 < kMeanChunk * kThreads ? hw : i0 + kMeanChunk * kThreads;
       float part = 0.f;
       for (int i = i0; i < end; i += kThreads) {
         const uint8_t* q = img + 3 * i;
@@ -291,19 +294,49 @@ void launch(const Params& p, int64_t batch, cudaStream_t stream) {
   const int64_t img_bytes = static_cast<int64_t>(p.h) * p.w * 3;
   if (img_bytes <= kSmemMaxImageBytes) {
     auto* kernel = augment_kernel<Out, true>;
-    // (1 KiB of slack over the scratch's size, in case the compiler pads static shared memory.)
-    if (img_bytes + kStaticSmemBytes + 1024 > kDefaultSmemLimit) {
-      // Opt in above the default 48 KiB (static + dynamic). Always the same value, so concurrent
-      // callers cannot lower it under each other; it applies to the current device (the guard's).
+    // Opt in above the default 48 KiB (static + dynamic) once per device, before the first
+    // launch of any size, so no source size near the default limit (e.g. 128x128x3 = 48 KiB plus
+    // the reduction scratch) can meet it. Always the same value, so concurrent callers cannot
+    // lower it under each other; it applies to the current device (the guard's).
+    static std::atomic<uint64_t> opted{0};
+    int dev = 0;
+    check_cuda(cudaGetDevice(&dev), "querying the current device");
+    const uint64_t bit = dev < 64 ? uint64_t{1} << dev : 0;
+    if (bit == 0 || (opted.load(std::memory_order_acquire) & bit) == 0) {
       check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       kSmemMaxImageBytes),
                  "raising the shared-memory limit");
+      opted.fetch_or(bit, std::memory_order_release);
     }
     kernel<<<static_cast<unsigned>(batch), kThreads, static_cast<size_t>(img_bytes), stream>>>(p);
   } else {
     augment_kernel<Out, false><<<static_cast<unsigned>(batch), kThreads, 0, stream>>>(p);
   }
   check_cuda(cudaGetLastError(), "kernel launch");
+}
+
+// The mean image's per-pixel shift, -m / std[c] (image_shift: __fdiv_rn, as on the CPU).
+__global__ void shift_kernel(const float* __restrict m, float* __restrict out, int64_t n, float s0,
+                             float s1, float s2) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const int64_t c = i % 3;
+    out[i] = image_shift(__ldg(m + i), c == 0 ? s0 : (c == 1 ? s1 : s2));
+  }
+}
+
+at::Tensor mean_image_shift_cuda(const at::Tensor& m, c10::ArrayRef<double> std) {
+  c10::cuda::CUDAGuard guard(m.device());
+  at::Tensor out = at::empty_like(m);
+  const int64_t n = m.numel();
+  if (n > 0) {
+    const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+    shift_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream(m.device().index()).stream()>>>(
+        m.data_ptr<float>(), out.data_ptr<float>(), n, static_cast<float>(std[0]), static_cast<float>(std[1]),
+        static_cast<float>(std[2]));
+    check_cuda(cudaGetLastError(), "mean-image shift launch");
+  }
+  return out;
 }
 
 // The op's CUDA registration: the raw kernel on src's device and its current stream.
@@ -334,7 +367,7 @@ void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
   p.out_w = static_cast<int>(a.out_w);
   p.fill = a.fill;
   p.norm = make_norm(a.mean, a.std);
-  p.mean_image = a.mean_image;
+  p.shift_image = a.shift_image;
   const int64_t elt = a.out_dtype == kOutFloat32 ? 4 : 2;
   const int64_t img_out_bytes = a.out_h * a.out_w * 3 * elt;
   p.vec = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 && (img_out_bytes & 15) == 0;
@@ -349,6 +382,7 @@ void augment_cuda_raw(const KernelArgs& a, void* stream_ptr) {
 TORCH_LIBRARY_IMPL(tinyfast, CUDA, m) {
   m.impl("augment", &tinyfast::augment_entry<run_cuda>);
   m.impl("augment_out", &tinyfast::augment_out_entry<run_cuda>);
+  m.impl("_mean_image_shift", &mean_image_shift_cuda);
 }
 
 }  // namespace tinyfast

@@ -15,8 +15,10 @@
 //   mean, std  per-channel statistics in [0, 1] units (finite, std != 0); the kernels use
 //           scale = 1 / (255 * std) and shift = -mean / std, computed in float32.
 //   fill    value in [0, 255] of source pixels outside the image.
-//   mean_image  nullptr, or float32 (out_h, out_w, 3) contiguous in [0, 1] units: mean-image
-//           zero-centering, the shift -mean_image[y, x, c] / std[c] replacing -mean[c] / std[c].
+//   shift_image  nullptr, or float32 (out_h, out_w, 3) contiguous: mean-image zero-centering,
+//           the per-pixel shift -mean_image[y, x, c] / std[c] (image_shift of augment_pixel.h)
+//           replacing -mean[c] / std[c]. Precomputed once per call (the op does it with
+//           tinyfast::_mean_image_shift), so the kernels add it and never divide per pixel.
 //           Appended last, so a value-initialised KernelArgs{} has none.
 //   out     (batch, out_h, out_w, 3) contiguous, element type out_dtype; every element written.
 //           Any alignment (16-byte aligned outputs take the vector-store path on CUDA).
@@ -61,7 +63,7 @@ struct KernelArgs {
   int64_t out_h, out_w;
   void* out;              // (batch, out_h, out_w, 3) contiguous
   int out_dtype;          // OutDtype
-  const float* mean_image;  // (out_h, out_w, 3) or nullptr
+  const float* shift_image;  // (out_h, out_w, 3) or nullptr: -mean_image / std
 };
 
 // "" when `a` satisfies the contract above, else one line naming the offending field. `cuda`

@@ -177,6 +177,13 @@ TINYFAST_HD float luma(float r, float g, float b) {
 
 // One channel's term of the contrast mean: weight * clamp(cb * x, 0, 255) (the docstring's m is
 // the mean over the image of the sum of the three terms; only the summation order is per device).
+// The contrast mean's summation order, the same on every device: the CUDA kernel's block of
+// kMeanThreads threads, thread t summing pixels t, t + kMeanThreads, ... as float32 partial sums
+// of at most kMeanChunk terms, each flushed to its float64 accumulator; the threads' values then
+// folded in halves (warp butterflies, then the warps' values). augment.cpp's mean_luma follows it.
+constexpr int kMeanThreads = 256;
+constexpr int kMeanChunk = 64;
+
 TINYFAST_HD float luma_term(float weight, float cb, float x) { return fmul(weight, clamp255(fmul(cb, x))); }
 
 // The contrast offset (1 - cc) * m added to every channel.

@@ -137,7 +137,10 @@ def augment(
         src: uint8 ``(N, H, W, 3)`` contiguous (NHWC) images, on CPU or CUDA.
         theta: float32 ``(B, 2, 3)``, per sample the *inverse* affine map from output pixel
             ``(x, y, 1)`` to source pixel coordinates (flips are folded into it; build it with
-            :mod:`tinyfast.augment`).
+            :mod:`tinyfast.augment`). Host tensors are copied to a CUDA ``src``'s device
+            asynchronously: a pinned host ``theta``/``color`` must not be written again until the
+            stream has reached this op (record an event after the call and wait on it, or use a
+            fresh buffer per call, as the loaders do), or the kernel may read the new values.
         color: float32 ``(B, 3)``, per sample the factors (brightness, contrast, saturation);
             ``1.0`` leaves the image unchanged.
         mean, std: 3 floats each, per-channel statistics in ``[0, 1]`` units. 3-element tensors are
@@ -159,7 +162,11 @@ def augment(
         (a permuted view of a contiguous ``(B, Ho, Wo, 3)`` buffer).
 
     Semantics (the CPU and CUDA kernels evaluate this in float32, the tests compare both with a
-    float64 reference of it; only the normalisation's rounding is pinned down bit for bit).
+    float64 reference of it; only the normalisation's rounding is pinned down bit for bit). The two
+    kernels give the same bits as each other for every input: they share every per-pixel float32
+    step, and the CPU sums the contrast mean in the CUDA block reduction's order (256 partial
+    sums of pixels ``t, t+256, ...`` in float32, flushed to float64 every 64 terms, folded in
+    halves; ``m = float32(total / (H*W))``).
     For output sample ``b`` with source image ``I = src[index[b]]``,
     ``theta = T``, ``color = (cb, cc, cs)``, at every output pixel ``(x, y)`` (integers,
     ``0 <= x < Wo``, ``0 <= y < Ho``) and channel ``c``:
@@ -188,7 +195,8 @@ def augment(
        ``out = v * s_c + t_c`` (a float32 multiply, then a float32 add, never fused), which is
        ``(v/255 - mean)/std``; finally a round-to-nearest-even cast to ``dtype``. With a
        ``mean_image`` ``M``, ``t_c`` is ``-M[y, x, c] / std_c`` at each pixel instead (a float32
-       division, as ``-mean_c / std_c`` is: a constant ``M`` equal to ``mean`` gives the same bits). No intermediate
+       division, as ``-mean_c / std_c`` is: a constant ``M`` equal to ``mean`` gives the same bits;
+       computed once per call, not per image). No intermediate
        value is rounded to an integer (torchvision's uint8 colour ops truncate after each step).
 
     Consequences relied on by the tests: identity parameters (``theta = [[1,0,0],[0,1,0]]``,
