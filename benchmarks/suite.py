@@ -54,8 +54,8 @@ FULL_ARCHS = "resnet18,resnet50,vgg16,densenet161,mobilenet_v2"
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``python -m benchmarks`` argument parser."""
-    p = argparse.ArgumentParser(prog="tinyfast-bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.Parser(prog="tinyfast-bench", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda when visible), cpu, cuda, cuda:N")
     p.add_argument("--data", default=None, help="packed dataset (default: the built-in synthetic set)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
@@ -70,6 +70,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "resnet18, quick cnn2)")
     p.add_argument("--tta-epochs", type=int, default=None, help="epoch cap of that run (default 16, quick 1)")
     p.add_argument("--quick", action="store_true", help="reduced CPU smoke mode (tiny data, few batches)")
+    p.add_argument("--full", action="store_true",
+                   help="on a CPU, run the full suite even when it would take more than an hour (without "
+                        "it such a run becomes the --quick one, and says so)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: ./benchmark-results under the current folder); "
                         "files <device>-<date>-<time>.{json,md,png}")
@@ -112,7 +115,10 @@ def _resolve_args(args) -> torch.device:
     p = get_args_parser()
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
-        p.error(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")
+        p.error(f"--sections: unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
+    if not args.sections:
+        p.error("--sections: empty; choose from " + ", ".join(SECTIONS))
+    _check_names(p, args)
     try:
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                               else ("cpu" if args.device == "auto" else args.device))
@@ -122,16 +128,51 @@ def _resolve_args(args) -> torch.device:
         p.error(f"--device {args.device!r}: choose auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
-    defaults = {"batch_size": (16, 256), "batches": (3, 50), "runs": (1, 3), "target": (0.0, 0.5),
-                "tta_epochs": (1, 16), "tta_arch": ("cnn2", "resnet18")}
-    for key, (quick_value, full_value) in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, quick_value if args.quick else full_value)
     for name, v in (("--batch-size", args.batch_size), ("--batches", args.batches), ("--runs", args.runs),
                     ("--tta-epochs", args.tta_epochs)):
-        if v <= 0:
+        if v is not None and v <= 0:
             p.error(f"{name} must be positive, got {v}")
+    if args.target is not None and not 0.0 <= args.target <= 1.0:  # also refuses nan
+        p.error(f"--target must be a val top-1 in [0, 1], got {args.target}")
+    if args.data is not None:
+        from tinyfast.data import PackError, read_manifest
+
+        try:
+            read_manifest(Path(args.data))
+        except (PackError, OSError, ValueError) as e:
+            p.error(f"--data {args.data}: not a packed dataset ({e}); pack one with python -m tinyfast.pack")
+    args.given = {k for k in DEFAULTS if getattr(args, k) is not None}
+    fill_defaults(args)
     return device
+
+
+# Per setting: (quick value, full value), used where the command line gives none.
+DEFAULTS = {"batch_size": (16, 256), "batches": (3, 50), "runs": (1, 3), "target": (0.0, 0.5),
+            "tta_epochs": (1, 16), "tta_arch": ("cnn2", "resnet18")}
+CPU_FULL_LIMIT_S = 3600.0  # a CPU run estimated longer than this needs --full
+
+
+def fill_defaults(args) -> None:
+    """The settings not given on the command line, for ``args.quick`` (again after a switch)."""
+    for key, (quick_value, full_value) in DEFAULTS.items():
+        if key not in args.given:
+            setattr(args, key, quick_value if args.quick else full_value)
+
+
+def _check_names(p, args) -> None:
+    """Unknown loaders and architectures are one line naming them, before anything runs."""
+    from tinyfast import loaders
+    from tinyfast.models import is_known, list_models
+
+    for flag, given, known in (("--loaders", args.loaders, loaders.list_loaders()),):
+        bad = [n for n in (given or "").split(",") if n.strip() and n.strip() not in known]
+        if bad:
+            p.error(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(known)}")
+    for flag, given in (("--archs", args.archs), ("--tta-arch", args.tta_arch)):
+        bad = [n for n in (given or "").split(",") if n.strip() and not is_known(n.strip())]
+        if bad:
+            p.error(f"{flag}: unknown architecture {', '.join(bad)}; choose from {', '.join(list_models())} "
+                    "(or tv:<torchvision classifier>)")
 
 
 def prepare_data(args, work: Path) -> tuple[Path, str]:
@@ -162,14 +203,26 @@ def prepare_data(args, work: Path) -> tuple[Path, str]:
     return data, "quick synthetic set (4 classes x 24 train + 8 val, packed for this run)"
 
 
-def estimate_seconds(args, data: Path, names: list[str], archs: list[str], feeds: list[str],
-                     ceil: dict) -> float:
+def data_size(args) -> tuple[int, int]:
+    """(train images, classes) of the data the run will use, without building it: ``--data``'s, the
+    default set's when it exists, else the size the default set will be packed at on this machine."""
+    from tinyfast.data import is_packed, open_packed
+    from tinyfast.default_data import QUICK_SYNTHETIC, default_data_dir
+
+    data = Path(args.data) if args.data else default_data_dir()
+    if is_packed(data):
+        ps = open_packed(data, "train")
+        return len(ps), ps.num_classes
+    cfg = QUICK_SYNTHETIC  # the default set on a machine without CUDA
+    return cfg["classes"] * cfg["per_class"], cfg["classes"]
+
+
+def estimate_seconds(args, names: list[str], archs: list[str], feeds: list[str], ceil: dict) -> float:
     """Rough wall time of the selected sections on the CPU, from the measured matmul rate (convnets
     reach about a third of it on a CPU) and ~1,000 images/s per core for the loader rows."""
     from tinyfast._util import cpu_count
-    from tinyfast.data import open_packed
 
-    ps = open_packed(data, "train")
+    n_train, num_classes = data_size(args)
     flop_rate = ceil["matmul_tflop_per_s"] * 1e12 / 3
     seconds = 0.0
     if "loaders" in args.sections:
@@ -178,47 +231,79 @@ def estimate_seconds(args, data: Path, names: list[str], archs: list[str], feeds
         seconds += rows * (5 + args.runs * args.batches) * args.batch_size / (1000.0 * cpu_count())
     if "op" in args.sections:
         seconds += 60.0
-    per_arch = {a: train_section.train_flops(a, ps.num_classes) for a in set(archs) | {args.tta_arch}}
+    per_arch = {a: train_section.train_flops(a, num_classes) for a in set(archs) | {args.tta_arch}}
     if "train" in args.sections:
         steps = 2 * (1 + len(feeds)) * (5 + args.runs * args.batches)
         seconds += sum(steps * args.batch_size * per_arch[a] for a in archs) / flop_rate
     if "tta" in args.sections:
-        seconds += args.tta_epochs * len(ps) * 1.4 * per_arch[args.tta_arch] / flop_rate
+        seconds += args.tta_epochs * n_train * 1.4 * per_arch[args.tta_arch] / flop_rate
     return seconds
 
 
-def _announce_cpu_run(args, data, names, archs, feeds, ceil) -> float | None:
-    """Without a GPU and without ``--quick``: say that the full suite runs on the CPU, and how long."""
+def _selection(args) -> tuple[list[str], list[str], list[str]]:
+    """The loaders, architectures and training feeds of the run."""
+    from tinyfast import loaders
+
+    names = [n.strip() for n in args.loaders.split(",") if n.strip()] if args.loaders else loaders.list_loaders()
+    archs = [a.strip() for a in (args.archs or ("cnn2" if args.quick else FULL_ARCHS)).split(",") if a.strip()]
+    feeds = [n for n in names if n != "torch"] if not args.quick else [n for n in ("gpu",) if n in names]
+    feeds += ["torch"] if "torch" in names else []
+    return names, archs, feeds
+
+
+def _plan_cpu_run(args, ceil) -> float | None:
+    """Without a GPU and without ``--quick``: the full suite's estimated time on this CPU; over an
+    hour without ``--full``, the run becomes the quick one, and says so."""
     try:
-        est = estimate_seconds(args, data, names, archs, feeds, ceil)
+        est = estimate_seconds(args, *_selection(args), ceil)
     except Exception as e:  # an estimate must never stop the run it describes
         print(f"  (no time estimate: {type(e).__name__}: {e})", flush=True)
         est = None
-    took = reporting.duration(est) if est else "a long time"
+    took = reporting.duration(est) if est else "an unknown time"
+    if est is not None and est > CPU_FULL_LIMIT_S and not args.full:
+        print(f"note: no GPU in use, and the full suite would take {took} on this CPU (rough "
+              "estimate): running the quick suite instead (--full runs the full one anyway; --sections, "
+              "--archs and --batches choose a part).", flush=True)
+        args.quick = True
+        fill_defaults(args)
+        return est
     print(f"note: no GPU in use: running the FULL suite on the CPU; this will take {took} "
           "(rough estimate). For a smoke run of a minute or less: --quick; to choose: --sections, "
           "--archs, --batches.", flush=True)
     return est
 
 
+def _announce_data(args) -> None:
+    """Say where the data comes from before anything is built: the default set's folder, and
+    whether it exists or is packed now (it is kept there for later runs)."""
+    from tinyfast.data import is_packed
+    from tinyfast.default_data import default_data_dir
+
+    if args.data or args.quick:
+        return
+    where = default_data_dir().absolute()
+    if is_packed(where):
+        print(f"data: the default set at {where}", flush=True)
+    else:
+        print(f"data: packing the default synthetic set into {where} now (kept for later runs; "
+              "TINYFAST_DATA or --data chooses another)", flush=True)
+
+
 def run_sections(args, device: torch.device, work: Path) -> dict:
     """Measure the ceilings and the selected sections; returns the report (no files written)."""
-    from tinyfast import loaders
-
+    ce = common.ceilings(device, args.quick)
+    est = _plan_cpu_run(args, ce) if device.type == "cpu" and not args.quick else None
+    _announce_data(args)
     data, data_label = prepare_data(args, work)
-    names = args.loaders.split(",") if args.loaders else loaders.list_loaders()
-    archs = (args.archs or ("cnn2" if args.quick else FULL_ARCHS)).split(",")
-    feeds = [n for n in names if n != "torch"] if not args.quick else [n for n in ("gpu",) if n in names]
-    feeds += ["torch"] if "torch" in names else []
+    names, archs, feeds = _selection(args)
     print(f"tinyfast benchmarks on {common.device_name(device)} ({device}); data {data_label}", flush=True)
     report = {"device_name": common.device_name(device), "device": str(device), "quick": args.quick,
               "command": "tinyfast-bench " + " ".join(args.argv), "data": data_label,
-              "environment": common.environment([str(device)]), "ceilings": common.ceilings(device, args.quick)}
-    ce = report["ceilings"]
+              "environment": common.environment([str(device)]), "ceilings": ce}
+    if est is not None:
+        report["estimated_seconds"] = est
     print(f"  ceilings: copy {ce['copy_gb_per_s']:.1f} GB/s, matmul {ce['matmul_tflop_per_s']:.2f} TFLOP/s",
           flush=True)
-    if device.type == "cpu" and not args.quick:
-        report["estimated_seconds"] = _announce_cpu_run(args, data, names, archs, feeds, ce)
     if "loaders" in args.sections:
         report["loaders"] = loader_section.section(data, device, names, args)
     if "op" in args.sections:
@@ -259,9 +344,29 @@ def main(argv=None) -> dict:
     return report
 
 
+def measured(report: dict) -> int:
+    """How many figures the report holds (loader, op and training rows with a rate, a finished
+    time-to-accuracy run)."""
+    n = sum(1 for r in report.get("loaders", []) if r.get("images_per_sec"))
+    n += sum(1 for r in (report.get("op") or {}).get("rows", []) if r.get("images_per_s"))
+    n += sum(1 for r in report.get("train", []) if r.get("images_per_sec"))
+    tta = report.get("tta") or {}
+    return n + (1 if tta.get("exit_code") == 0 and tta.get("epochs_run") else 0)
+
+
 def cli(argv=None) -> int:
-    """The ``tinyfast-bench`` console script: :func:`main`, exit status 0 (2 on bad arguments)."""
-    main(argv)
+    """The ``tinyfast-bench`` console script: :func:`main`. Exit status 0 when something was
+    measured, 1 when every selected row was skipped (as ``python -m tinyfast.loaders --bench``),
+    2 on bad arguments, 130 on Ctrl-C (one line; nothing written, the scratch folder removed)."""
+    try:
+        report = main(argv)
+    except KeyboardInterrupt:
+        print("tinyfast-bench: interrupted; no result files written", file=sys.stderr)
+        return 130
+    if not measured(report):
+        print("tinyfast-bench: error: nothing was measured (every selected row was skipped; the reasons "
+              f"are in {report['paths'].get('md', 'the report')})", file=sys.stderr)
+        return 1
     return 0
 
 
