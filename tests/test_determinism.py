@@ -63,3 +63,41 @@ def test_importing_ffcv_through_tinyfast_keeps_torch_threads():
     if imported != "True":
         pytest.skip("FFCV does not import here")
     assert int(threads) == 2
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """4 classes x 64 train + 16 val images, 32 px."""
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp("small") / "synth"
+    pack_synthetic(out, size=32, classes=4, per_class=64, val_per_class=16, test_count=10, seed=0,
+                   progress=False, log=None)
+    return str(out)
+
+
+def test_iterating_the_torch_loaders_leaves_the_global_rng_alone(small):
+    # A DataLoader without generator= draws its base seed from the global RNG at each iter(),
+    # the RNG dropout uses: a resumed run (one iter() more) then drew other dropout masks.
+    from tinyfast.loaders import build
+    loader = build("torch-npy", small, "train", 32, device="cpu", num_workers=0, seed=3)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_resume_with_the_torch_npy_loader_equals_the_uninterrupted_run(small, tmp_path):
+    from tinyfast.config import TrainConfig
+    from tinyfast.train import main, train
+    kw = dict(arch="cnn2", data=small, loader="torch-npy", workers=0, epochs=2, batch_size=32, device="cpu",
+              progress=False, out_dir=str(tmp_path / "runs"), aug="flips")
+    train(TrainConfig(name="full", **kw))
+    train(TrainConfig(name="part", stop_at_step=11, **kw))
+    ck = tmp_path / "runs" / "part" / "last.pt"
+    assert main(["--resume", str(ck), "--no-progress"]) == 0
+    a, b = load_checkpoint(tmp_path / "runs" / "full" / "last.pt"), load_checkpoint(ck)
+    assert a["step"] == b["step"] == 16
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, differ
