@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
-           "explicit_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
            "INITS", "AMP_DTYPES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
@@ -375,6 +375,12 @@ def explicit_fields(cls, argv: list[str], prog: str = "") -> set[str]:
     p = build_parser(cls, prog, suppress_defaults=True, extra=_silent_extra)
     ns, _ = p.parse_known_args(argv)
     return {k for k in vars(ns) if k in {f.name for f in dataclasses.fields(cls)}}
+
+
+def set_fields(cfg) -> set[str]:
+    """Names of the fields of dataclass instance ``cfg`` whose values differ from their defaults:
+    what a caller of the Python API set (the API's counterpart of :func:`explicit_fields`)."""
+    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default}
 
 
 def _silent_extra(parser: argparse.ArgumentParser) -> None:
