@@ -231,8 +231,8 @@ class TrainConfig:
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
                         type=_nonneg_float)
     mix_prob: float = opt(1.0, "probability that a batch is mixed (mixup/cutmix)", type=_probability)
-    ema: float = opt(0.0, "EMA of the weights with this decay per step (e.g. 0.999); evaluation then uses "
-                          "the EMA weights; 0 = off", type=_fraction)
+    ema: float = opt(0.0, "EMA of the weights and BatchNorm statistics with this decay per step (e.g. "
+                          "0.999); evaluation then uses the EMA weights; 0 = off", type=_fraction)
     amp: bool = opt(False, "mixed precision: bf16 where supported, else fp16 + GradScaler")
     amp_dtype: str = opt("auto", "AMP dtype; auto = bf16 on GPUs that support it and on CPUs with native "
                                  "bf16 (AVX512-BF16/AMX; elsewhere CPU AMP is off: emulated bf16 is "
