@@ -461,6 +461,9 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
             imagenet_weights_path(cfg.arch)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if cfg.prog_resize:  # sizes the model cannot take are reported before any work
+        from tinyfast.trainer.build import check_input_sizes
+        check_input_sizes(cfg)
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),
