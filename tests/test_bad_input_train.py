@@ -103,3 +103,37 @@ def test_an_unknown_device_is_one_line(prog, main, tmp_path, capsys):
 def test_a_gpu_this_machine_lacks_is_one_line():
     with pytest.raises(ConfigError, match="this machine has 1 GPU"):
         resolve_train_config(TrainConfig(device="cuda:3"), cuda=True)
+
+
+def _smallest_size(arch: str) -> int:
+    """The smallest square input a real CPU forward of ``arch`` takes (the reference)."""
+    from tinyfast.models import get_model
+    model = get_model(arch, num_classes=4).eval()
+    for size in range(8, 65):
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, 3, size, size))
+            return size
+        except (RuntimeError, ValueError):
+            continue
+    raise AssertionError(f"{arch} takes no size up to 64")
+
+
+@pytest.mark.parametrize("arch, sizes", [("vgg16", "16:64"), ("alexnet", "8:64"), ("vgg16_bn", "16:32:64"),
+                                         ("ucsc_deep", "8:64")])
+def test_prog_resize_below_the_models_smallest_input_is_one_line_before_any_work(arch, sizes, tmp_path, capsys):
+    smallest = _smallest_size(arch)
+    too_small = min(int(s) for s in sizes.split(":"))
+    assert too_small < smallest
+    # The data does not exist: the sizes are refused before anything else is looked at.
+    argv = ["--arch", arch, "--prog-resize", sizes, "--data", str(tmp_path / "nothing"), "--device", "cpu",
+            "--out-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert train_main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert f"--prog-resize {sizes}" in line and f"{too_small} px" in line and f"at least {smallest} px" in line, line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_prog_resize_sizes_a_model_takes_still_resolve():
+    cfg = resolve_train_config(TrainConfig(arch="vgg16", prog_resize="32:64", device="cpu"), cuda=False)
+    assert cfg.prog_resize == "32:64"

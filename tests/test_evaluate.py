@@ -209,3 +209,27 @@ def test_evaluate_follows_the_runs_amp_setting_and_records_it(runs, tmp_path, mo
     out = tmp_path / "plain.json"
     assert evaluate_main([str(runs["b"]), "--no-progress", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["amp"] == "off" and seen[2][0] is False
+
+
+def test_predict_ids_of_an_imagefolder_pack_name_the_class_folder(tmp_path):
+    """Files of the same name in two class folders keep distinct ids: the path in the split."""
+    from PIL import Image
+
+    from tinyfast.pack.cli import main as pack_main
+    src, rng = tmp_path / "folder", np.random.default_rng(0)
+    files = {"train": [f"{c}/{n:03d}.png" for c in ("cat", "dog") for n in range(4)],
+             "val": ["cat/005.png", "dog/005.png", "dog/sub/005.png"]}
+    for split, names in files.items():
+        for name in names:
+            (src / split / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / split / name)
+    data = tmp_path / "packed"
+    assert pack_main([str(src), "--out", str(data), "--size", "32", "--workers", "1", "--quiet"]) == 0
+    tr = train(TrainConfig(arch="linear", data=str(data), epochs=1, batch_size=4, out_dir=str(tmp_path / "runs"),
+                           name="f", progress=False, device="cpu", aug="none"))
+    out = tmp_path / "pred.csv"
+    assert predict_main([str(Path(tr.run_dir) / "last.pt"), "--split", "val", "--output", str(out),
+                         "--no-progress"]) == 0
+    ids = [r[0] for r in list(csv.reader(out.read_text().splitlines()))[1:]]
+    assert sorted(ids) == sorted(files["val"])
+    assert ids == list(open_packed(str(data), "val").ids)  # packed order

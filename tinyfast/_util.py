@@ -7,6 +7,7 @@ so importing this module must not load it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -19,6 +20,26 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads_kept():
+    """Run the block (an import of FFCV) and restore torch's intra-op thread count afterwards.
+
+    FFCV sets torch's thread count at import (``ffcv.pipeline.compiler`` calls
+    ``torch.set_num_threads(1)``) and when a ``Loader`` is built (its worker count). A run whose
+    process imported FFCV (say to pack the default data) then trained with another thread count
+    than its twin, which sums the convolutions' gradients in another order: same seed, different
+    weights. Loads torch (FFCV's import does anyway).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def mp_context():

@@ -14,7 +14,7 @@ from torch import nn
 from tinyfast.metrics import atomic_write_bytes
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "serialize", "save_checkpoint", "load_checkpoint",
-           "model_from_checkpoint"]
+           "model_from_checkpoint", "checkpoint_normalization"]
 
 CHECKPOINT_FORMAT = "tinyfast-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -73,3 +73,16 @@ def model_from_checkpoint(ck: dict, weights: str = "auto", source: str = "checkp
         detail = next((ln.strip() for ln in detail if ln.strip() and not ln.startswith("Error(s)")), detail[0])
         raise ValueError(f"{source}: the weights do not fit architecture {arch!r} ({detail[:160]})") from None
     return model.eval()
+
+
+def checkpoint_normalization(ck: dict) -> dict | None:
+    """How the run of checkpoint ``ck`` normalised its inputs: ``{"normalize", "mean", "std",
+    "mean_image"}`` for a loader's ``normalization=``. Checkpoints written before the record
+    existed give their mean/std and their config's ``normalize`` (the mean image is then the
+    evaluated data's train split's); ``None`` where even those are missing."""
+    if isinstance(ck.get("normalization"), dict):
+        return ck["normalization"]
+    if not ck.get("mean") or not ck.get("std"):
+        return None
+    return {"normalize": (ck.get("config") or {}).get("normalize", "channel"), "mean": list(ck["mean"]),
+            "std": list(ck["std"]), "mean_image": None}

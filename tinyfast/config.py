@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
-           "explicit_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
            "INITS", "AMP_DTYPES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
@@ -231,8 +231,8 @@ class TrainConfig:
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
                         type=_nonneg_float)
     mix_prob: float = opt(1.0, "probability that a batch is mixed (mixup/cutmix)", type=_probability)
-    ema: float = opt(0.0, "EMA of the weights with this decay per step (e.g. 0.999); evaluation then uses "
-                          "the EMA weights; 0 = off", type=_fraction)
+    ema: float = opt(0.0, "EMA of the weights and BatchNorm statistics with this decay per step (e.g. "
+                          "0.999); evaluation then uses the EMA weights; 0 = off", type=_fraction)
     amp: bool = opt(False, "mixed precision: bf16 where supported, else fp16 + GradScaler")
     amp_dtype: str = opt("auto", "AMP dtype; auto = bf16 on GPUs that support it and on CPUs with native "
                                  "bf16 (AVX512-BF16/AMX; elsewhere CPU AMP is off: emulated bf16 is "
@@ -377,6 +377,12 @@ def explicit_fields(cls, argv: list[str], prog: str = "") -> set[str]:
     return {k for k in vars(ns) if k in {f.name for f in dataclasses.fields(cls)}}
 
 
+def set_fields(cfg) -> set[str]:
+    """Names of the fields of dataclass instance ``cfg`` whose values differ from their defaults:
+    what a caller of the Python API set (the API's counterpart of :func:`explicit_fields`)."""
+    return {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default}
+
+
 def _silent_extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", default=argparse.SUPPRESS)
 
@@ -455,6 +461,9 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
             imagenet_weights_path(cfg.arch)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if cfg.prog_resize:  # sizes the model cannot take are reported before any work
+        from tinyfast.trainer.build import check_input_sizes
+        check_input_sizes(cfg)
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),

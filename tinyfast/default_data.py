@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from tinyfast._util import atomic_write_text
+from tinyfast._util import atomic_write_text, torch_threads_kept
 from tinyfast.data import MANIFEST, PackError, is_packed, read_manifest
 from tinyfast.pack import pack_synthetic
 from tinyfast.pack.synthetic_source import TREE_NAME
@@ -100,7 +100,8 @@ def _repoint_tree(path: Path, man: dict, tree: Path) -> None:
 def _ffcv_missing() -> str | None:
     """None when FFCV's writer imports, else why not (one line)."""
     try:
-        from ffcv.writer import DatasetWriter  # noqa: F401
+        with torch_threads_kept():
+            from ffcv.writer import DatasetWriter  # noqa: F401
     except Exception as e:  # an FFCV build can fail at import with more than ImportError
         return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
     return None

@@ -1,6 +1,8 @@
 """``python -m tinyfast.evaluate``: top-1/top-5 of one or several checkpoints on a packed split.
 
 Several checkpoints are also scored as an ensemble: the average of their softmax probabilities.
+Each checkpoint's inputs are normalised as its run trained (the mean/std or mean image the
+checkpoint records), whatever the data evaluated.
 AMP follows the run that wrote the first checkpoint unless ``--amp``/``--no-amp`` is given, so
 the figures match what the run reported; the JSON records the AMP dtype and TTA used.
 
@@ -35,10 +37,19 @@ def _precision(cfg, ck: dict, dev: torch.device) -> tuple[bool, torch.dtype]:
     return on, dtype
 
 
+def _normalization_key(norm: dict | None) -> tuple:
+    """A hashable identity of a normalisation record (equal records share one loader)."""
+    if norm is None:
+        return (None,)
+    image = norm.get("mean_image")
+    image = None if image is None else torch.as_tensor(image, dtype=torch.float32).numpy().tobytes()
+    return (norm.get("normalize"), tuple(norm.get("mean") or ()), tuple(norm.get("std") or ()), image)
+
+
 def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], torch.Tensor, dict]:
     """Load every checkpoint of ``cfg``, run it over ``split``; returns (checkpoints, per-model
     probabilities (N, C) in loader order, labels (N,), info: data dir, split object, amp dtype)."""
-    from tinyfast.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyfast.checkpoint import checkpoint_normalization, load_checkpoint, model_from_checkpoint
     from tinyfast.data import open_packed
     from tinyfast.inference import autocast_for, predict_probs
     from tinyfast.loaders import build
@@ -54,16 +65,24 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
         if list(ck.get("classes") or []) != list(packed.classes):
             raise ConfigError(f"{path}: trained on {ck['num_classes']} classes that differ from those of {data}")
     amp, amp_dtype = _precision(cfg, cks[0], dev)
-    # Normalised as the first checkpoint was trained (per-channel, or its train split's mean image).
-    normalize = (cks[0].get("config") or {}).get("normalize", "channel")
-    loader = build(cfg.loader, data, split, cfg.batch_size, device=dev, train=False, drop_last=False,
-                   dtype=amp_dtype if amp else torch.float32, normalize=normalize)
+    # Each checkpoint normalised as its run trained (its mean/std or mean image, whatever --data
+    # is): one loader per distinct normalisation, dropped after the last checkpoint that uses it.
+    norms = [checkpoint_normalization(ck) for ck in cks]
+    keys = [_normalization_key(n) for n in norms]
+    loaders: dict = {}
     all_probs, labels = [], None
-    for path, model in zip(cfg.checkpoints, models):
+    for i, (path, model) in enumerate(zip(cfg.checkpoints, models)):
+        if keys[i] not in loaders:
+            loaders[keys[i]] = build(cfg.loader, data, split, cfg.batch_size, device=dev, train=False,
+                                     drop_last=False, dtype=amp_dtype if amp else torch.float32,
+                                     normalization=norms[i])
+        loader = loaders[keys[i]]
         model = model.to(dev, memory_format=torch.channels_last)
         probs, labels = predict_probs(model, loader, autocast=autocast_for(dev, amp, amp_dtype), tta=cfg.tta,
                                       progress=cfg.progress, every=cfg.progress_every, desc=Path(path).name)
         all_probs.append(probs)
+        if keys[i] not in keys[i + 1:]:
+            loaders.pop(keys[i]).close()
     if len(labels) != len(packed):
         raise ValueError(f"{data}/{split}: the loader yielded {len(labels)} of {len(packed)} samples")
     info = {"data": str(data), "packed": packed, "amp": str(amp_dtype).replace("torch.", "") if amp else "off"}

@@ -34,8 +34,11 @@ from dataclasses import replace
 
 import torch
 
+from tinyfast._util import torch_threads_kept
+
 try:
-    from ffcv.pipeline.operation import Operation
+    with torch_threads_kept():  # FFCV's import sets torch's thread count to 1
+        from ffcv.pipeline.operation import Operation
 except ImportError as _e:  # the message names what to install
     raise ImportError(f"tinyfast.ffcv_ops needs FFCV, which is not installed ({_e}); "
                       "pip install 'tinyfast[ffcv]' (FFCV 1.0.2; needs libturbojpeg, OpenCV and "

@@ -3,7 +3,9 @@
     python -m tinyfast.predict runs/r18/best.pt --output predictions.csv
     python -m tinyfast.predict runs/a/best.pt runs/b/best.pt --tta      # ensemble
 
-``id`` is the image's file name (``test_123.JPEG``); rows follow the packed order. AMP follows the
+``id`` is the image's path in its split folder as packed: the file name for Tiny ImageNet
+(``test_123.JPEG``), the class folder too for an ImageFolder (``cat/005.png``), so ids never
+repeat; rows follow the packed order. AMP follows the
 run that wrote the first checkpoint unless ``--amp``/``--no-amp`` is given.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from pathlib import Path
 
 import torch
 
@@ -32,7 +33,7 @@ def predict(cfg: PredictConfig) -> list[tuple[str, str]]:
     k = min(cfg.topk, p.shape[1])
     top = p.topk(k, dim=1).indices.tolist()
     classes = cks[0]["classes"]
-    ids = [Path(i).name for i in info["packed"].ids]
+    ids = list(info["packed"].ids)  # unique within the split (a bare file name is not, in an ImageFolder)
     return [(i, " ".join(classes[c] for c in row)) for i, row in zip(ids, top)]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
-                             resolve_train_config)
+                             resolve_train_config, set_fields)
 from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
@@ -106,6 +106,8 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
         cfg, ck = _resume_config(cfg, explicit, log)
         if "device" not in explicit:
             cfg = dataclasses.replace(cfg, device=None)
+    else:
+        cfg = apply_recipe(cfg, explicit)  # explicit settings win
     cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
     if cfg.data is None:
         from tinyfast.default_data import ensure_default_data
@@ -133,9 +135,14 @@ def _done_line(tr) -> str:
     return f"done: {best}, wall time {r['wall_time']:.0f}s; outputs in {tr.run_dir}"
 
 
-def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
+def train(cfg: TrainConfig, explicit: set[str] | frozenset | None = None):
     """Run (or resume) training for ``cfg``; returns the :class:`~tinyfast.trainer.Trainer` with its
     ``result`` (the summary dict).
+
+    ``cfg.recipe`` is resolved as ``--recipe`` is: the recipe sets every field not named in
+    ``explicit`` (the fields given on the command line; when resuming, those that override the
+    saved config). Without ``explicit`` (the Python API), the fields whose values differ from
+    :class:`TrainConfig`'s defaults count as given.
 
     Initialises ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on
     GPUs, gloo on CPU; the process group is destroyed before returning.
@@ -145,11 +152,12 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
     from tinyfast import progress
     from tinyfast.trainer import Trainer
 
+    explicit = set_fields(cfg) if explicit is None else set(explicit)
     rank, world, local_rank = _dist_env()
     log = progress.write if rank == 0 else (lambda m: None)
     own_group = _init_dist(cfg, world, local_rank)
     try:
-        cfg, ck = _run_config(cfg, set(explicit), log, world, local_rank)
+        cfg, ck = _run_config(cfg, explicit, log, world, local_rank)
         trainer = Trainer(cfg, log=log)
         if ck is not None:
             trainer.load_state_dict(ck)
@@ -181,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(recipes_table())
         return 0
     explicit = explicit_fields(TrainConfig, argv, PROG)
-    cfg = apply_recipe(config_from_args(TrainConfig, args), explicit)  # explicit flags win
-    status, _ = run_command(PROG, train, cfg, explicit)
+    status, _ = run_command(PROG, train, config_from_args(TrainConfig, args), explicit)
     return status
 
 

@@ -102,7 +102,10 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         train: shuffle + augment + drop_last (default: ``split == "train"``); otherwise plain
             normalisation in the packed order.
         num_workers: worker processes/threads where the loader has any (default: CPU cores).
-        **kw: loader-specific options (see each loader's class).
+        **kw: ``normalize`` (``"channel"``, the default, or ``"mean-image"``); ``normalization``
+            (a loader's ``normalization_state()``, e.g. a checkpoint's ``"normalization"``: that
+            mean/std and mean image instead of the data's own); loader-specific options (see each
+            loader's class).
 
     Raises:
         ValueError: unknown ``name`` (the message lists the choices) or bad arguments.

@@ -351,7 +351,8 @@ class BaseLoader(AugmentHelpers):
     def __init__(self, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
                  dtype: torch.dtype | None = None, train: bool | None = None,
-                 num_workers: int | None = None, normalize: str = "channel"):
+                 num_workers: int | None = None, normalize: str = "channel",
+                 normalization: dict | None = None):
         from tinyfast.augment import get_policy
         from tinyfast.data import open_packed
 
@@ -375,13 +376,23 @@ class BaseLoader(AugmentHelpers):
         self.num_classes = self.packed.num_classes
         self.classes = [ClassName(w, t) for w, t in zip(self.packed.classes, self.packed.words)]
         self.class_to_idx = {c.wnid: i for i, c in enumerate(self.classes)}
-        self.mean = tuple(self.packed.mean)
-        self.std = tuple(self.packed.std)
+        given = normalization or {}
+        normalize = given.get("normalize") or normalize
+        self.mean = tuple(float(v) for v in given.get("mean") or self.packed.mean)
+        self.std = tuple(float(v) for v in given.get("std") or self.packed.std)
         if normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"normalization: need 3 means and 3 positive stds, got {self.mean} and {self.std}")
         self.normalize = normalize
-        # The train split's, also when evaluating: validation images are centred like training's.
-        self.mean_image = train_mean_image(self.data_dir) if normalize == "mean-image" else None
+        self.mean_image = None
+        if normalize == "mean-image":
+            # The train split's, also when evaluating: validation images are centred like training's.
+            given_image = given.get("mean_image")
+            self.mean_image = (train_mean_image(self.data_dir) if given_image is None
+                               else torch.as_tensor(given_image, dtype=torch.float32).cpu())
+            if self.mean_image.ndim != 3 or self.mean_image.shape[2] != 3:
+                raise ValueError(f"normalization: the mean image must be (H, W, 3), got {tuple(self.mean_image.shape)}")
         self.order = ShardedOrder(len(self.packed), batch_size, shuffle=self.train,
                                   drop_last=self.drop_last, seed=self.seed, rank=self.rank,
                                   world_size=self.world_size)
@@ -396,6 +407,13 @@ class BaseLoader(AugmentHelpers):
                            if labels is not None else torch.full((len(self.packed),), -1, dtype=torch.int64))
 
     # ----- the contract ---------------------------------------------------------------------------
+    def normalization_state(self) -> dict:
+        """How this loader normalises: ``{"normalize", "mean", "std", "mean_image"}`` (the mean image
+        a float32 ``(H, W, 3)`` CPU tensor or ``None``); pass it as ``normalization=`` to another
+        loader (over any data) to normalise the same way. Checkpoints record it."""
+        return {"normalize": self.normalize, "mean": list(self.mean), "std": list(self.std),
+                "mean_image": self.mean_image}
+
     def __len__(self) -> int:
         """Batches per epoch on this rank (a whole epoch, also right after a resume)."""
         return self.order.num_batches

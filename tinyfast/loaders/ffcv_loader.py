@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from tinyfast._util import torch_threads_kept
 from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader
 
@@ -41,11 +42,12 @@ _EXTRA = "pip install 'tinyfast[ffcv]' (FFCV 1.0.2; needs libturbojpeg, OpenCV a
 
 def _import_ffcv():
     try:
-        from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-        from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import Squeeze, ToDevice, ToTensor
-        from ffcv.traversal_order.base import TraversalOrder
-        from tinyfast.ffcv_ops import Augment
+        with torch_threads_kept():  # FFCV's import sets torch's thread count to 1
+            from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+            from ffcv.loader import Loader, OrderOption
+            from ffcv.transforms import Squeeze, ToDevice, ToTensor
+            from ffcv.traversal_order.base import TraversalOrder
+            from tinyfast.ffcv_ops import Augment
     except ImportError as e:
         raise ImportError(f"the 'ffcv' loader needs FFCV, which is not installed ({e}); {_EXTRA}") from None
     return dict(IntDecoder=IntDecoder, SimpleRGBImageDecoder=SimpleRGBImageDecoder, Loader=Loader,
@@ -85,11 +87,12 @@ class FFCVLoader(BaseLoader):
             "label": [api["IntDecoder"](), api["ToTensor"](), api["Squeeze"]()] + to_dev,
         }
         try:
-            self._ffcv = api["Loader"](str(path), batch_size=self.batch_size,
-                                       num_workers=max(1, self.num_workers),
-                                       order=api["OrderOption"].SEQUENTIAL, drop_last=False,
-                                       pipelines=pipelines, os_cache=os_cache,
-                                       batches_ahead=batches_ahead)
+            with torch_threads_kept():  # FFCV's Loader sets torch's thread count to its workers'
+                self._ffcv = api["Loader"](str(path), batch_size=self.batch_size,
+                                           num_workers=max(1, self.num_workers),
+                                           order=api["OrderOption"].SEQUENTIAL, drop_last=False,
+                                           pipelines=pipelines, os_cache=os_cache,
+                                           batches_ahead=batches_ahead)
         except (ValueError, OSError, AssertionError, KeyError, IndexError) as e:
             raise PackError(f"{path}: unreadable FFCV file ({type(e).__name__}: {e})") from None
         n = int(self._ffcv.reader.num_samples)
@@ -119,7 +122,8 @@ class FFCVLoader(BaseLoader):
         # Set before FFCV's thread starts, and not changed while it runs.
         self._augment.out_size = size
         self._augment.set_epoch(epoch, start)
-        epoch_iter = iter(self._ffcv)
+        with torch_threads_kept():
+            epoch_iter = iter(self._ffcv)
         try:
             for images, labels in epoch_iter:
                 # FFCV reuses its output buffers for later batches: copy the labels out (the

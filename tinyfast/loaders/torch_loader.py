@@ -233,10 +233,14 @@ class TorchLoader(BaseLoader):
         self.dataset = _Samples(read, self.labels_cpu.numpy(), transform)
         self._keys = _BatchKeys(self)
         workers = self.num_workers
+        # Its own generator: without one, every iter() draws the workers' base seed from the global
+        # RNG, which dropout uses too, so a resumed run (one iter() more) drew other dropout masks.
+        # The base seed itself matters to nothing here (each sample is seeded by its key).
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.rank))
         self._dl = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=self._keys, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=(prefetch_factor or 2) if workers > 0 else None)
+            prefetch_factor=(prefetch_factor or 2) if workers > 0 else None, generator=gen)
 
     def _jpeg_paths(self, jpeg_root) -> list[str]:
         from tinyfast.data import PackError

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyfast._util import torch_threads_kept
 from tinyfast.data import PackError
 from tinyfast.progress import progress
 
 
 def ffcv_writer():
     try:
-        from ffcv.fields import IntField, RGBImageField
-        from ffcv.writer import DatasetWriter
+        with torch_threads_kept():
+            from ffcv.fields import IntField, RGBImageField
+            from ffcv.writer import DatasetWriter
     except ImportError as e:
         raise PackError(f"--ffcv needs the ffcv package (pip install .[ffcv]): {e}") from None
     return DatasetWriter, RGBImageField, IntField

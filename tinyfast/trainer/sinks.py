@@ -50,7 +50,7 @@ def run_info(tr) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "device": (torch.cuda.get_device_name(tr.device) if tr.device.type == "cuda"
                       else platform.processor() or "cpu"),
-           "cuda": torch.version.cuda, "world_size": tr.world,
+           "cuda": torch.version.cuda, "world_size": tr.world, "torch_threads": torch.get_num_threads(),
            "amp": str(tr.amp_dtype).replace("torch.", "") if tr.amp else "off", "argv": sys.argv}
     return {"config": dataclasses.asdict(tr.cfg), "environment": env,
             "num_classes": tr.num_classes, "steps_per_epoch": tr.steps_per_epoch}

@@ -51,6 +51,15 @@ def _per_rank(tr) -> list[Any]:
     return gathered
 
 
+def _normalization(tr) -> dict:
+    """How the run's inputs were normalised (what evaluation must do again): the train loader's."""
+    ld = tr.train_loader
+    if hasattr(ld, "normalization_state"):
+        return ld.normalization_state()
+    return {"normalize": tr.cfg.normalize, "mean": list(getattr(ld, "mean", ())), "std": list(getattr(ld, "std", ())),
+            "mean_image": getattr(ld, "mean_image", None)}
+
+
 def trainer_state(tr) -> dict:
     """The checkpoint of trainer ``tr`` (a plain dict for ``torch.save``)."""
     loop = tr.loop
@@ -58,12 +67,12 @@ def trainer_state(tr) -> dict:
             "config": dataclasses.asdict(tr.cfg), "arch": tr.cfg.arch, "num_classes": tr.num_classes,
             "model_kwargs": tr.model_kwargs, "classes": tr.classes, "words": tr.words,
             "mean": list(getattr(tr.train_loader, "mean", ())), "std": list(getattr(tr.train_loader, "std", ())),
-            "data": tr.cfg.data,
+            "normalization": _normalization(tr), "data": tr.cfg.data,
             "model": tr.model.state_dict(), "ema": tr.ema.state_dict() if tr.ema else None,
             "optimizer": tr.optimizer.state_dict(), "schedule": tr.schedule.state_dict(),
             "scaler": tr.scaler.state_dict(), "loader": tr.train_loader.state_dict(),
             "per_rank": _per_rank(tr), "epoch": tr.epoch, "step": loop.step, "epoch_done": loop.epoch_done,
-            "history": tr.history, "best_top1": tr.val.best_top1,
+            "history": tr.history, "best_top1": tr.val.best_top1, "val_last": tr.val.last,
             "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
 
 
@@ -83,6 +92,7 @@ def restore_trainer(tr, ck: dict) -> None:
     tr.epoch, loop.step, loop.epoch_done = ck["epoch"], ck["step"], ck["epoch_done"]
     tr.history = list(ck["history"])
     tr.val.best_top1 = ck["best_top1"]
+    tr.val.last = ck.get("val_last")  # the per-class table of a finished run's summary
     tr.wall_before = float(ck.get("wall_time", 0.0))
     acc = mine.get("acc", ck.get("epoch_acc"))  # epoch_acc: rank 0's sums, in older checkpoints
     if acc is not None and not loop.epoch_done:

@@ -23,7 +23,9 @@ def all_finite(module: nn.Module) -> bool:
 
 
 class EMA:
-    """Exponential moving average of a model's weights (buffers are copied, not averaged).
+    """Exponential moving average of a model's weights and of its floating-point buffers (BatchNorm
+    running statistics: the raw model's belong to the raw weights, not to the averaged ones);
+    integer buffers (``num_batches_tracked``) are copied.
 
     The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average is
     not dominated by the random initialisation in short runs.
@@ -33,17 +35,23 @@ class EMA:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = float(decay)
         self.updates = 0
-        self.buffers = list(self.module.buffers())
+        buffers = list(self.module.buffers())
+        self._averaged = [i for i, b in enumerate(buffers) if b.is_floating_point()]
+        self._copied = [i for i, b in enumerate(buffers) if not b.is_floating_point()]
+        self.averaged = [buffers[i] for i in self._averaged]
+        self.copied = [buffers[i] for i in self._copied]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current weights."""
+        """Move the average towards ``model``'s current weights and statistics."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(list(self.module.parameters()), list(model.parameters()), 1.0 - d)
-        if self.buffers:
-            # One launch for all buffers (a per-buffer copy_ was 483 launches a step for DenseNet-161).
-            torch._foreach_copy_(self.buffers, list(model.buffers()))
+        theirs = list(model.buffers())
+        # One launch per kind (a per-buffer copy_ was 483 launches a step for DenseNet-161).
+        torch._foreach_lerp_(list(self.module.parameters()) + self.averaged,
+                             list(model.parameters()) + [theirs[i] for i in self._averaged], 1.0 - d)
+        if self.copied:
+            torch._foreach_copy_(self.copied, [theirs[i] for i in self._copied])
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
