@@ -8,6 +8,7 @@ so importing this module must not load it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -119,6 +120,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+# The temporary names atomic_write_bytes gives: ".NAME." + mkstemp's 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Remove the temporary files that :func:`atomic_write_bytes` left in ``directory`` when its
+    process was killed mid-write (SIGKILL, power loss); returns how many. Call it only where no
+    other process is writing (e.g. a run directory when its run starts)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

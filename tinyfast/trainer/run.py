@@ -181,6 +181,8 @@ class Trainer:
         state = self.state_dict()
         if self.is_main:
             data = serialize(state)  # once, for both files
-            save_checkpoint(data, self.run_dir / name)
+            # best.pt first: last.pt records this epoch as the best, so once it is written a resume
+            # never redoes the epoch; a kill before it (or during best.pt) redoes the epoch instead
             if also_best:
                 save_checkpoint(data, self.run_dir / "best.pt")
+            save_checkpoint(data, self.run_dir / name)
