@@ -282,8 +282,9 @@ def test_skip_reason_is_the_real_one(src, tmp_path, capsys, monkeypatch):
     """A file that cannot be read is reported as such, not as a corrupt image."""
     d = src / "train" / (src / "wnids.txt").read_text().split()[2] / "images"
     victim = sorted(d.iterdir())[0]
-    real = Image.open
-    monkeypatch.setattr(Image, "open", lambda p, *a, **k: _raise(errno.EACCES, str(p))() if str(p) == str(victim)
+    import builtins
+    real = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: _raise(errno.EACCES, str(p))() if str(p) == str(victim)
                         else real(p, *a, **k))
     out = tmp_path / "packed"
     rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
@@ -292,7 +293,7 @@ def test_skip_reason_is_the_real_one(src, tmp_path, capsys, monkeypatch):
     rec = by_path[victim.relative_to(src).as_posix()]
     assert rec["reason"] == "permission denied" and "Permission denied" in rec["detail"], rec
     if not IS_ROOT:
-        monkeypatch.setattr(Image, "open", real)
+        monkeypatch.setattr(builtins, "open", real)
         victim.chmod(0)
         rc, _, err = run([str(src), "--out", str(tmp_path / "real"), "--quiet", "--workers", "1"], capsys)
         victim.chmod(0o644)
