@@ -75,3 +75,31 @@ def test_a_stale_temp_file_of_last_pt_is_removed_on_resume(data, tmp_path, capsy
     assert not stale.exists() and other.read_text() == "mine"
     out = capsys.readouterr()
     assert "note: removed 1 temporary file of an earlier process killed while writing" in out.out + out.err
+
+
+def test_resume_on_data_repacked_at_the_same_path_is_refused_unless_allowed(tmp_path, capsys):
+    from tinyfast.pack import pack_synthetic
+    path = tmp_path / "data"
+    kw = dict(classes=4, per_class=16, val_per_class=4, test_count=0, size=32, progress=False, log=None)
+    pack_synthetic(path, seed=0, **kw)
+    base = ["--arch", "cnn2", "--data", str(path), "--out-dir", str(tmp_path / "runs"), "--name", "r",
+            "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--no-progress"]
+    assert main(base) == 0
+    last = tmp_path / "runs" / "r" / "last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    pack_synthetic(path, seed=1, overwrite=True, **kw)   # other images under the same path
+    assert main(["--resume", str(last), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"python -m tinyfast.train: error: --resume: {last} was trained on other data than "
+                          f"{path} holds now"), err
+    assert "--resume-other-data" in err
+    assert last.read_bytes() == before                  # nothing trained, nothing rewritten
+    assert main(["--resume", str(last), "--epochs", "2", "--no-progress", "--resume-other-data"]) == 0
+    out = capsys.readouterr()
+    assert "note: --resume-other-data" in out.out + out.err
+    assert load_checkpoint(last)["epoch"] == 2
+    # the same data packed again (same content) is the same data
+    pack_synthetic(path, seed=1, overwrite=True, **kw)
+    assert main(["--resume", str(last), "--epochs", "3", "--no-progress"]) == 0

@@ -27,7 +27,7 @@ from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
-RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every")
+RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
 RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader", "tensorboard")
 
@@ -59,16 +59,20 @@ def _dist_env() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _resume_path(cfg: TrainConfig) -> Path:
+    """The checkpoint ``--resume`` names (a path, or OUT_DIR/NAME/last.pt without one)."""
+    if cfg.resume != "last":
+        return Path(cfg.resume)
+    if not cfg.name:
+        raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")
+    return Path(cfg.out_dir) / cfg.name / "last.pt"
+
+
 def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConfig, dict]:
     """The saved config of the checkpoint named by ``--resume``, with this command's runtime
     fields and explicit overrides applied."""
     from tinyfast.checkpoint import load_checkpoint
-    if cli.resume == "last":
-        if not cli.name:
-            raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")
-        path = Path(cli.out_dir) / cli.name / "last.pt"
-    else:
-        path = Path(cli.resume)
+    path = _resume_path(cli)
     ck = load_checkpoint(path)
     saved = TrainConfig(**{f.name: ck["config"][f.name] for f in dataclasses.fields(TrainConfig)
                            if f.name in ck["config"]})
@@ -152,7 +156,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
         cfg, ck = _run_config(cfg, set(explicit), log, world, local_rank)
         trainer = Trainer(cfg, log=log)
         if ck is not None:
-            trainer.load_state_dict(ck)
+            trainer.load_state_dict(ck, path=_resume_path(cfg))
             log(f"resumed {trainer.run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
         else:
             log(_start_line(trainer, world))
