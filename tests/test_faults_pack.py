@@ -57,3 +57,62 @@ def test_a_source_replaced_after_decoding_never_makes_shards_disagree(src, tmp_p
     assert one_line_error(rc, err), err
     assert victim["path"].split("/")[-1] in err and "changed while it was packed" in err, err
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def _ffcv_pack_script(tree, out, marker, then="time.sleep(0.05)") -> str:
+    """A pack --ffcv whose FFCV writer workers say when they started and run ``then`` per image."""
+    return ("import os, sys, time\n"
+            "from tinyfast.pack import write_ffcv as w\n"
+            "real = w._RowsDataset.__getitem__\n"
+            "def slow(self, i):\n"
+            f"    open({str(marker)!r}, 'a').close()\n"
+            f"    {then}\n"
+            "    return real(self, i)\n"
+            "w._RowsDataset.__getitem__ = slow\n"
+            "from tinyfast.pack import main\n"
+            f"sys.exit(main([{str(tree)!r}, '--out', {str(out)!r}, '--quiet', '--ffcv', '--workers', '2']))\n")
+
+
+def test_ctrl_c_during_the_ffcv_write_exits_130_and_installs_nothing(tree, tmp_path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pytest = __import__("pytest")
+    pytest.importorskip("ffcv")
+    out, marker = tmp_path / "packed", tmp_path / "writing"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", _ffcv_pack_script(tree, out, marker)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)              # a terminal's Ctrl-C: the whole process group
+        _, err = proc.communicate(timeout=60)           # no hang
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err == "error: interrupted; nothing was written to --out\n", err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_an_ffcv_writer_worker_that_dies_ends_the_pack(tree, tmp_path):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    __import__("pytest").importorskip("ffcv")
+    out, marker = tmp_path / "packed", tmp_path / "writing"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run([sys.executable, "-c", _ffcv_pack_script(tree, out, marker, then="os._exit(3)")],
+                       env=env, capture_output=True, text=True, timeout=120)   # FFCV alone waits forever
+    assert one_line_error(r.returncode, r.stderr), r.stderr
+    assert "an FFCV writer worker died (exit status 3" in r.stderr and "train.beton" in r.stderr, r.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
