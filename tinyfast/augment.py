@@ -76,11 +76,22 @@ class Params(AugParams):
         return (self.theta, self.color, self._blur, self._cutout)
 
 
+def _num(name: str, value, what: str = "a number") -> float:
+    """``float(value)`` of a real number (not a string, not None); else one line naming the field."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    raise ValueError(f"Policy.{name}: must be {what}, got {value!r}")
+
+
 def _pair(name: str, value, *, symmetric: bool = False) -> Range:
-    if isinstance(value, (int, float)):
-        lo, hi = ((-float(value), float(value)) if symmetric else (float(value), float(value)))
+    what = "a number or a (lo, hi) pair of numbers"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
+        v = _num(name, value, what)
+        lo, hi = (-v, v) if symmetric else (v, v)
+    elif len(value) != 2:
+        raise ValueError(f"Policy.{name}: must be {what}, got {value!r}")
     else:
-        lo, hi = (float(v) for v in value)
+        lo, hi = (_num(name, v, what) for v in value)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         raise ValueError(f"Policy.{name}: need a finite range lo <= hi, got {value!r}")
     return lo, hi
@@ -129,12 +140,11 @@ class Policy:
         # Normalise every field to its canonical form, so equal policies compare equal.
         set_ = object.__setattr__
         set_(self, "rotate", _pair("rotate", self.rotate, symmetric=True))
-        if isinstance(self.translate, (int, float)):
-            t = abs(float(self.translate))
-            set_(self, "translate", (t, t))
-        else:
-            tx, ty = (abs(float(v)) for v in self.translate)
-            set_(self, "translate", (tx, ty))
+        t, what = self.translate, "a number or a (tx, ty) pair of numbers"
+        t = (t, t) if not isinstance(t, (tuple, list, np.ndarray, str, bytes)) else t
+        if isinstance(t, (str, bytes)) or len(t) != 2:
+            raise ValueError(f"Policy.translate: must be {what}, got {self.translate!r}")
+        set_(self, "translate", tuple(abs(_num("translate", v, what)) for v in t))
         if not all(math.isfinite(v) for v in self.translate):
             raise ValueError(f"Policy.translate: must be finite, got {self.translate}")
         set_(self, "zoom", _pair("zoom", self.zoom))
@@ -144,14 +154,15 @@ class Policy:
         if max(abs(v) for v in self.shear) >= 89.0:
             raise ValueError(f"Policy.shear: must be within (-89, 89) degrees, got {self.shear}")
         for name in ("hflip", "vflip", "blur", "cutout"):
-            p = float(getattr(self, name))
+            p = _num(name, getattr(self, name), "a probability (a number)")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"Policy.{name}: probability must be in [0, 1], got {p}")
             set_(self, name, p)
         for name in ("brightness", "contrast", "saturation"):
             v = getattr(self, name)
-            if isinstance(v, (int, float)):
-                v = (max(0.0, 1.0 - float(v)), 1.0 + float(v))
+            if not isinstance(v, (tuple, list, np.ndarray, str, bytes)):
+                f = _num(name, v, "a number or a (lo, hi) pair of numbers")
+                v = (max(0.0, 1.0 - f), 1.0 + f)
             lo, hi = _pair(name, v)
             if lo < 0:
                 raise ValueError(f"Policy.{name}: factors must be >= 0, got {(lo, hi)}")
@@ -162,7 +173,7 @@ class Policy:
         set_(self, "cutout_size", _pair("cutout_size", self.cutout_size))
         if not (0.0 <= self.cutout_size[0] and self.cutout_size[1] <= 1.0):
             raise ValueError(f"Policy.cutout_size: must be within [0, 1], got {self.cutout_size}")
-        fill = float(self.fill)
+        fill = _num("fill", self.fill)
         if not 0.0 <= fill <= 255.0:
             raise ValueError(f"Policy.fill: must be in [0, 255], got {fill}")
         set_(self, "fill", fill)
