@@ -148,3 +148,14 @@ def remove_stale_temps(directory: str | os.PathLike) -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def short_parser(**kwargs):
+    """An ``argparse.ArgumentParser`` whose usage errors are one line, ``PROG: error: MESSAGE (see
+    --help)``, exit status 2, instead of the whole usage text above the line that matters."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+    return _Parser(**kwargs)
