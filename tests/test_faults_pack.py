@@ -116,3 +116,43 @@ def test_an_ffcv_writer_worker_that_dies_ends_the_pack(tree, tmp_path):  # noqa:
     assert one_line_error(r.returncode, r.stderr), r.stderr
     assert "an FFCV writer worker died (exit status 3" in r.stderr and "train.beton" in r.stderr, r.stderr
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_src_deleted_during_the_pack_is_an_error_not_a_smaller_dataset(src, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import shutil
+
+    from tinyfast.pack import pipeline
+    real = pipeline.scan
+
+    def scan_then_delete(path, *a, **k):
+        plan = real(path, *a, **k)
+        shutil.rmtree(path / "val")                  # listed, then gone before it is decoded
+        return plan
+    monkeypatch.setattr(pipeline, "scan", scan_then_delete)
+    out = tmp_path / "packed"
+    rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
+    assert one_line_error(rc, err), err
+    assert f"{src / 'val' / 'images'}/" in err and "deleted during the pack" in err, err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def _usage_error(argv, capsys):
+    import pytest
+
+    from tinyfast.pack import main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
+    return err
+
+
+def test_usage_errors_are_one_line(tmp_path, capsys):
+    out = str(tmp_path / "o")
+    err = _usage_error(["--out", out], capsys)
+    assert err == "python -m tinyfast.pack: error: SRC is required (or --synthetic, or --verify DIR) (see --help)\n"
+    err = _usage_error(["--synthetic", "--out", out, "--classes", "0"], capsys)
+    assert err.startswith("python -m tinyfast.pack: error: --classes ") and "(see --help)" in err, err
+    err = _usage_error(["x", "--out", out, "--limit", "abc"], capsys)
+    assert err.startswith("python -m tinyfast.pack: error: argument --limit: ") and "'abc'" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -152,6 +152,7 @@ def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_pa
     assert proc.returncode != 0 and b"Traceback" not in err, err.decode()
     if sig != signal.SIGKILL:  # cleaned up at once; after SIGKILL the next pack cleans up
         assert err.decode().count("\n") == 1 and b"interrupted" in err
+        assert proc.returncode == 128 + sig    # 130 / 143, as a training run exits
         assert leftovers(tmp_path) == []
     deadline = time.time() + 10
     while _pids_with(str(out)) and time.time() < deadline:

@@ -150,6 +150,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the handler of a command turns it into an interruption (its exit
+    status is then 143, Ctrl-C's 130)."""
+
+
 def short_parser(**kwargs):
     """An ``argparse.ArgumentParser`` whose usage errors are one line, ``PROG: error: MESSAGE (see
     --help)``, exit status 2, instead of the whole usage text above the line that matters."""

@@ -59,6 +59,9 @@ def _first_line(e: BaseException) -> str:
     return str(e).split("\n")[0][:200]
 
 
+VANISHED = "file vanished after the scan"
+
+
 def _failure(row: int, e: BaseException) -> Decoded:
     """The skip reason of an exception raised while reading or decoding a file."""
     from PIL import Image
@@ -68,7 +71,7 @@ def _failure(row: int, e: BaseException) -> Decoded:
     elif isinstance(e, PermissionError):
         reason = "permission denied"
     elif isinstance(e, FileNotFoundError):
-        reason = "file vanished after the scan"
+        reason = VANISHED
     elif isinstance(e, OSError) and e.errno == errno.ELOOP:
         reason = "symbolic link loop"
     elif isinstance(e, OSError) and e.errno is not None:
@@ -231,6 +234,9 @@ def decode_split(pool, sdir: Path, items, size: int, task: int, skips: Skips, ba
     for res in _results(pool, tasks):
         for r in res:
             results[r.row] = r
+            if r.error == VANISHED:  # the source changes under the pack: not a dataset to install
+                raise PackError(f"{items[r.row].path}: deleted during the pack (listed by its scan); "
+                                "nothing was written; pack again once SRC is complete")
             if r.error is not None:
                 skips.add(items[r.row].path, r.error, r.detail)
         if bar:

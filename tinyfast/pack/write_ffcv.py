@@ -103,7 +103,8 @@ class _Supervised:
 
     def check(self) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            from tinyfast._util import Terminated
+            raise Terminated if self.signum == signal.SIGTERM else KeyboardInterrupt
         dead = [p for p in self._workers if p.exitcode not in (None, 0)]
         if dead:
             raise PackError(f"{self.writer.fname}: an FFCV writer worker died (exit status "
