@@ -103,3 +103,38 @@ def test_resume_on_data_repacked_at_the_same_path_is_refused_unless_allowed(tmp_
     # the same data packed again (same content) is the same data
     pack_synthetic(path, seed=1, overwrite=True, **kw)
     assert main(["--resume", str(last), "--epochs", "3", "--no-progress"]) == 0
+
+
+def test_tensorboard_missing_is_one_line_before_the_run_folder_exists(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import sys
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # as if not installed
+    argv = ["--arch", "cnn2", "--data", str(data), "--out-dir", str(tmp_path / "runs"), "--name", "tb",
+            "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--no-progress", "--tensorboard"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("python -m tinyfast.train: error: --tensorboard needs the tensorboard package "
+                   "(pip install tensorboard)\n"), err
+    assert not (tmp_path / "runs" / "tb").exists()
+
+
+def test_importing_the_train_command_does_not_import_torch():
+    """``python -m tinyfast.train`` imports torch inside main(), where Ctrl-C is one line."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run([sys.executable, "-c", "import sys, tinyfast.train; print('torch' in sys.modules)"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "False\n", r.stderr
+
+
+@pytest.mark.parametrize("where", ["build_train_parser", "apply_recipe", "train"])
+def test_ctrl_c_before_training_starts_is_one_line(monkeypatch, capsys, where):
+    import tinyfast.train as T
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, where, interrupted)
+    assert T.main(["--arch", "cnn2", "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert err == "python -m tinyfast.train: interrupted\n", err

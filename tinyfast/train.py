@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
+# torch is imported where it is used: a Ctrl-C during its import (a second or two) is then inside
+# main(), one line, instead of a traceback through the import machinery.
 from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
                              resolve_train_config)
 from tinyfast.recipes import apply_recipe, recipes_table
@@ -44,6 +44,8 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def list_models_table(num_classes: int = 200) -> str:
     """One line per registered model: name and parameter count (for ``num_classes`` classes)."""
+    import torch
+
     from tinyfast.models import count_parameters, get_model, list_models
     lines = [f"{'model':<18}{'parameters':>14}"]
     for name in list_models():
@@ -92,6 +94,7 @@ def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConf
 
 def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
     """Join the ``torchrun`` process group when there is one to join; True if this call created it."""
+    import torch
     import torch.distributed as dist
     if world <= 1 or dist.is_initialized():
         return False
@@ -104,6 +107,7 @@ def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
 
 def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_rank: int) -> tuple[TrainConfig, dict | None]:
     """The resolved config of this invocation (the saved one when resuming) and the checkpoint."""
+    import torch
     import torch.distributed as dist
     ck = None
     if cfg.resume:
@@ -175,7 +179,14 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset = frozenset()):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tinyfast.train``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # before the run's own handling (parsing, importing torch, ...)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     parser = build_train_parser()
     args = parser.parse_args(argv)  # bad flags: usage + one "error:" line, exit status 2
     if args.list:

@@ -119,10 +119,10 @@ class Trainer:
         Raises:
             Interrupted: SIGINT/SIGTERM stopped the run after a step and a saved ``last.pt``.
         """
-        self.sinks.start(run_info(self))
-        if self.cfg.tensorboard:
+        if self.cfg.tensorboard:  # first: without the package, no run folder is left behind
             self.sinks.open_tensorboard(getattr(self.train_loader, "mean", ()), getattr(self.train_loader, "std", ()))
             self.loop.on_first_batch = self.sinks.batch
+        self.sinks.start(run_info(self))
         with StopRequest() as self.loop.stop_request, contextlib.closing(self.sinks):
             for epoch in range(self.epoch, self.cfg.epochs):
                 self.epoch = epoch
