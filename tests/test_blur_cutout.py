@@ -265,3 +265,56 @@ def test_mean_image_follows_the_output_size(packed):
                                         align_corners=False)
     std = torch.tensor(ps.std, dtype=torch.float32).double().view(1, 3, 1, 1)
     assert x.shape == (12, 3, 32, 32) and ((x - (down - m) / std).abs().max()) < 1e-4
+
+
+# ----------------------------------------------------------------------- extreme and bad arguments
+def _normalised(seed=0):
+    src = torch.randint(0, 256, (2, 9, 11, 3), dtype=torch.uint8, generator=gen(seed))
+    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]).repeat(2, 1, 1)
+    return ops.augment(src, theta, torch.ones(2, 3), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("sigma", [1e-200, 5e-324, 1e-8, 0.01])
+def test_blur5_of_a_vanishing_sigma_is_the_identity_not_nan(sigma):
+    """The Gaussian's limit as sigma -> 0 is the identity (taps 1, 0, 0); sigma^2 underflowing to 0
+    must not turn it into 0/0."""
+    x = _normalised()
+    assert torch.equal(ops.blur5_weights(sigma, 1), torch.tensor([[1.0, 0.0, 0.0]]))
+    assert torch.equal(ops.blur5(x, sigma), x)
+
+
+def test_blur5_of_a_huge_sigma_is_the_box_filter():
+    w = ops.blur5_weights([1e200, 1e300], 2)
+    assert torch.equal(w, torch.full((2, 3), 0.2, dtype=torch.float64).float())
+    x = _normalised(1)
+    k = torch.full((3, 1, 5, 5), 1 / 25, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(torch.nn.functional.pad(x.double(), (2, 2, 2, 2), mode="reflect"), k, groups=3)
+    assert (ops.blur5(x, 1e300).double() - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("sigma", ["abc", None, [1.0, "a"], b"1", object()])
+def test_blur5_sigma_that_is_not_a_number_is_named(sigma):
+    with pytest.raises(ValueError) as e:
+        ops.blur5(_normalised(), sigma)
+    assert str(e.value).startswith("tinyfast.ops.blur5: sigma must be one number or one per sample"), str(e.value)
+
+
+@pytest.mark.parametrize("value", ["a", None, [1.0], object()])
+def test_cutout_value_that_is_not_a_number_is_named(value):
+    x = _normalised()
+    before = x.clone()
+    with pytest.raises(ValueError) as e:
+        ops.cutout_(x, torch.zeros(2, 4, dtype=torch.int64), value)
+    assert str(e.value) == f"tinyfast.ops.cutout_: value must be a finite number, got {value!r}"
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("field, value", [("blur_sigma", "ab"), ("blur_sigma", (0.1, "a")), ("blur_sigma", None),
+                                          ("cutout", "x"), ("cutout_size", "ab"), ("rotate", "q"),
+                                          ("translate", "ab"), ("translate", None), ("hflip", None),
+                                          ("brightness", "b"), ("fill", "z"), ("zoom", (1, 2, 3))])
+def test_policy_field_that_is_not_a_number_is_named(field, value):
+    with pytest.raises(ValueError) as e:
+        Policy(**{field: value})
+    assert str(e.value).startswith(f"Policy.{field}: "), str(e.value)
+    assert len(str(e.value).splitlines()) == 1

@@ -140,6 +140,23 @@ def test_bad_arguments_are_dalis_error_with_our_message(change, msg):
         p.run()
 
 
+@needs_plugin
+@pytest.mark.parametrize("name", ["theta", "color"])
+def test_non_finite_host_parameters_are_refused_as_the_op_refuses_them(name):
+    """The op's rule: non-finite host parameters are an error naming the sample, not a fill image."""
+    imgs = rand_images(3, 16, 16, 1)
+    theta, color = draw(3, 16, 16, seed=1)
+    bad = (theta if name == "theta" else color).clone()
+    bad[1].view(-1)[0] = float("nan")
+    args = (bad, color) if name == "theta" else (theta, bad)
+    with pytest.raises(ValueError) as want:
+        ops.augment(torch.from_numpy(np.stack(imgs)), *args, MEAN, STD)
+    rule = str(want.value).removeprefix("tinyfast.ops.augment: ")
+    assert rule.startswith(f"{name}[1] has a non-finite value"), rule
+    with pytest.raises(RuntimeError, match=re.escape(f"tinyfast.dali_ops.augment: {rule}")):
+        run(imgs, *args)
+
+
 def test_without_dali_the_import_names_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)
     monkeypatch.delitem(sys.modules, "tinyfast.dali_ops")

@@ -189,3 +189,72 @@ def test_cuda_matches_the_op_on_the_device(beton):
         assert x.is_cuda
         want = reference(src.cuda(), "standard", 2, 0, 0, k, idx.cuda(), torch.bfloat16)
         assert torch.equal(x, want)
+
+
+# ------------------------------------------------------------------ bad arguments, errors in a pass
+@pytest.mark.parametrize("mean_image, msg", [
+    ("abc", "mean_image must be a float32 (H, W, 3) tensor, got str"),
+    (np.zeros((SIZE, SIZE, 3), np.float32), "mean_image must be a float32 (H, W, 3) tensor, got ndarray"),
+    (torch.zeros(SIZE, SIZE), r"mean_image must be a float32 (H, W, 3) tensor, got torch.float32 of shape (128, 128)"),
+    (torch.zeros(SIZE, SIZE, 3, dtype=torch.float64), "got torch.float64 of shape (128, 128, 3)"),
+    (torch.full((SIZE, SIZE, 3), float("nan")), "mean_image has a non-finite value"),
+])
+def test_a_bad_mean_image_is_refused_when_the_operation_is_built(mean_image, msg):
+    with pytest.raises(ValueError) as e:
+        Augment("standard", MEAN, STD, mean_image=mean_image)
+    assert str(e.value).startswith("tinyfast.ffcv_ops.Augment: ") and msg in str(e.value), str(e.value)
+
+
+def test_a_mean_image_of_another_size_than_the_decoded_images_is_refused(beton):
+    path, _ = beton
+    aug = Augment("standard", MEAN, STD, mean_image=torch.zeros(32, 32, 3))
+    with pytest.raises(ValueError, match=r"tinyfast.ffcv_ops.Augment: mean_image is 32x32 but the "
+                                         r"decoded images are 128x128"):
+        loader(path, aug, 4)
+
+
+@pytest.mark.parametrize("out_size", [5, "ab", (3, "x"), (0, 4)])
+def test_a_bad_out_size_names_out_size(out_size):
+    with pytest.raises(ValueError, match=r"^tinyfast.ffcv_ops.Augment: .*out_size"):
+        Augment("standard", MEAN, STD, out_size=out_size)
+
+
+def _consume(ld):
+    """Iterate ``ld`` as a user's loop does, in a thread (a hang is then a failed join, not a
+    stuck test run): returns (batches seen, the exception the loop ended with, or None)."""
+    seen, ended = [], []
+
+    def loop():
+        try:
+            for x, _ in ld:
+                seen.append(x)
+        except BaseException as e:  # noqa: BLE001 - whatever reaches the loop is the result
+            ended.append(e)
+        else:
+            ended.append(None)
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the loop never ended (FFCV waits for a batch its thread will never make)"
+    return seen, ended[0]
+
+
+# The epoch thread ends with SystemExit, which Python's threading.excepthook ignores (pytest's does not).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_error_inside_the_pipeline_reaches_the_users_loop(beton, monkeypatch):
+    path, src = beton
+    aug = Augment("standard", MEAN, STD, torch.float32, seed=5)
+    real = Augment.params
+
+    def params(self, epoch, b, *a, **k):
+        if b == 2:
+            raise ValueError("tinyfast.ffcv_ops.Augment: boom in batch 2")
+        return real(self, epoch, b, *a, **k)
+    monkeypatch.setattr(Augment, "params", params)
+    seen, err = _consume(loader(path, aug, 5))
+    assert isinstance(err, ValueError) and str(err) == "tinyfast.ffcv_ops.Augment: boom in batch 2", err
+    assert len(seen) == 2                       # the batches made before the error still arrive first
+    assert torch.equal(seen[1], reference(src, "standard", 5, 0, 0, 1, torch.arange(5, 10), torch.float32))
+    monkeypatch.setattr(Augment, "params", real)
+    seen, err = _consume(loader(path, aug, 5))  # the Operation still works in a new pass
+    assert err is None and sum(len(x) for x in seen) == N

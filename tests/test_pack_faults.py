@@ -152,6 +152,7 @@ def test_killed_pack_with_workers_leaves_no_traceback_and_no_worker(tree, tmp_pa
     assert proc.returncode != 0 and b"Traceback" not in err, err.decode()
     if sig != signal.SIGKILL:  # cleaned up at once; after SIGKILL the next pack cleans up
         assert err.decode().count("\n") == 1 and b"interrupted" in err
+        assert proc.returncode == 128 + sig    # 130 / 143, as a training run exits
         assert leftovers(tmp_path) == []
     deadline = time.time() + 10
     while _pids_with(str(out)) and time.time() < deadline:
@@ -282,8 +283,9 @@ def test_skip_reason_is_the_real_one(src, tmp_path, capsys, monkeypatch):
     """A file that cannot be read is reported as such, not as a corrupt image."""
     d = src / "train" / (src / "wnids.txt").read_text().split()[2] / "images"
     victim = sorted(d.iterdir())[0]
-    real = Image.open
-    monkeypatch.setattr(Image, "open", lambda p, *a, **k: _raise(errno.EACCES, str(p))() if str(p) == str(victim)
+    import builtins
+    real = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: _raise(errno.EACCES, str(p))() if str(p) == str(victim)
                         else real(p, *a, **k))
     out = tmp_path / "packed"
     rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
@@ -292,7 +294,7 @@ def test_skip_reason_is_the_real_one(src, tmp_path, capsys, monkeypatch):
     rec = by_path[victim.relative_to(src).as_posix()]
     assert rec["reason"] == "permission denied" and "Permission denied" in rec["detail"], rec
     if not IS_ROOT:
-        monkeypatch.setattr(Image, "open", real)
+        monkeypatch.setattr(builtins, "open", real)
         victim.chmod(0)
         rc, _, err = run([str(src), "--out", str(tmp_path / "real"), "--quiet", "--workers", "1"], capsys)
         victim.chmod(0o644)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyfast.augment import PREVIEW_PANELS, main, pick_images, preview_mosaic, preview_panels
+from tinyfast.preview import PREVIEW_PANELS, main, pick_images, preview_mosaic, preview_panels
 
 ops = pytest.importorskip("tinyfast.ops")
 pytestmark = pytest.mark.skipif(not ops.is_built(), reason="tinyfast._C is not built")
@@ -79,3 +79,41 @@ def test_preview_command_writes_a_png(data, tmp_path, capsys):
     assert main(["--preview", str(tmp_path / "x.png"), "--data", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0] and not (tmp_path / "x.png").exists()
+
+
+def _one_error(capsys) -> str:
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in cap.err, cap.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("count", ["0", "-2", "abc"])
+def test_images_must_be_a_positive_count(data, tmp_path, capsys, count):
+    out = tmp_path / "p.png"
+    with pytest.raises(SystemExit) as e:
+        main(["--preview", str(out), "--data", data, "--images", count])
+    assert e.value.code == 2
+    line = _one_error(capsys)
+    assert line.startswith("python -m tinyfast.augment: error: argument --images: ") and count in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_more_images_than_classes_is_one_per_class(data, tmp_path, capsys):
+    from tinyfast.data import open_packed
+    assert main(["--preview", str(tmp_path / "p.png"), "--data", data, "--images", "50"]) == 0
+    assert "6 val images" in capsys.readouterr().out       # 6 classes: one image of each
+    assert len(pick_images(open_packed(data, "val"), 50)) == 6
+
+
+@pytest.mark.parametrize("where, says", [("adir", "is a directory (give a file name)"),
+                                         ("afile/p.png", "is not a directory")])
+def test_an_output_that_cannot_be_a_file_is_named(data, tmp_path, capsys, where, says):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / where
+    assert main(["--preview", str(target), "--data", data]) == 2
+    line = _one_error(capsys)
+    assert line.startswith(f"python -m tinyfast.augment: error: --preview {target}: ") and says in line, line
+    assert ".tmp" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())

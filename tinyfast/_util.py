@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -142,6 +143,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+# The temporary names atomic_write_bytes gives: ".NAME." + mkstemp's 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Remove the temporary files that :func:`atomic_write_bytes` left in ``directory`` when its
+    process was killed mid-write (SIGKILL, power loss); returns how many. Call it only where no
+    other process is writing (e.g. a run directory when its run starts)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the handler of a command turns it into an interruption (its exit
+    status is then 143, Ctrl-C's 130)."""
+
+
+def short_parser(**kwargs):
+    """An ``argparse.ArgumentParser`` whose usage errors are one line, ``PROG: error: MESSAGE (see
+    --help)``, exit status 2, instead of the whole usage text above the line that matters."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+    return _Parser(**kwargs)

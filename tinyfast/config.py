@@ -256,6 +256,8 @@ class TrainConfig:
     out_dir: str = opt("runs", "parent directory of the run directories")
     resume: str | None = opt(None, "continue a run exactly: a checkpoint path, or no value for "
                                    "OUT_DIR/NAME/last.pt", nargs="?", const="last", metavar="CKPT")
+    resume_other_data: bool = opt(False, "with --resume: continue even when the data is not what the "
+                                         "checkpoint was trained on (re-packed or replaced at its path)")
     stop_at_step: int | None = opt(None, "stop after this global step, saving a resumable last.pt "
                                          "(the schedule is unchanged)", type=_positive_int)
     log_every: int | None = opt(None, "steps between progress-bar loss updates, each one host sync "

@@ -81,6 +81,26 @@ def _dtype_name(dtype) -> str:
     return str(dtype)  # the operator rejects anything but float16, bfloat16, float32
 
 
+def _check_host_params(theta: list, color: list) -> tuple[list, list]:
+    """Refuse non-finite host ``theta``/``color`` as :func:`tinyfast.ops.augment` does, by its own
+    check (one rule, one message), on a one-pixel dummy batch; other faults (shapes, dtypes) are
+    left to the operator's checks, which name them."""
+    import numpy as np
+
+    from tinyfast import ops
+    ok = (len(theta) == len(color) and len(theta) > 0
+          and all(t.dtype == np.float32 and t.shape == (2, 3) for t in theta)
+          and all(c.dtype == np.float32 and c.shape == (3,) for c in color))
+    if ok:
+        t, c = torch.from_numpy(np.stack(theta)), torch.from_numpy(np.stack(color))
+        try:
+            ops.augment(torch.zeros((len(t), 1, 1, 3), dtype=torch.uint8), t, c, (0.0,) * 3, (1.0,) * 3,
+                        out_size=(1, 1))
+        except ValueError as e:
+            raise ValueError(f"tinyfast.dali_ops.augment: {str(e).removeprefix('tinyfast.ops.augment: ')}") from None
+    return theta, color
+
+
 def augment(images, theta, color, *, mean: Sequence[float], std: Sequence[float],
             dtype=torch.float16, out_size=None, fill: float = 0.0):
     """Add the fused augmentation to the DALI pipeline being defined (inside a ``pipeline_def``).
@@ -99,10 +119,16 @@ def augment(images, theta, color, *, mean: Sequence[float], std: Sequence[float]
     Returns:
         The output node: HWC ``(Ho, Wo, 3)`` per sample, on ``images``' device (float16, float32,
         or bfloat16 as uint16 bits; :func:`as_torch` converts a run's output). Invalid arguments or
-        inputs fail in DALI (at build or run) with a message starting ``tinyfast.dali_ops.augment:``.
+        inputs fail in DALI (at build or run) with a message starting ``tinyfast.dali_ops.augment:``;
+        as in :func:`tinyfast.ops.augment`, a non-finite ``theta``/``color`` on the host is one
+        (device-resident parameters are not read back).
     """
     load_plugin()
     gpu = getattr(images, "device", "cpu") == "gpu"
+    if getattr(theta, "device", "cpu") == "cpu" and getattr(color, "device", "cpu") == "cpu":
+        # Host parameters: the op's rule (non-finite is an error), checked in the pipeline.
+        theta, color = fn.python_function(theta, color, function=_check_host_params, num_outputs=2,
+                                          batch_processing=True)
     if gpu:  # the GPU backend reads its per-sample parameters from device memory
         theta = theta.gpu() if theta.device == "cpu" else theta
         color = color.gpu() if color.device == "cpu" else color

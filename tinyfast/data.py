@@ -374,3 +374,12 @@ def is_packed(root: str | os.PathLike) -> bool:
     except PackError:
         return False
     return True
+
+
+def data_identity(man: dict) -> str:
+    """The identity of a packed dataset's content: a sha256 over its class list and its files'
+    sha256 (not over when or from where it was packed). Equal for the same data packed again,
+    different for other images, labels or class names: a checkpoint records it, so a resume on
+    data re-packed under the same path is noticed."""
+    content = {"classes": man["classes"], "files": {k: v["sha256"] for k, v in sorted(man["files"].items())}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()

@@ -60,7 +60,50 @@ def _check_op_args(mean, std, dtype, fill, out_size) -> None:
     try:
         ops.augment(one, theta, torch.ones(1, 3), mean, std, dtype=dtype, fill=fill, out_size=out_size)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{_NAME}: {e}") from None
+        raise ValueError(f"{_NAME}: {str(e).removeprefix('tinyfast.ops.augment: ')}") from None
+
+
+def _check_mean_image(mean_image) -> None:
+    if mean_image is None:
+        return
+    if not isinstance(mean_image, torch.Tensor):
+        raise ValueError(f"{_NAME}: mean_image must be a float32 (H, W, 3) tensor, got "
+                         f"{type(mean_image).__name__}")
+    if mean_image.dtype != torch.float32 or mean_image.dim() != 3 or mean_image.shape[2] != 3 \
+            or not mean_image.numel():
+        raise ValueError(f"{_NAME}: mean_image must be a float32 (H, W, 3) tensor, got "
+                         f"{mean_image.dtype} of shape {tuple(mean_image.shape)}")
+    if not bool(torch.isfinite(mean_image).all()):
+        raise ValueError(f"{_NAME}: mean_image has a non-finite value")
+
+
+class _Failed:
+    """What an epoch thread queues in place of a batch when the Operation failed: FFCV's
+    ``EpochIterator.__next__`` unpacks it (``slot, result = ...``), which raises the error there,
+    in the user's loop (FFCV's thread would otherwise just die and the loop wait for ever)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __iter__(self):
+        raise self.error
+
+
+def _hand_over(error: BaseException) -> None:
+    """Pass ``error`` from FFCV's epoch thread to its consumer, then end the thread quietly.
+    Outside an epoch thread (the function called directly) the error is simply raised."""
+    thread = threading.current_thread()
+    queue, stop = getattr(thread, "output_queue", None), getattr(thread, "terminate_event", None)
+    if queue is None or stop is None:
+        raise error
+    import queue as q
+    while not stop.is_set():  # as FFCV queues a batch: the consumer may be slow, or gone
+        try:
+            queue.put(_Failed(error), timeout=0.5)
+            break
+        except q.Full:
+            pass
+    raise SystemExit  # threading reports every exception but this one
 
 
 class Augment(Operation):
@@ -94,9 +137,10 @@ class Augment(Operation):
             self.policy = get_policy(policy)
         except ValueError as e:
             raise ValueError(f"{_NAME}: {e}") from None
+        _check_op_args(mean, std, dtype, self.policy.fill if fill is None else fill, out_size)
+        _check_mean_image(mean_image)
         self.fill = float(self.policy.fill if fill is None else fill)
         self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
-        _check_op_args(mean, std, dtype, self.fill, self.out_size)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.dtype, self.seed, self.rank = dtype, int(seed), int(rank)
         self.mean_image = mean_image
@@ -143,6 +187,12 @@ class Augment(Operation):
         op = self
 
         def tinyfast_augment(images, _dst):
+            try:
+                return augment_batch(images)
+            except Exception as e:  # noqa: BLE001 - handed to the user's loop, whatever it is
+                _hand_over(e)
+
+        def augment_batch(images):
             n, h, w = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
             epoch, b = op._next_batch()
             size = op.out_size  # read once: it may be set meanwhile from another thread
@@ -174,6 +224,11 @@ class Augment(Operation):
                 f"{dtype} of shape {shape}"
             raise ValueError(f"{_NAME}: needs uint8 (H, W, 3) torch tensors from the previous stage "
                              f"(e.g. SimpleRGBImageDecoder(), ToTensor()), got {what}")
+        if self.mean_image is not None and tuple(self.mean_image.shape[:2]) != shape[:2]:
+            mh, mw = self.mean_image.shape[:2]
+            raise ValueError(f"{_NAME}: mean_image is {mh}x{mw} but the decoded images are "
+                             f"{shape[0]}x{shape[1]}; give the mean image at the decoded size "
+                             "(it is resized to out_size, not from another size)")
         ho, wo = self.out_size if self.out_size is not None else shape[:2]
         # The op allocates each output itself: a batch stays valid however long the caller keeps it.
         return replace(previous_state, shape=(3, ho, wo), dtype=self.dtype), None

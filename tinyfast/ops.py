@@ -12,6 +12,7 @@ raises a ``RuntimeError`` saying how to build it.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import weakref
 from collections.abc import Sequence
@@ -251,16 +252,30 @@ def augment(
                                       float(fill), mean_image)
 
 
+#: Smallest sigma :func:`blur5_weights` computes with: exp(-1 / (2 * 0.05**2)) = 1.4e-87 is 0 in
+#: float32, so every sigma in (0, 0.05] blurs nothing.
+BLUR_MIN_SIGMA = 0.05
+
+
 def blur5_weights(sigma, batch: int) -> torch.Tensor:
     """float32 ``(B, 3)`` taps ``(w0, w1, w2)`` of a normalised 5-tap Gaussian of each ``sigma``
-    (``w_k = exp(-k^2 / (2 sigma^2)) / sum``, computed in float64 on the host, then rounded)."""
-    s = torch.as_tensor(sigma, dtype=torch.float64).cpu().reshape(-1)
+    (``w_k = exp(-k^2 / (2 sigma^2)) / sum``, computed in float64 on the host, then rounded).
+    A sigma below :data:`BLUR_MIN_SIGMA` is taken as that value, whose taps are already ``(1, 0, 0)``
+    in float32 (the identity, the limit as sigma -> 0; a tinier sigma would underflow sigma^2 to 0)."""
+    try:
+        if isinstance(sigma, (str, bytes)):
+            raise TypeError
+        s = torch.as_tensor(sigma, dtype=torch.float64).cpu().reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"tinyfast.ops.blur5: sigma must be one number or one per sample ({batch}), "
+                         f"got {sigma!r}") from None
     if s.numel() == 1:
         s = s.expand(batch)
     if s.numel() != batch:
         raise ValueError(f"tinyfast.ops.blur5: sigma must be one value or {batch} (one per sample), got {s.numel()}")
     if not bool((torch.isfinite(s) & (s > 0)).all()):
         raise ValueError(f"tinyfast.ops.blur5: sigma must be finite and > 0, got {s.tolist()[:8]}")
+    s = s.clamp(min=BLUR_MIN_SIGMA)
     k = torch.arange(3, dtype=torch.float64)
     w = torch.exp(-(k[None] ** 2) / (2 * s[:, None] ** 2))
     return (w / (w[:, :1] + 2 * w[:, 1:].sum(1, keepdim=True))).float()
@@ -275,7 +290,7 @@ def blur5(x: torch.Tensor, sigma) -> torch.Tensor:
         x: ``(B, 3, H, W)`` float32/float16/bfloat16 in channels-last layout (what :func:`augment`
             returns), ``H, W >= 3``, on CPU or CUDA.
         sigma: one standard deviation for the batch, or ``B`` of them (floats or a tensor), each
-            finite and > 0.
+            finite and > 0 (at most :data:`BLUR_MIN_SIGMA`: no blur).
 
     Returns:
         A new tensor like ``x``: ``out = sum_j w|j| * (sum_i w|i| * x[y+j, x+i])`` for
@@ -304,8 +319,9 @@ def cutout_(x: torch.Tensor, boxes: torch.Tensor, value: float = 0.0) -> torch.T
             or boxes.is_floating_point() or boxes.is_complex()):
         raise ValueError(f"tinyfast.ops.cutout_: boxes must be an integer (B, 4) tensor with B = {x.shape[0]}, "
                          f"got {getattr(boxes, 'dtype', type(boxes))} {tuple(getattr(boxes, 'shape', ()))}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"tinyfast.ops.cutout_: value must be finite, got {value}")
+    number = isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1)
+    if not number or not math.isfinite(float(value)):
+        raise ValueError(f"tinyfast.ops.cutout_: value must be a finite number, got {value!r}")
     b = boxes.to(x.device, non_blocking=x.device.type == "cuda")
     ys = torch.arange(x.shape[2], device=x.device)[None]
     xs = torch.arange(x.shape[3], device=x.device)[None]

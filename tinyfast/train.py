@@ -19,15 +19,15 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
+# torch is imported where it is used: a Ctrl-C during its import (a second or two) is then inside
+# main(), one line, instead of a traceback through the import machinery.
 from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
                              resolve_train_config, set_fields)
 from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
-RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every")
+RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
 RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader", "tensorboard")
 
@@ -44,6 +44,8 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def list_models_table(num_classes: int = 200) -> str:
     """One line per registered model: name and parameter count (for ``num_classes`` classes)."""
+    import torch
+
     from tinyfast.models import count_parameters, get_model, list_models
     lines = [f"{'model':<18}{'parameters':>14}"]
     for name in list_models():
@@ -59,16 +61,20 @@ def _dist_env() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _resume_path(cfg: TrainConfig) -> Path:
+    """The checkpoint ``--resume`` names (a path, or OUT_DIR/NAME/last.pt without one)."""
+    if cfg.resume != "last":
+        return Path(cfg.resume)
+    if not cfg.name:
+        raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")
+    return Path(cfg.out_dir) / cfg.name / "last.pt"
+
+
 def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConfig, dict]:
     """The saved config of the checkpoint named by ``--resume``, with this command's runtime
     fields and explicit overrides applied."""
     from tinyfast.checkpoint import load_checkpoint
-    if cli.resume == "last":
-        if not cli.name:
-            raise ConfigError("--resume without a path needs --name (or give the checkpoint path)")
-        path = Path(cli.out_dir) / cli.name / "last.pt"
-    else:
-        path = Path(cli.resume)
+    path = _resume_path(cli)
     ck = load_checkpoint(path)
     saved = TrainConfig(**{f.name: ck["config"][f.name] for f in dataclasses.fields(TrainConfig)
                            if f.name in ck["config"]})
@@ -88,6 +94,7 @@ def _resume_config(cli: TrainConfig, explicit: set[str], log) -> tuple[TrainConf
 
 def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
     """Join the ``torchrun`` process group when there is one to join; True if this call created it."""
+    import torch
     import torch.distributed as dist
     if world <= 1 or dist.is_initialized():
         return False
@@ -100,6 +107,7 @@ def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
 
 def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_rank: int) -> tuple[TrainConfig, dict | None]:
     """The resolved config of this invocation (the saved one when resuming) and the checkpoint."""
+    import torch
     import torch.distributed as dist
     ck = None
     if cfg.resume:
@@ -160,7 +168,7 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset | None = None):
         cfg, ck = _run_config(cfg, explicit, log, world, local_rank)
         trainer = Trainer(cfg, log=log)
         if ck is not None:
-            trainer.load_state_dict(ck)
+            trainer.load_state_dict(ck, path=_resume_path(cfg))
             log(f"resumed {trainer.run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
         else:
             log(_start_line(trainer, world))
@@ -179,7 +187,14 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tinyfast.train``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # before the run's own handling (parsing, importing torch, ...)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     parser = build_train_parser()
     args = parser.parse_args(argv)  # bad flags: usage + one "error:" line, exit status 2
     if args.list:

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from tinyfast._util import Terminated, short_parser
 from tinyfast.data import PackError, verify
 from tinyfast.pack.pipeline import pack
 from tinyfast.pack.synthetic_source import pack_synthetic
@@ -15,7 +16,7 @@ from tinyfast.pack.synthetic_source import pack_synthetic
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m tinyfast.pack`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = short_parser(
         prog="python -m tinyfast.pack",
         description="Pack Tiny ImageNet (or an ImageFolder, or a built-in synthetic set) into "
                     "memory-mappable .npy arrays with a verified manifest.")
@@ -60,9 +61,10 @@ def main(argv=None) -> int:
     except OSError as e:  # the pack converts its own; this catches what slips through, in one line
         print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written to --out", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # 130 for Ctrl-C, 143 for SIGTERM, as a training run exits
+        how = " (SIGTERM)" if isinstance(e, Terminated) else ""
+        print(f"error: interrupted{how}; nothing was written to --out", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     finally:
         restore()
 
@@ -73,7 +75,7 @@ def _sigterm_interrupts():
         return lambda: None
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     old = signal.signal(signal.SIGTERM, interrupt)
     return lambda: signal.signal(signal.SIGTERM, old)
@@ -98,8 +100,9 @@ def _run(args, parser: argparse.ArgumentParser, log) -> None:
         if args.src:
             parser.error("--synthetic takes no SRC")
         for name in ("classes", "per_class", "val_per_class"):
-            if getattr(args, name) < (1 if name != "val_per_class" else 0):
-                parser.error(f"--{name.replace('_', '-')} too small")
+            least = 1 if name != "val_per_class" else 0
+            if getattr(args, name) < least:
+                parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
         pack_synthetic(args.out, classes=args.classes, per_class=args.per_class,
                        val_per_class=args.val_per_class, test_count=args.test_count, tree=args.tree, **common)
         return

@@ -9,6 +9,8 @@ and the pack ends with an error instead of waiting forever for its task.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import os
 import time
 import warnings
@@ -37,6 +39,12 @@ class Decoded(NamedTuple):
     mode: str | None = None
     wh: tuple | None = None
     reencode: bool = False  # the shards must hold a re-encode (the source bytes differ from the row)
+    digest: bytes = b""  # of the bytes decoded: the shard writer refuses a file changed since
+
+
+def digest_of(data: bytes) -> bytes:
+    """The fingerprint of a source file's bytes (BLAKE2b, 128 bits)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _open_rows(npy: str) -> np.ndarray:
@@ -51,6 +59,9 @@ def _first_line(e: BaseException) -> str:
     return str(e).split("\n")[0][:200]
 
 
+VANISHED = "file vanished after the scan"
+
+
 def _failure(row: int, e: BaseException) -> Decoded:
     """The skip reason of an exception raised while reading or decoding a file."""
     from PIL import Image
@@ -60,7 +71,7 @@ def _failure(row: int, e: BaseException) -> Decoded:
     elif isinstance(e, PermissionError):
         reason = "permission denied"
     elif isinstance(e, FileNotFoundError):
-        reason = "file vanished after the scan"
+        reason = VANISHED
     elif isinstance(e, OSError) and e.errno == errno.ELOOP:
         reason = "symbolic link loop"
     elif isinstance(e, OSError) and e.errno is not None:
@@ -118,9 +129,11 @@ def _decode_one(arr, row: int, path: str, size: int) -> Decoded:
     from PIL import Image
 
     try:
-        if os.path.getsize(path) == 0:
+        with open(path, "rb") as f:  # read once: what is decoded is what the shards get
+            data = f.read()
+        if not data:
             return Decoded(row, "zero-byte file")
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
             im.load()
             rgb, why = to_rgb(im)
@@ -138,7 +151,7 @@ def _decode_one(arr, row: int, path: str, size: int) -> Decoded:
         arr[row] = np.asarray(rgb, dtype=np.uint8)
     # WebDataset shards keep the source bytes only when a GPU JPEG decoder reproduces this row.
     reencode = resized or fmt != "JPEG" or mode not in ("RGB", "L")
-    return Decoded(row, None, "", mode, (w, h), reencode)
+    return Decoded(row, None, "", mode, (w, h), reencode, digest_of(data))
 
 
 def _decode_task(args):
@@ -221,6 +234,9 @@ def decode_split(pool, sdir: Path, items, size: int, task: int, skips: Skips, ba
     for res in _results(pool, tasks):
         for r in res:
             results[r.row] = r
+            if r.error == VANISHED:  # the source changes under the pack: not a dataset to install
+                raise PackError(f"{items[r.row].path}: deleted during the pack (listed by its scan); "
+                                "nothing was written; pack again once SRC is complete")
             if r.error is not None:
                 skips.add(items[r.row].path, r.error, r.detail)
         if bar:

@@ -181,7 +181,7 @@ class _Job:
         if opts.jpeg_shards:
             rflags = [results[i].reencode for i in keep]
             meta["jpeg_shards"] = write_shards(sdir, split, items, keep, images, labels, rflags,
-                                               opts.shard_size, self.progress)
+                                               opts.shard_size, self.progress, [results[i].digest for i in keep])
             self.stats["reencoded"] += sum(rflags)
         self.timings["shards"] += time.time() - t
         t = time.time()

@@ -49,6 +49,7 @@ class RunData:
     classes: list[str]
     words: list[str]
     steps_per_epoch: int
+    data_id: str | None = None  # tinyfast.data.data_identity of cfg.data (None without packed data)
 
 
 def build_data(cfg: TrainConfig, train_loader=None, val_loader=None, classes=None, words=None, *,
@@ -68,7 +69,16 @@ def build_data(cfg: TrainConfig, train_loader=None, val_loader=None, classes=Non
     if len(train) == 0:
         raise ConfigError(f"the training split has fewer samples per rank than one batch "
                           f"({train.batch_size}); lower --batch-size")
-    return RunData(train, val, num_classes, *class_names(cfg, num_classes, classes, words), len(train))
+    return RunData(train, val, num_classes, *class_names(cfg, num_classes, classes, words), len(train),
+                   _data_id(cfg))
+
+
+def _data_id(cfg: TrainConfig) -> str | None:
+    from tinyfast.data import PackError, data_identity, read_manifest
+    try:
+        return data_identity(read_manifest(cfg.data)) if cfg.data else None
+    except PackError:  # loaders given by the caller, on data that is not a packed set
+        return None
 
 
 def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ from tinyfast.trainer.build import Phases, build_data, build_model, build_step, 
 from tinyfast.trainer.epoch import EpochLoop
 from tinyfast.trainer.signals import Interrupted, StopRequest
 from tinyfast.trainer.sinks import RunSinks, run_info, run_summary
-from tinyfast.trainer.state import kept_checkpoint, restore_trainer, trainer_state
+from tinyfast.trainer.state import check_resume_data, kept_checkpoint, restore_trainer, trainer_state
 from tinyfast.trainer.step import all_finite
 from tinyfast.trainer.validation import Validation
 
@@ -68,6 +68,7 @@ class Trainer:
                        world=self.world, dtype=self.amp_dtype if self.amp else torch.float32, log=self.log)
         self.train_loader, self.val_loader, self.num_classes = d.train_loader, d.val_loader, d.num_classes
         self.classes, self.words, self.steps_per_epoch = d.classes, d.words, d.steps_per_epoch
+        self.data_id = d.data_id
 
     def _build_model(self) -> None:
         model, self.model_kwargs = build_model(self.cfg, self.num_classes, world=self.world, log=self.log)
@@ -118,10 +119,10 @@ class Trainer:
         Raises:
             Interrupted: SIGINT/SIGTERM stopped the run after a step and a saved ``last.pt``.
         """
-        self.sinks.start(run_info(self))
-        if self.cfg.tensorboard:
+        if self.cfg.tensorboard:  # first: without the package, no run folder is left behind
             self.sinks.open_tensorboard(getattr(self.train_loader, "mean", ()), getattr(self.train_loader, "std", ()))
             self.loop.on_first_batch = self.sinks.batch
+        self.sinks.start(run_info(self))
         with StopRequest() as self.loop.stop_request, contextlib.closing(self.sinks):
             for epoch in range(self.epoch, self.cfg.epochs):
                 self.epoch = epoch
@@ -169,8 +170,12 @@ class Trainer:
         """Everything needed to continue exactly (all ranks' RNG states included)."""
         return trainer_state(self)
 
-    def load_state_dict(self, ck: dict) -> None:
-        """Restore a checkpoint written by :meth:`state_dict` (same config)."""
+    def load_state_dict(self, ck: dict, path=None) -> None:
+        """Restore a checkpoint written by :meth:`state_dict` (same config); with ``path`` (the
+        file, for ``--resume``) the data must be the data it was trained on (see
+        ``--resume-other-data``)."""
+        if path is not None:
+            check_resume_data(self, ck, path)
         restore_trainer(self, ck)
 
     def save(self, name: str = "last.pt", also_best: bool = False) -> None:
@@ -181,6 +186,8 @@ class Trainer:
         state = self.state_dict()
         if self.is_main:
             data = serialize(state)  # once, for both files
-            save_checkpoint(data, self.run_dir / name)
+            # best.pt first: last.pt records this epoch as the best, so once it is written a resume
+            # never redoes the epoch; a kill before it (or during best.pt) redoes the epoch instead
             if also_best:
                 save_checkpoint(data, self.run_dir / "best.pt")
+            save_checkpoint(data, self.run_dir / name)

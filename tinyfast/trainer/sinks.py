@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from tinyfast._util import remove_stale_temps
 from tinyfast.config import ConfigError
 from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
 
@@ -97,13 +98,17 @@ class RunSinks:
             self.tensorboard.close()
 
     def start(self, info: dict) -> None:
-        """Create the run directory and write ``config.json``."""
+        """Create the run directory (removing temp files a killed run left) and write ``config.json``."""
         if self.write:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # --out-dir (or a folder above it) is a file, read-only, ...
                 raise ConfigError(f"--out-dir: cannot create the run directory {self.run_dir} "
                                   f"({e.strerror or e.__class__.__name__})") from None
+            stale = remove_stale_temps(self.run_dir)
+            if stale:
+                self.log(f"note: removed {plural(stale, 'temporary file')} of an earlier process killed "
+                         f"while writing in {self.run_dir}")
             atomic_write_text(self.run_dir / "config.json", json.dumps(info, indent=2) + "\n")
 
     def epoch(self, history: list[dict], *, epochs: int, show_size: bool, last: bool) -> None:

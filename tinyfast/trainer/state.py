@@ -13,9 +13,10 @@ import torch
 import torch.distributed as dist
 
 from tinyfast.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from tinyfast.config import ConfigError
 from tinyfast.trainer.epoch import Running
 
-__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer", "kept_checkpoint"]
+__all__ = ["rng_state", "set_rng_state", "trainer_state", "restore_trainer", "check_resume_data", "kept_checkpoint"]
 
 
 def kept_checkpoint(run_dir) -> str:
@@ -67,13 +68,26 @@ def trainer_state(tr) -> dict:
             "config": dataclasses.asdict(tr.cfg), "arch": tr.cfg.arch, "num_classes": tr.num_classes,
             "model_kwargs": tr.model_kwargs, "classes": tr.classes, "words": tr.words,
             "mean": list(getattr(tr.train_loader, "mean", ())), "std": list(getattr(tr.train_loader, "std", ())),
-            "normalization": _normalization(tr), "data": tr.cfg.data,
+            "normalization": _normalization(tr), "data": tr.cfg.data, "data_id": tr.data_id,
             "model": tr.model.state_dict(), "ema": tr.ema.state_dict() if tr.ema else None,
             "optimizer": tr.optimizer.state_dict(), "schedule": tr.schedule.state_dict(),
             "scaler": tr.scaler.state_dict(), "loader": tr.train_loader.state_dict(),
             "per_rank": _per_rank(tr), "epoch": tr.epoch, "step": loop.step, "epoch_done": loop.epoch_done,
             "history": tr.history, "best_top1": tr.val.best_top1, "val_last": tr.val.last,
             "wall_time": tr.wall_before + time.perf_counter() - tr.wall_start}
+
+
+def check_resume_data(tr, ck: dict, path) -> None:
+    """Refuse to resume checkpoint ``ck`` (file ``path``) when trainer ``tr``'s data is not the data
+    it was trained on (``--resume-other-data`` allows it, with a note)."""
+    saved = ck.get("data_id")
+    if saved is None or tr.data_id is None or saved == tr.data_id:  # older checkpoints: no record
+        return
+    if not tr.cfg.resume_other_data:
+        raise ConfigError(f"--resume: {path} was trained on other data than {tr.cfg.data} holds now (re-packed "
+                          f"or replaced: its images, labels or classes differ); to continue on this data "
+                          f"anyway add --resume-other-data")
+    tr.log(f"note: --resume-other-data: continuing {path} on other data than it was trained on ({tr.cfg.data})")
 
 
 def restore_trainer(tr, ck: dict) -> None:
