@@ -21,7 +21,7 @@ from typing import Callable
 from torch import nn
 
 __all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
-           "load_pretrained", "head_module", "layer_groups", "is_known", "default_lr",
+           "load_pretrained", "head_module", "layer_groups", "LayerGroup", "is_known", "default_lr",
            "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "TV_PREFIX"]
 
 TV_PREFIX = "tv:"
@@ -168,7 +168,21 @@ def head_module(model: nn.Module) -> nn.Module:
     return last
 
 
-def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+class LayerGroup(list):
+    """One layer group: a list of parameters with a ``name`` (the modules it spans)."""
+
+    def __init__(self, name: str, params=()):
+        super().__init__(params)
+        self.name = name
+
+
+def _span(names: list[str]) -> str:
+    """``layer4`` for parameters all under ``layer4.``; ``features.10..features.12`` for a run."""
+    mods = list(dict.fromkeys(n.rpartition(".")[0] or n for n in names))
+    return mods[0] if len(mods) == 1 else f"{mods[0]}..{mods[-1]}"
+
+
+def layer_groups(model: nn.Module) -> list[LayerGroup]:
     """Parameters grouped by the model's top-level children, from the head backwards.
 
     Group 0 holds the classifier head's parameters; the next groups are the top-level children
@@ -185,11 +199,13 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
             blocks.extend(child.children())
         else:
             blocks.append(child)
-    groups = [list(head.parameters())]
+    names = {id(p): n for n, p in model.named_parameters()}
+    group = lambda ps: LayerGroup(_span([names[id(p)] for p in ps]), ps)
+    groups = [group(list(head.parameters()))]
     for b in reversed(blocks):
         ps = [p for p in b.parameters() if id(p) not in head_ids]
         if ps:
-            groups.append(ps)
+            groups.append(group(ps))
     return groups
 
 

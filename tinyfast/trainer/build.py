@@ -14,7 +14,8 @@ from tinyfast.config import ConfigError, TrainConfig, parse_prog_resize
 from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
-__all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "build_step", "wrap_model", "Phases"]
+__all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "model_kwargs", "build_step", "wrap_model", "Phases",
+           "trainable_groups", "epoch_image_size"]
 
 
 def setup_device(name: str) -> torch.device:
@@ -81,11 +82,16 @@ def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) ->
             list(words or [""] * num_classes))
 
 
+def model_kwargs(cfg: TrainConfig) -> dict:
+    """The keywords ``cfg`` builds its model with (recorded in the checkpoint)."""
+    return {} if cfg.dropout is None else {"dropout": cfg.dropout}
+
+
 def build_model(cfg: TrainConfig, num_classes: int, *, world: int, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
     """The initialised model (same on every rank: seeded) and the keywords it was built with."""
     from tinyfast.models import get_model, init_weights
     torch.manual_seed(cfg.seed)
-    kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    kwargs = model_kwargs(cfg)
     model = get_model(cfg.arch, num_classes=num_classes, **kwargs)
     init_weights(model, cfg.init)
     if cfg.pretrained:
@@ -131,6 +137,22 @@ def wrap_model(model: nn.Module, *, compile: bool, world: int, device: torch.dev
     return torch.compile(fwd) if compile else fwd
 
 
+def trainable_groups(cfg: TrainConfig, n_groups: int, epoch: int) -> int:
+    """How many layer groups (from the head down) train in ``epoch`` (0-based): all of them
+    without ``--freeze``; with it the head, plus one more every ``--unfreeze-every`` epochs."""
+    if not cfg.freeze:
+        return n_groups
+    return min(n_groups, 1 + (epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0))
+
+
+def epoch_image_size(sizes: list[int] | None, epochs: int, epoch: int, full: int) -> int:
+    """Training image size of ``epoch`` under ``--prog-resize`` ``sizes`` (equal-length phases
+    over ``epochs``); ``full`` without them."""
+    if not sizes:
+        return full
+    return sizes[min(len(sizes) - 1, epoch * len(sizes) // epochs)]
+
+
 class Phases:
     """What changes between epochs: how many layer groups train (``--freeze``,
     ``--unfreeze-every``) and the training image size (``--prog-resize``).
@@ -149,9 +171,7 @@ class Phases:
     def apply_freeze(self, epoch: int) -> None:
         """Set ``requires_grad`` for ``epoch``'s trainable groups (head first)."""
         cfg = self.cfg
-        n = len(self.groups)
-        if cfg.freeze:
-            n = min(n, 1 + (epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0))
+        n = trainable_groups(cfg, len(self.groups), epoch)
         if n == self.trainable_groups:
             return
         for i, g in enumerate(self.groups):
@@ -171,10 +191,7 @@ class Phases:
 
     def image_size(self, epoch: int) -> int:
         """Training image size of ``epoch`` (progressive resizing: equal-length phases)."""
-        full = int(getattr(self.loader, "height", 0) or 0)
-        if not self.sizes:
-            return full
-        return self.sizes[min(len(self.sizes) - 1, epoch * len(self.sizes) // self.cfg.epochs)]
+        return epoch_image_size(self.sizes, self.cfg.epochs, epoch, int(getattr(self.loader, "height", 0) or 0))
 
     def set_train_size(self, size: int) -> bool:
         """Ask the loader for ``size`` px output; returns True if the loop must resize instead."""
