@@ -199,3 +199,13 @@ def test_ghosh_net2_is_resnet18_with_dropout():
     a = net2(x)
     torch.manual_seed(1)
     assert not torch.equal(a, net2(x))  # dropout is active in training mode
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_dropout_sets_every_dropout_layer(name):
+    """``--dropout p`` has one meaning for every model: the probability of each of its dropout
+    layers (a model without one gets one before its classifier)."""
+    with torch.device("meta"):
+        model = get_model(name, num_classes=NUM_CLASSES, dropout=0.6)
+    drops = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(p == 0.6 for p in drops), (name, drops)

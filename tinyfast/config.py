@@ -211,7 +211,8 @@ class TrainConfig:
     nesterov: bool = opt(True, "Nesterov momentum (SGD)")
     weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers)", type=_nonneg_float)
     label_smoothing: float = opt(0.1, "label smoothing", type=_fraction)
-    dropout: float | None = opt(None, "dropout before the classifier (default: the model's own)", type=_fraction)
+    dropout: float | None = opt(None, "probability of each of the model's dropout layers (a model without any gets one "
+                                     "before its classifier; default: the model's own)", type=_fraction)
     init: str = opt("default", "weight init: default (PyTorch/torchvision), he, xavier", choices=INITS)
     schedule: str = opt("onecycle", "learning-rate schedule (all per step, with linear warm-up)",
                         choices=SCHEDULES)

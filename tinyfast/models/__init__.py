@@ -6,8 +6,9 @@ Usage::
     model = get_model("resnet18", num_classes=200)
     model = get_model("tv:efficientnet_b0", num_classes=200)   # any torchvision classifier
 
-Every registered model accepts ``num_classes`` and ``dropout`` (applied before the classifier head)
-and works for any input size from 32x32 up (global/adaptive pooling before the head), so
+Every registered model accepts ``num_classes`` and ``dropout``: the probability of each of its
+dropout layers (a model that has none gets one before its classifier head). Every model works
+for any input size from 32x32 up (global/adaptive pooling before the head), so
 progressive resizing (train at 32 px, then 64 px) needs no model change.
 
 Registering a name twice is an error (:class:`ValueError`), like ``tinyfast.loaders.register``.
