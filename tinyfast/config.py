@@ -249,9 +249,13 @@ class TrainConfig:
                                        "adapted stem keep their fresh init; 'none' = from scratch (overrides "
                                        "a recipe's weights)", metavar="imagenet|PATH|none",
                                  type=_pretrained)
-    freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
-    unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
-                                 "top down (0 = never)", type=_nonneg_int)
+    freeze: bool = opt(False, "train only the head at first (see --unfreeze-every); layers --pretrained "
+                              "left at their fresh init always train")
+    unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group (groups are "
+                                 "the model's stages, from the head down; see --print-config) (0 = never)",
+                              type=_nonneg_int)
+    unfreeze_groups: int = opt(1, "with --unfreeze-every: groups unfrozen each time (0 = all the rest at "
+                                  "once: the head, then the whole model)", type=_nonneg_int)
     seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
     name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
     out_dir: str = opt("runs", "parent directory of the run directories")

@@ -55,7 +55,7 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
     Raises:
         ConfigError: the settings a run would refuse (one line naming the option).
     """
-    from tinyfast.models import count_parameters, get_model, layer_groups
+    from tinyfast.models import count_parameters, fresh_parameters, get_model, layer_groups
     from tinyfast.trainer.build import epoch_image_size, model_kwargs, trainable_groups
 
     notes: list[str] = []
@@ -67,13 +67,18 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
     with torch.device("meta"):
         model = get_model(resolved.arch, num_classes=n_classes, **kwargs)
     weights = _weights(resolved)
-    fresh = None
+    fresh = fresh_parameters(model, resolved.arch, resolved.pretrained) if resolved.pretrained else set()
+    if fresh is None:
+        notes.append(f"--pretrained {resolved.pretrained}: no such file; every epoch's trainable count "
+                     f"assumes every tensor loads")
+        fresh = set()
+    named = dict(model.named_parameters())
     groups = layer_groups(model)
     sizes = parse_prog_resize(resolved.prog_resize) if resolved.prog_resize else None
     epochs = []
     for e in range(resolved.epochs):
         n = trainable_groups(resolved, len(groups), e)
-        trainable = {id(p) for g in groups[:n] for p in g} | {id(p) for p in (fresh or [])}
+        trainable = {id(p) for g in groups[:n] for p in g} | {id(named[k]) for k in fresh}
         epochs.append({"epoch": e + 1, "trainable_groups": n, "trainable": [g.name for g in groups[:n]],
                        "trainable_parameters": sum(p.numel() for p in model.parameters() if id(p) in trainable),
                        "image_size": epoch_image_size(sizes, resolved.epochs, e, 64),
@@ -81,4 +86,4 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
     return {"config": dataclasses.asdict(resolved), "num_classes": n_classes,
             "model": {"arch": resolved.arch, "kwargs": kwargs}, "parameters": count_parameters(model),
             "layer_groups": [{"name": g.name, "parameters": sum(p.numel() for p in g)} for g in groups],
-            "pretrained": weights, "epochs": epochs, "notes": notes}
+            "pretrained": weights and {**weights, "fresh": sorted(fresh)}, "epochs": epochs, "notes": notes}

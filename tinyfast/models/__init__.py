@@ -23,7 +23,8 @@ from torch import nn
 
 __all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
            "load_pretrained", "head_module", "layer_groups", "LayerGroup", "is_known", "default_lr",
-           "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "TV_PREFIX"]
+           "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "fresh_parameters",
+           "TV_PREFIX"]
 
 TV_PREFIX = "tv:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -169,46 +170,7 @@ def head_module(model: nn.Module) -> nn.Module:
     return last
 
 
-class LayerGroup(list):
-    """One layer group: a list of parameters with a ``name`` (the modules it spans)."""
-
-    def __init__(self, name: str, params=()):
-        super().__init__(params)
-        self.name = name
-
-
-def _span(names: list[str]) -> str:
-    """``layer4`` for parameters all under ``layer4.``; ``features.10..features.12`` for a run."""
-    mods = list(dict.fromkeys(n.rpartition(".")[0] or n for n in names))
-    return mods[0] if len(mods) == 1 else f"{mods[0]}..{mods[-1]}"
-
-
-def layer_groups(model: nn.Module) -> list[LayerGroup]:
-    """Parameters grouped by the model's top-level children, from the head backwards.
-
-    Group 0 holds the classifier head's parameters; the next groups are the top-level children
-    (for torchvision-style models ``layer4``, ``layer3``...; for ``features`` Sequentials, their
-    elements) in reverse order. Used by layer-wise gradual unfreezing.
-    """
-    head = head_module(model)
-    head_ids = {id(p) for p in head.parameters()}
-    blocks: list[nn.Module] = []
-    for _, child in model.named_children():
-        # A big Sequential trunk (``features``) is split into its elements, so unfreezing is
-        # gradual for VGG/DenseNet/MobileNet as well.
-        if isinstance(child, nn.Sequential) and len(child) > 2 and child is not head:
-            blocks.extend(child.children())
-        else:
-            blocks.append(child)
-    names = {id(p): n for n, p in model.named_parameters()}
-    group = lambda ps: LayerGroup(_span([names[id(p)] for p in ps]), ps)
-    groups = [group(list(head.parameters()))]
-    for b in reversed(blocks):
-        ps = [p for p in b.parameters() if id(p) not in head_ids]
-        if ps:
-            groups.append(group(ps))
-    return groups
-
-
-# Defined with the weights code; re-exported here, where the model API lives.
-from .pretrained import imagenet_weights_path, load_pretrained, resolve_pretrained  # noqa: E402
+# Defined in their own modules; re-exported here, where the model API lives.
+from .groups import LayerGroup, layer_groups  # noqa: E402
+from .pretrained import (fresh_parameters, imagenet_weights_path, load_pretrained,  # noqa: E402
+                         resolve_pretrained)
