@@ -24,7 +24,7 @@ from torch import nn
 __all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
            "load_pretrained", "head_module", "layer_groups", "LayerGroup", "is_known", "default_lr",
            "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "fresh_parameters",
-           "TV_PREFIX"]
+           "accepts", "TV_PREFIX"]
 
 TV_PREFIX = "tv:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -129,6 +129,15 @@ def get_model(name: str, num_classes: int = 200, **kw) -> nn.Module:
         raise KeyError(f"unknown model {name!r} (choices: {', '.join(list_models())}, "
                        f"or tv:<torchvision classifier>)")
     return _REGISTRY[name](num_classes=num_classes, **kw)
+
+
+def accepts(name: str, option: str) -> bool:
+    """Whether model ``name``'s builder takes keyword ``option`` (``tv:`` models take ``stem``)."""
+    if name.startswith(TV_PREFIX):
+        return option in ("dropout", "stem")
+    import inspect
+    _load_zoo()
+    return name in _REGISTRY and option in inspect.signature(_REGISTRY[name]).parameters
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -84,7 +84,10 @@ def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) ->
 
 def model_kwargs(cfg: TrainConfig) -> dict:
     """The keywords ``cfg`` builds its model with (recorded in the checkpoint)."""
-    return {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    kw = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    if cfg.stem is not None:
+        kw["stem"] = cfg.stem
+    return kw
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, world: int,

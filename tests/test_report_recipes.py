@@ -1,0 +1,62 @@
+"""Each report's recipes against what the report states (``../shared/SEEDS.md``), read through
+``--print-config`` (the resolved config and the model's parameter count), so a later change
+cannot drift a recipe away from its report silently. The references are torchvision's own
+models or counts worked out by hand from the report's layer list."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from tinyfast.models import count_parameters
+from tinyfast.train import main
+
+
+def dry(argv, capsys) -> dict:
+    capsys.readouterr()
+    assert main([*argv, "--print-config", "--device", "cpu"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def tv_count(name: str, classes: int = 200) -> int:
+    with torch.device("meta"):
+        return count_parameters(torchvision.models.get_model(name, num_classes=classes))
+
+
+# ----- Mkrtchyan (Skoltech) and Ghosh: "vanilla ResNet-34 and ResNet50", the ImageNet stem -------------
+@pytest.mark.parametrize("recipe, tv", [("skoltech-resnet18", "resnet18"), ("skoltech-resnet34", "resnet34"),
+                                        ("skoltech-densenet161", "densenet161"), ("ghosh-resnet34", "resnet34"),
+                                        ("ghosh-resnet50", "resnet50")])
+def test_resnet_and_densenet_recipes_train_the_imagenet_stem(recipe, tv, capsys):
+    out = dry(["--recipe", recipe], capsys)
+    assert out["config"]["stem"] == "imagenet" and out["model"]["kwargs"]["stem"] == "imagenet"
+    assert out["parameters"] == tv_count(tv)  # torchvision's network itself, 200 classes
+
+
+def test_preact_resnet34_imagenet_stem_is_a_7x7_stride_2_conv_and_max_pool(capsys):
+    out = dry(["--recipe", "skoltech-preact-resnet34"], capsys)
+    small = dry(["--arch", "preact_resnet34"], capsys)
+    assert out["model"]["kwargs"]["stem"] == "imagenet"
+    assert out["parameters"] - small["parameters"] == 64 * 3 * (7 * 7 - 3 * 3)
+    from tinyfast.models import get_model
+    m = get_model("preact_resnet34", num_classes=10, stem="imagenet")
+    assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    feats = m.layer1(m.conv1(torch.zeros(1, 3, 64, 64)))
+    assert feats.shape[-1] == 16  # 64 px / 2 (conv) / 2 (pool)
+
+
+def test_fast_and_best_keep_the_64px_stem(capsys):
+    for r in ("fast", "best"):
+        out = dry(["--recipe", r], capsys)
+        assert out["config"]["stem"] is None and "stem" not in out["model"]["kwargs"]
+        assert out["parameters"] == tv_count("resnet18") - 64 * 3 * (49 - 9)
+
+
+def test_stem_on_a_model_without_one_is_one_line(capsys):
+    capsys.readouterr()
+    assert main(["--arch", "cnn2", "--stem", "imagenet", "--print-config", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stem" in err[0] and "cnn2" in err[0]
