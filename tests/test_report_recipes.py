@@ -60,3 +60,24 @@ def test_stem_on_a_model_without_one_is_one_line(capsys):
     assert main(["--arch", "cnn2", "--stem", "imagenet", "--print-config", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--stem" in err[0] and "cnn2" in err[0]
+
+
+# ----- Mkrtchyan: "a training dataset of 200,000 observations": both sets, every epoch -------------------
+SKOLTECH = ["skoltech-ting-m1", "skoltech-ting-m4", "skoltech-alexnet", "skoltech-resnet18", "skoltech-resnet34",
+            "skoltech-preact-resnet34", "skoltech-densenet161"]
+
+
+@pytest.mark.parametrize("recipe", SKOLTECH)
+def test_skoltech_trains_both_augmentation_sets_each_epoch(recipe, capsys):
+    from tinyfast.augment import PRESETS, Policy
+    out = dry(["--recipe", recipe], capsys)
+    cfg = out["config"]
+    assert all(e["aug_sets"] == ["hflip-crop56", "skoltech2"] for e in out["epochs"])
+    assert PRESETS["hflip-crop56"] == Policy(hflip=0.5, zoom=64 / 56)  # set 1: flip, centre crop 56 -> 64
+    assert PRESETS["skoltech2"] == Policy(rotate=10.0, hflip=0.5, vflip=0.5, blur=1.0, blur_sigma=(0.1, 2.0))
+    assert (cfg["optimizer"], cfg["lr"], cfg["batch_size"]) == ("radam", 1e-3, 256)
+    assert cfg["epochs"] == (8 if "densenet" in recipe else 20)
+    if "ting" in recipe:  # "from AlexNet on, LR / 10 every 7 epochs"
+        assert cfg["schedule"] == "constant"
+    else:
+        assert (cfg["schedule"], cfg["step_size"], cfg["gamma"], cfg["warmup"]) == ("step", 7.0, 0.1, 0.0)

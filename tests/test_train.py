@@ -327,3 +327,10 @@ def test_imagenet_stem_is_recorded_in_the_checkpoint(data, tmp_path):
     assert m.conv1.kernel_size == (7, 7) and m.conv1.stride == (2, 2)
     assert isinstance(m.maxpool, torch.nn.MaxPool2d)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), tr.model.state_dict().values()))
+
+
+def test_two_augmentation_sets_double_the_epoch(data, tmp_path):
+    """--aug A+B: an epoch is a pass per set, so twice the steps, and a step schedule counts them."""
+    one = Trainer(_resolved(_cfg(data, tmp_path, aug="hflip-crop56")))
+    two = Trainer(_resolved(_cfg(data, tmp_path / "2", aug="hflip-crop56+skoltech2")))
+    assert two.steps_per_epoch == 2 * one.steps_per_epoch == len(two.train_loader)

@@ -172,6 +172,16 @@ def _presets() -> list[str]:
     return sorted(PRESETS)
 
 
+def _aug(value: str) -> str:
+    """``PRESET`` or ``PRESET+PRESET+...`` (one pass of the split per set each epoch)."""
+    names = _presets()
+    bad = [v for v in value.split("+") if v not in names]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown augmentation preset {bad[0]!r} (choose from {', '.join(names)}; "
+                                         f"A+B for a pass per set each epoch)")
+    return value
+
+
 def _recipes() -> list[str]:
     from tinyfast.recipes import list_recipes
     return list_recipes()
@@ -200,7 +210,8 @@ class TrainConfig:
     eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
                                       type=_positive_int)
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
-    aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS)", choices=_presets)
+    aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
+                               "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
     normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "
                                      "the train split's mean image, computed from the packed data)",
                          choices=("channel", "mean-image"))

@@ -82,7 +82,8 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
         epochs.append({"epoch": e + 1, "trainable_groups": n, "trainable": [g.name for g in groups[:n]],
                        "trainable_parameters": sum(p.numel() for p in model.parameters() if id(p) in trainable),
                        "image_size": epoch_image_size(sizes, resolved.epochs, e, 64),
-                       "batch_size": resolved.batch_size, "aug": resolved.aug})
+                       "batch_size": resolved.batch_size, "aug": resolved.aug,
+                       "aug_sets": resolved.aug.split("+")})
     return {"config": dataclasses.asdict(resolved), "num_classes": n_classes,
             "model": {"arch": resolved.arch, "kwargs": kwargs}, "parameters": count_parameters(model),
             "layer_groups": [{"name": g.name, "parameters": sum(p.numel() for p in g)} for g in groups],
