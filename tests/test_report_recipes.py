@@ -5,6 +5,7 @@ models or counts worked out by hand from the report's layer list."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -81,3 +82,57 @@ def test_skoltech_trains_both_augmentation_sets_each_epoch(recipe, capsys):
         assert cfg["schedule"] == "constant"
     else:
         assert (cfg["schedule"], cfg["step_size"], cfg["gamma"], cfg["warmup"]) == ("step", 7.0, 0.1, 0.0)
+
+
+# ----- optimizer semantics: "weight_decay=0.0001 ... as L2 penalty" (torch's coupled form); Keras l2 -----
+def _one_step(cfg, build) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a conv weight (gradient g): (ours, the reference's) new weights."""
+    from tinyfast.trainer.step import build_optimizer
+    torch.manual_seed(0)
+    w0, g = torch.randn(8, 3, 3, 3), torch.randn(8, 3, 3, 3)
+    m = torch.nn.Conv2d(3, 8, 3, bias=False)
+    with torch.no_grad():
+        m.weight.copy_(w0)
+    m.weight.grad = g.clone()
+    opt = build_optimizer(m, cfg)
+    for _ in range(3):
+        opt.step()
+    ref_w = w0.clone().requires_grad_(True)
+    ref = build([ref_w])
+    for _ in range(3):
+        ref_w.grad = None
+        ref.zero_grad()
+        loss_grad = g + 2 * cfg_l2(cfg) * ref_w.detach()  # d/dw of (loss + l2 * sum(w^2))
+        ref_w.grad = loss_grad
+        ref.step()
+    return m.weight.detach(), ref_w.detach()
+
+
+def cfg_l2(cfg) -> float:
+    """The loss-term strength a recipe's weight decay stands for: torch's coupled decay d adds
+    d * w to the gradient, i.e. a loss term (d / 2) * sum(w^2)."""
+    return cfg.weight_decay / 2
+
+
+def _cfg_of(recipe, capsys):
+    from tinyfast.config import TrainConfig
+    c = dry(["--recipe", recipe], capsys)["config"]
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+
+
+def test_skoltech_radam_weight_decay_is_the_coupled_l2_penalty(capsys):
+    cfg = _cfg_of("skoltech-resnet18", capsys)
+    assert cfg.optimizer == "radam" and cfg.weight_decay == 1e-4
+    cfg = dataclasses.replace(cfg, weight_decay=0.5)  # the semantics, at a strength a step shows
+    ours, ref = _one_step(cfg, lambda ps: torch.optim.RAdam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("recipe", ["stanford-vgg-z", "stanford-vgg-f", "stanford-vgg-y", "stanford-inception"])
+def test_stanford_keras_l2_1e4_is_a_gradient_of_2e4_w(recipe, capsys):
+    """Keras ``kernel_regularizer=l2(1e-4)`` adds 1e-4 * sum(w^2) to the loss."""
+    cfg = _cfg_of(recipe, capsys)
+    assert cfg.optimizer == "adam" and cfg_l2(cfg) == pytest.approx(1e-4)
+    cfg = dataclasses.replace(cfg, weight_decay=0.5)  # the semantics, at a strength a step shows
+    ours, ref = _one_step(cfg, lambda ps: torch.optim.Adam(ps, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)

@@ -220,7 +220,9 @@ class TrainConfig:
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
     momentum: float = opt(0.9, "SGD momentum / Adam beta1", type=_fraction)
     nesterov: bool = opt(True, "Nesterov momentum (SGD)")
-    weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers)", type=_nonneg_float)
+    weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers): sgd/adam/radam "
+                                    "coupled (d*w added to the gradient: Keras l2(d/2)), adamw decoupled",
+                              type=_nonneg_float)
     label_smoothing: float = opt(0.1, "label smoothing", type=_fraction)
     dropout: float | None = opt(None, "probability of each of the model's dropout layers (a model without any gets one "
                                      "before its classifier; default: the model's own)", type=_fraction)
