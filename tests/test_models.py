@@ -117,8 +117,8 @@ def test_init_schemes_give_the_expected_spread():
 
 
 def test_load_pretrained_local_state_dict(tmp_path):
-    """A torchvision ImageNet-shaped state_dict: all matching tensors load; the 7x7 stem and the
-    1000-class head stay fresh."""
+    """A torchvision ImageNet-shaped state_dict: all matching layers load; the 7x7 stem, the
+    BatchNorm reading it and the 1000-class head stay fresh."""
     torch.manual_seed(0)
     src = torchvision.models.resnet18()  # 1000 classes, 7x7 stem
     path = tmp_path / "resnet18.pth"
@@ -126,11 +126,12 @@ def test_load_pretrained_local_state_dict(tmp_path):
     model = get_model("resnet18", num_classes=10)
     fc_before = model.fc.weight.clone()
     loaded, skipped = load_pretrained(model, str(path))
-    assert set(skipped) == {"conv1.weight", "fc.weight", "fc.bias"}
+    bn1 = {f"bn1.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+    assert set(skipped) == {"conv1.weight", "fc.weight", "fc.bias"} | bn1
     assert torch.equal(model.layer3[1].conv2.weight, src.layer3[1].conv2.weight)
-    assert torch.equal(model.bn1.running_var, src.bn1.running_var)
+    assert torch.equal(model.layer1[0].bn1.running_var, src.layer1[0].bn1.running_var)
     assert torch.equal(model.fc.weight, fc_before)
-    assert len(loaded) == len(src.state_dict()) - 3
+    assert len(loaded) == len(src.state_dict()) - 8
     with pytest.raises(ValueError, match="no such"):
         load_pretrained(model, str(tmp_path / "missing.pth"))
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
@@ -199,3 +200,13 @@ def test_ghosh_net2_is_resnet18_with_dropout():
     a = net2(x)
     torch.manual_seed(1)
     assert not torch.equal(a, net2(x))  # dropout is active in training mode
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_dropout_sets_every_dropout_layer(name):
+    """``--dropout p`` has one meaning for every model: the probability of each of its dropout
+    layers (a model without one gets one before its classifier)."""
+    with torch.device("meta"):
+        model = get_model(name, num_classes=NUM_CLASSES, dropout=0.6)
+    drops = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(p == 0.6 for p in drops), (name, drops)

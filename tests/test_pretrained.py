@@ -20,14 +20,19 @@ from tinyfast.trainer import Trainer
 CACHE_NAMES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-11ad3fa6.pth",
                "vgg16": "vgg16-397923af.pth", "alexnet": "alexnet-owt-7be5be79.pth",
                "densenet161": "densenet161-8d451a50.pth", "mobilenet_v2": "mobilenet_v2-7ebf99e0.pth"}
-# What keeps its fresh init in each zoo model: the head, and the tensors our 64x64 adaptation
-# reshaped (a 3x3 stem instead of 7x7, AlexNet's 5x5 first conv and 3x3-map classifier).
+# What keeps its fresh init in each zoo model: the head, the layers our 64x64 adaptation reshaped
+# (a 3x3 stem instead of 7x7, AlexNet's 5x5 first conv and 3x3-map classifier; a layer loads whole
+# or not at all, so a reshaped conv keeps its fresh bias too) and the norm layers reading them.
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_bn = lambda name: {f"{name}.{k}" for k in _BN}
 FRESH = {
-    "resnet18": {"conv1.weight", "fc.weight", "fc.bias"},
-    "alexnet": {"features.0.weight", "classifier.1.weight", "classifier.6.weight", "classifier.6.bias"},
-    "densenet161": {"features.conv0.weight", "classifier.weight", "classifier.bias"},
+    "resnet18": {"conv1.weight", "fc.weight", "fc.bias"} | _bn("bn1"),
+    "alexnet": {"features.0.weight", "features.0.bias", "classifier.1.weight", "classifier.1.bias",
+                "classifier.6.weight", "classifier.6.bias"},
+    "densenet161": ({"features.conv0.weight", "classifier.weight", "classifier.bias"} | _bn("features.norm0")
+                    | _bn("features.denseblock1.denselayer1.norm1")),  # reads the fresh stem's output
     "mobilenet_v2": {"classifier.1.weight", "classifier.1.bias"},
-    "tv:resnet18": {"conv1.weight", "fc.weight", "fc.bias"},  # tv: models get the small stem too
+    "tv:resnet18": {"conv1.weight", "fc.weight", "fc.bias"} | _bn("bn1"),  # tv: models get the small stem too
 }
 # VGG-16's first two classifier matrices (25088x4096, 4096x4096: 470 MB) are left out of its test
 # file; ours are 2048x1024 and 1024x1024, so they would stay fresh anyway.

@@ -314,3 +314,23 @@ def test_ddp_mid_epoch_resume_keeps_each_ranks_running_sums(data, tmp_path):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_imagenet_stem_is_recorded_in_the_checkpoint(data, tmp_path):
+    """--stem imagenet builds torchvision's 7x7 stride-2 stem + max-pool, and the checkpoint
+    rebuilds the same network."""
+    from tinyfast.checkpoint import load_checkpoint, model_from_checkpoint
+    tr = train(_cfg(data, tmp_path, arch="resnet18", stem="imagenet", stop_at_step=1))
+    ck = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
+    assert ck["model_kwargs"] == {"stem": "imagenet"}
+    m = model_from_checkpoint(ck)
+    assert m.conv1.kernel_size == (7, 7) and m.conv1.stride == (2, 2)
+    assert isinstance(m.maxpool, torch.nn.MaxPool2d)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), tr.model.state_dict().values()))
+
+
+def test_two_augmentation_sets_double_the_epoch(data, tmp_path):
+    """--aug A+B: an epoch is a pass per set, so twice the steps, and a step schedule counts them."""
+    one = Trainer(_resolved(_cfg(data, tmp_path, aug="hflip-crop56")))
+    two = Trainer(_resolved(_cfg(data, tmp_path / "2", aug="hflip-crop56+skoltech2")))
+    assert two.steps_per_epoch == 2 * one.steps_per_epoch == len(two.train_loader)

@@ -172,6 +172,16 @@ def _presets() -> list[str]:
     return sorted(PRESETS)
 
 
+def _aug(value: str) -> str:
+    """``PRESET`` or ``PRESET+PRESET+...`` (one pass of the split per set each epoch)."""
+    names = _presets()
+    bad = [v for v in value.split("+") if v not in names]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown augmentation preset {bad[0]!r} (choose from {', '.join(names)}; "
+                                         f"A+B for a pass per set each epoch)")
+    return value
+
+
 def _recipes() -> list[str]:
     from tinyfast.recipes import list_recipes
     return list_recipes()
@@ -200,7 +210,8 @@ class TrainConfig:
     eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
                                       type=_positive_int)
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
-    aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS)", choices=_presets)
+    aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
+                               "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
     normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "
                                      "the train split's mean image, computed from the packed data)",
                          choices=("channel", "mean-image"))
@@ -209,9 +220,15 @@ class TrainConfig:
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
     momentum: float = opt(0.9, "SGD momentum / Adam beta1", type=_fraction)
     nesterov: bool = opt(True, "Nesterov momentum (SGD)")
-    weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers)", type=_nonneg_float)
+    weight_decay: float = opt(5e-4, "weight decay (not applied to biases and norm layers): sgd/adam/radam "
+                                    "coupled (d*w added to the gradient: Keras l2(d/2)), adamw decoupled",
+                              type=_nonneg_float)
     label_smoothing: float = opt(0.1, "label smoothing", type=_fraction)
-    dropout: float | None = opt(None, "dropout before the classifier (default: the model's own)", type=_fraction)
+    dropout: float | None = opt(None, "probability of each of the model's dropout layers (a model without any gets one "
+                                     "before its classifier; default: the model's own)", type=_fraction)
+    stem: str | None = opt(None, "stem of the ResNets and DenseNet: small (3x3 stride-1 conv, no max-pool, for "
+                                 "64 px; their default) or imagenet (7x7 stride-2 conv + max-pool); "
+                                 "recorded in the checkpoint", choices=("small", "imagenet"))
     init: str = opt("default", "weight init: default (PyTorch/torchvision), he, xavier", choices=INITS)
     schedule: str = opt("onecycle", "learning-rate schedule (all per step, with linear warm-up)",
                         choices=SCHEDULES)
@@ -248,9 +265,13 @@ class TrainConfig:
                                        "adapted stem keep their fresh init; 'none' = from scratch (overrides "
                                        "a recipe's weights)", metavar="imagenet|PATH|none",
                                  type=_pretrained)
-    freeze: bool = opt(False, "train only the head at first (see --unfreeze-every)")
-    unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group, from the "
-                                 "top down (0 = never)", type=_nonneg_int)
+    freeze: bool = opt(False, "train only the head at first (see --unfreeze-every); layers --pretrained "
+                              "left at their fresh init always train")
+    unfreeze_every: int = opt(0, "with --freeze: every N epochs unfreeze the next layer group (groups are "
+                                 "the model's stages, from the head down; see --print-config) (0 = never)",
+                              type=_nonneg_int)
+    unfreeze_groups: int = opt(1, "with --unfreeze-every: groups unfrozen each time (0 = all the rest at "
+                                  "once: the head, then the whole model)", type=_nonneg_int)
     seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
     name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
     out_dir: str = opt("runs", "parent directory of the run directories")
@@ -455,6 +476,9 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     warmup = cfg.warmup if cfg.warmup is not None else _default_warmup(cfg, epochs)
     if warmup > epochs:
         raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
+    from tinyfast.models import accepts
+    if cfg.stem is not None and not accepts(cfg.arch, "stem"):
+        raise ConfigError(f"--stem: {cfg.arch} has no stem option (the ResNets, densenet161, tv:<name>)")
     if cfg.unfreeze_every and not cfg.freeze:
         raise ConfigError("--unfreeze-every needs --freeze")
     if cfg.pretrained == "imagenet":  # a missing weights file is reported before any work

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
 
 # torch is imported where it is used: a Ctrl-C during its import (a second or two) is then inside
 # main(), one line, instead of a traceback through the import machinery.
-from tinyfast.config import (ConfigError, run_command, TrainConfig, build_parser, config_from_args, explicit_fields,
-                             resolve_train_config, set_fields)
+from tinyfast.config import (ConfigError, number, run_command, TrainConfig, build_parser, config_from_args,
+                             explicit_fields, resolve_train_config, set_fields)
 from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
@@ -39,6 +40,12 @@ def build_train_parser() -> argparse.ArgumentParser:
     def extra(p):
         p.add_argument("--list", action="store_true", help="list the models with parameter counts and exit")
         p.add_argument("--list-recipes", action="store_true", help="list the recipes (--recipe) and exit")
+        p.add_argument("--print-config", action="store_true",
+                       help="dry run: print the resolved config, parameter count, layer groups and each "
+                            "epoch's freeze state as JSON and exit (reads no data, writes nothing)")
+        p.add_argument("--classes", type=number(int, lo=1), default=None, metavar="N",
+                       help="with --print-config: count the model for N classes (default: --data's "
+                            "manifest, else 200)")
     return build_parser(TrainConfig, PROG, extra=extra)
 
 
@@ -204,6 +211,13 @@ def _main(argv: list[str]) -> int:
         print(recipes_table())
         return 0
     explicit = explicit_fields(TrainConfig, argv, PROG)
+    if args.print_config:
+        from tinyfast.dryrun import dry_run
+        cfg = apply_recipe(config_from_args(TrainConfig, args), explicit)  # explicit flags win
+        status, out = run_command(PROG, dry_run, cfg, args.classes)
+        if status == 0:
+            print(json.dumps(out, indent=1))
+        return status
     status, _ = run_command(PROG, train, config_from_args(TrainConfig, args), explicit)
     return status
 

@@ -91,7 +91,8 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         batch_size: samples per batch (per rank).
         device: ``"cpu"`` or ``"cuda[:i]"``: where the batches are delivered.
         policy: a :class:`tinyfast.augment.Policy` or preset name (``None`` = identity); used only
-            when training.
+            when training. Several (a sequence, or names joined by ``+``: ``"hflip-crop56+skoltech2"``)
+            make each epoch one pass of the split per set (:mod:`tinyfast.loaders.sets`).
         seed: seeds the shuffle and the augmentation parameters (see :mod:`tinyfast.loaders.base`).
         rank, world_size: DDP shard of this process.
         drop_last: drop the incomplete last batch (default: ``train``).
@@ -116,9 +117,18 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         importlib.import_module(_BUILTIN[name])
     if name not in _REGISTRY:
         raise ValueError(f"unknown loader {name!r}; choose one of: {', '.join(list_loaders())}")
-    return _REGISTRY[name](data_dir, split, batch_size, device=device, policy=policy, seed=seed,
-                           rank=rank, world_size=world_size, drop_last=drop_last, dtype=dtype,
-                           train=train, num_workers=num_workers, **kw)
+    from .sets import SetsLoader, set_seed, split_policies
+    policies = split_policies(policy)
+    if not (split == "train" if train is None else train):
+        policies = policies[:1]  # evaluation: plain normalisation, one pass
+
+    def one(i: int, p):
+        return _REGISTRY[name](data_dir, split, batch_size, device=device, policy=p, seed=set_seed(seed, i),
+                               rank=rank, world_size=world_size, drop_last=drop_last, dtype=dtype,
+                               train=train, num_workers=num_workers, **kw)
+    if len(policies) == 1:
+        return one(0, policies[0])
+    return SetsLoader([one(i, p) for i, p in enumerate(policies)])
 
 
 def _sync(device: torch.device) -> None:

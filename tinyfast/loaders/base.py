@@ -438,6 +438,8 @@ class BaseLoader(AugmentHelpers):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next pass yields the rest of the saved epoch."""
+        if state.get("sets", 1) != 1:  # saved by a loader of several augmentation sets (sets.py)
+            raise ValueError(f"cannot resume: state has sets={state['sets']}, this loader sets=1")
         for key in ("seed", "world_size", "batch_size", "num_total", "train", "drop_last"):
             mine = self.state_dict()[key]
             if key in state and state[key] != mine:

@@ -6,8 +6,9 @@ Usage::
     model = get_model("resnet18", num_classes=200)
     model = get_model("tv:efficientnet_b0", num_classes=200)   # any torchvision classifier
 
-Every registered model accepts ``num_classes`` and ``dropout`` (applied before the classifier head)
-and works for any input size from 32x32 up (global/adaptive pooling before the head), so
+Every registered model accepts ``num_classes`` and ``dropout``: the probability of each of its
+dropout layers (a model that has none gets one before its classifier head). Every model works
+for any input size from 32x32 up (global/adaptive pooling before the head), so
 progressive resizing (train at 32 px, then 64 px) needs no model change.
 
 Registering a name twice is an error (:class:`ValueError`), like ``tinyfast.loaders.register``.
@@ -21,8 +22,9 @@ from typing import Callable
 from torch import nn
 
 __all__ = ["register", "get_model", "list_models", "count_parameters", "init_weights",
-           "load_pretrained", "head_module", "layer_groups", "is_known", "default_lr",
-           "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "TV_PREFIX"]
+           "load_pretrained", "head_module", "layer_groups", "LayerGroup", "is_known", "default_lr",
+           "torchvision_counterpart", "imagenet_weights_path", "resolve_pretrained", "fresh_parameters",
+           "accepts", "TV_PREFIX"]
 
 TV_PREFIX = "tv:"
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -129,6 +131,15 @@ def get_model(name: str, num_classes: int = 200, **kw) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **kw)
 
 
+def accepts(name: str, option: str) -> bool:
+    """Whether model ``name``'s builder takes keyword ``option`` (``tv:`` models take ``stem``)."""
+    if name.startswith(TV_PREFIX):
+        return option in ("dropout", "stem")
+    import inspect
+    _load_zoo()
+    return name in _REGISTRY and option in inspect.signature(_REGISTRY[name]).parameters
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (optionally only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -168,30 +179,7 @@ def head_module(model: nn.Module) -> nn.Module:
     return last
 
 
-def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Parameters grouped by the model's top-level children, from the head backwards.
-
-    Group 0 holds the classifier head's parameters; the next groups are the top-level children
-    (for torchvision-style models ``layer4``, ``layer3``...; for ``features`` Sequentials, their
-    elements) in reverse order. Used by layer-wise gradual unfreezing.
-    """
-    head = head_module(model)
-    head_ids = {id(p) for p in head.parameters()}
-    blocks: list[nn.Module] = []
-    for _, child in model.named_children():
-        # A big Sequential trunk (``features``) is split into its elements, so unfreezing is
-        # gradual for VGG/DenseNet/MobileNet as well.
-        if isinstance(child, nn.Sequential) and len(child) > 2 and child is not head:
-            blocks.extend(child.children())
-        else:
-            blocks.append(child)
-    groups = [list(head.parameters())]
-    for b in reversed(blocks):
-        ps = [p for p in b.parameters() if id(p) not in head_ids]
-        if ps:
-            groups.append(ps)
-    return groups
-
-
-# Defined with the weights code; re-exported here, where the model API lives.
-from .pretrained import imagenet_weights_path, load_pretrained, resolve_pretrained  # noqa: E402
+# Defined in their own modules; re-exported here, where the model API lives.
+from .groups import LayerGroup, layer_groups  # noqa: E402
+from .pretrained import (fresh_parameters, imagenet_weights_path, load_pretrained,  # noqa: E402
+                         resolve_pretrained)

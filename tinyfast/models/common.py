@@ -24,6 +24,21 @@ def conv_bn(cin: int, cout: int, kernel=3, stride: int = 1, padding="same", bn: 
     return nn.Sequential(*layers)
 
 
+STEMS = ("small", "imagenet")
+
+
+def check_stem(stem: str) -> bool:
+    """True for the 64 px stem (``"small"``: 3x3 stride-1 conv, no max-pool), False for
+    ImageNet's (``"imagenet"``: 7x7 stride-2 conv + 3x3 stride-2 max-pool, as torchvision builds it).
+
+    Raises:
+        ValueError: another value (one line naming the choices).
+    """
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r} (choices: {', '.join(STEMS)})")
+    return stem == "small"
+
+
 def head(in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
     """The classifier: ``Linear``, preceded by ``Dropout`` when ``dropout > 0``."""
     fc = nn.Linear(in_features, num_classes)

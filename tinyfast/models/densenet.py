@@ -1,4 +1,4 @@
-"""DenseNet-161 (torchvision's) with a 64x64 stem: 3x3 stride-1 conv, no max-pool."""
+"""DenseNet-161 (torchvision's) with a 64x64 stem: 3x3 stride-1 conv, no max-pool (or ImageNet's)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from . import register
-from .common import replace_linear
+from .common import check_stem, replace_linear
 
 
 def small_stem_densenet(model: nn.Module) -> nn.Module:
@@ -18,9 +18,12 @@ def small_stem_densenet(model: nn.Module) -> nn.Module:
 
 
 @register("densenet161", torchvision="densenet161")
-def densenet161(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
-    """DenseNet-161 (growth 48, blocks 6-12-36-24); dense blocks see 64, 32, 16, 8 px."""
-    m = small_stem_densenet(torchvision.models.densenet161(num_classes=num_classes))
+def densenet161(num_classes: int = 200, dropout: float = 0.0, stem: str = "small") -> nn.Module:
+    """DenseNet-161 (growth 48, blocks 6-12-36-24); dense blocks see 64, 32, 16, 8 px
+    (``stem="imagenet"``: torchvision's 7x7 stride-2 conv + max-pool, 16, 8, 4, 2 px)."""
+    m = torchvision.models.densenet161(num_classes=num_classes)
+    if check_stem(stem):
+        small_stem_densenet(m)
     if dropout > 0:
         replace_linear(m, "classifier", num_classes, dropout)
     return m

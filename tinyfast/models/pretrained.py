@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 __all__ = ["IMAGENET", "imagenet_counterparts", "imagenet_weights_path", "resolve_pretrained",
-           "load_pretrained"]
+           "load_pretrained", "matching_keys", "pretrained_shapes", "fresh_parameters"]
 
 IMAGENET = "imagenet"
 # torchvision's DenseNet checkpoints predate the ban on '.' in module names: their dense layers
@@ -92,30 +92,80 @@ def _read_state_dict(path: str) -> dict:
     return out
 
 
+def matching_keys(model: nn.Module, shapes: dict) -> list[str]:
+    """The keys of ``model.state_dict()`` a state_dict with these ``{key: shape}`` would fill.
+
+    Loading is per layer: a layer loads only when every one of its tensors is there with its
+    shape (so a stem whose weight does not fit keeps a fresh bias too), never the classifier head,
+    and never a norm layer that reads a fresh layer (the nearest conv/linear before it in the
+    model's order): statistics measured on another layer's output would be wrong for it.
+    """
+    from . import head_module
+    head = head_module(model)
+    own = model.state_dict()
+    take: list[str] = []
+    prev_fresh = False  # whether the last conv/linear seen stays fresh
+    for name, m in model.named_modules():
+        keys = [f"{name}.{k}" if name else k for k, t in [*m._parameters.items(), *m._buffers.items()]
+                if t is not None]
+        if not keys:
+            continue
+        fits = m is not head and all(k in shapes and tuple(shapes[k]) == tuple(own[k].shape) for k in keys)
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            prev_fresh = not fits
+        elif isinstance(m, nn.modules.batchnorm._NormBase) and prev_fresh:
+            fits = False
+        if fits:
+            take.extend(keys)
+    return take
+
+
 def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
     """Load a LOCAL torchvision-style ``state_dict`` file into ``model`` (never downloads).
 
-    Tensors whose name and shape match are copied; the rest (the replaced head, an adapted stem)
-    keep their fresh initialisation. Accepts a bare state_dict or a dict with a ``"model"`` or
-    ``"state_dict"`` entry (tinyfast checkpoints included), and torchvision's old DenseNet keys.
+    The layers whose tensors all match by name and shape are copied (see :func:`matching_keys`);
+    the rest (the replaced head, an adapted stem and the norm layer after it) keep their fresh
+    initialisation. Accepts a bare state_dict or a dict with a ``"model"`` or ``"state_dict"``
+    entry (tinyfast checkpoints included), and torchvision's old DenseNet keys.
 
     Returns:
-        (loaded keys, skipped keys).
+        (loaded keys, skipped keys of the file).
     Raises:
         ValueError: the file is unreadable or nothing in it matches the model (one line, naming it).
     """
-    from . import head_module
     sd = _read_state_dict(path)
-    own = model.state_dict()
-    head_names = {n + "." for n, m in model.named_modules() if m is head_module(model)}
-    take, skipped = {}, []
-    for k, v in sd.items():
-        if (k in own and torch.is_tensor(v) and v.shape == own[k].shape
-                and not any(k.startswith(h) for h in head_names)):
-            take[k] = v
-        else:
-            skipped.append(k)
-    if not take:
+    keys = matching_keys(model, {k: v.shape for k, v in sd.items() if torch.is_tensor(v)})
+    if not keys:
         raise ValueError(f"{path}: no tensor matches {model.__class__.__name__} (wrong architecture?)")
-    model.load_state_dict(take, strict=False)
-    return sorted(take), sorted(skipped)
+    model.load_state_dict({k: sd[k] for k in keys}, strict=False)
+    taken = set(keys)
+    return sorted(keys), sorted(k for k in sd if k not in taken)
+
+
+def pretrained_shapes(spec: str, arch: str) -> dict | None:
+    """``{key: shape}`` of the weights ``--pretrained SPEC`` would read, without loading any data:
+    the file's when it is there, else (``imagenet``) those of torchvision's model built on the
+    meta device, whose ImageNet weights have the same shapes; None for a missing local file."""
+    try:
+        path = resolve_pretrained(spec, arch)
+    except ValueError:
+        path = None
+    if path and os.path.isfile(path):
+        return {k: tuple(v.shape) for k, v in _read_state_dict(path).items() if torch.is_tensor(v)}
+    if spec != IMAGENET:
+        return None
+    import torchvision
+    from . import torchvision_counterpart
+    with torch.device("meta"):
+        ref = torchvision.models.get_model(torchvision_counterpart(arch), weights=None)
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+
+
+def fresh_parameters(model: nn.Module, arch: str, spec: str) -> set[str] | None:
+    """Names of ``model``'s parameters that ``--pretrained SPEC`` leaves at their fresh init (None
+    when that cannot be known: a local file that is not there)."""
+    shapes = pretrained_shapes(spec, arch)
+    if shapes is None:
+        return None
+    taken = set(matching_keys(model, shapes))
+    return {n for n, _ in model.named_parameters() if n not in taken}

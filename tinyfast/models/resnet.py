@@ -2,7 +2,8 @@
 
 The ImageNet stem (7x7 stride-2 conv + max-pool) shrinks a 64 px image 4x before the first block;
 for 64x64 inputs it is replaced by one 3x3 stride-1 conv and no pool, so layer1..layer4 see
-64, 32, 16, 8 px (the usual CIFAR/Tiny-ImageNet adaptation).
+64, 32, 16, 8 px (the usual CIFAR/Tiny-ImageNet adaptation). ``stem="imagenet"`` keeps the
+ImageNet stem (the reports that trained "vanilla" ResNets did; layer1..layer4 then see 16..2 px).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torchvision
 from torch import nn
 
 from . import register
-from .common import head, replace_linear
+from .common import check_stem, head, replace_linear
 
 
 def small_stem_resnet(model: nn.Module) -> nn.Module:
@@ -22,29 +23,31 @@ def small_stem_resnet(model: nn.Module) -> nn.Module:
     return model
 
 
-def _tv_resnet(name: str, num_classes: int, dropout: float) -> nn.Module:
-    m = small_stem_resnet(getattr(torchvision.models, name)(num_classes=num_classes, zero_init_residual=True))
+def _tv_resnet(name: str, num_classes: int, dropout: float, stem: str) -> nn.Module:
+    m = getattr(torchvision.models, name)(num_classes=num_classes, zero_init_residual=True)
+    if check_stem(stem):
+        small_stem_resnet(m)
     if dropout > 0:
         replace_linear(m, "fc", num_classes, dropout)
     return m
 
 
 @register("resnet18", torchvision="resnet18")
-def resnet18(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
-    """ResNet-18 (BasicBlock 2-2-2-2) with a 3x3 stride-1 stem, no max-pool."""
-    return _tv_resnet("resnet18", num_classes, dropout)
+def resnet18(num_classes: int = 200, dropout: float = 0.0, stem: str = "small") -> nn.Module:
+    """ResNet-18 (BasicBlock 2-2-2-2) with a 3x3 stride-1 stem, no max-pool (``stem="imagenet"``: torchvision's)."""
+    return _tv_resnet("resnet18", num_classes, dropout, stem)
 
 
 @register("resnet34", torchvision="resnet34")
-def resnet34(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
-    """ResNet-34 (BasicBlock 3-4-6-3) with a 3x3 stride-1 stem, no max-pool."""
-    return _tv_resnet("resnet34", num_classes, dropout)
+def resnet34(num_classes: int = 200, dropout: float = 0.0, stem: str = "small") -> nn.Module:
+    """ResNet-34 (BasicBlock 3-4-6-3) with a 3x3 stride-1 stem, no max-pool (``stem="imagenet"``: torchvision's)."""
+    return _tv_resnet("resnet34", num_classes, dropout, stem)
 
 
 @register("resnet50", torchvision="resnet50")
-def resnet50(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
-    """ResNet-50 (Bottleneck 3-4-6-3) with a 3x3 stride-1 stem, no max-pool."""
-    return _tv_resnet("resnet50", num_classes, dropout)
+def resnet50(num_classes: int = 200, dropout: float = 0.0, stem: str = "small") -> nn.Module:
+    """ResNet-50 (Bottleneck 3-4-6-3) with a 3x3 stride-1 stem, no max-pool (``stem="imagenet"``: torchvision's)."""
+    return _tv_resnet("resnet50", num_classes, dropout, stem)
 
 
 class PreActBlock(nn.Module):
@@ -69,9 +72,11 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, blocks=(3, 4, 6, 3), num_classes: int = 200, dropout: float = 0.0):
+    def __init__(self, blocks=(3, 4, 6, 3), num_classes: int = 200, dropout: float = 0.0, stem: str = "small"):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        # ImageNet's stem: 7x7 stride-2 conv + max-pool; the first block's BN-ReLU pre-activates it.
+        self.conv1 = (nn.Conv2d(3, 64, 3, 1, 1, bias=False) if check_stem(stem) else
+                      nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1)))
         layers, cin = [], 64
         for i, (n, c) in enumerate(zip(blocks, (64, 128, 256, 512))):
             stage = []
@@ -90,6 +95,7 @@ class PreActResNet(nn.Module):
 
 
 @register("preact_resnet34")
-def preact_resnet34(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
-    """Pre-activation ResNet-34 (3-4-6-3) with a 3x3 stride-1 stem."""
-    return PreActResNet((3, 4, 6, 3), num_classes, dropout)
+def preact_resnet34(num_classes: int = 200, dropout: float = 0.0, stem: str = "small") -> nn.Module:
+    """Pre-activation ResNet-34 (3-4-6-3) with a 3x3 stride-1 stem (``stem="imagenet"``: 7x7
+    stride-2 conv + max-pool)."""
+    return PreActResNet((3, 4, 6, 3), num_classes, dropout, stem)

@@ -22,16 +22,20 @@ def linear(num_classes: int = 200, dropout: float = 0.0, image_size: int = 64) -
 
 
 @register("cnn2")
-def cnn2(num_classes: int = 200, dropout: float = 0.25, hidden: int = 128) -> nn.Module:
-    """Two 3x3 conv layers (32, 64) -> 2x2 max-pool -> dropout -> fc ``hidden`` -> dropout -> fc."""
+def cnn2(num_classes: int = 200, dropout: float | None = None, hidden: int = 128) -> nn.Module:
+    """Two 3x3 conv layers (32, 64) -> 2x2 max-pool -> dropout -> fc ``hidden`` -> dropout -> fc.
+
+    ``dropout`` is the probability of both dropout layers; by default 0.25 after the pool and 0.5
+    before the classifier (the Keras examples' pair)."""
+    drop_conv, drop_fc = (0.25, 0.5) if dropout is None else (dropout, dropout)
     return nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2), nn.Dropout(dropout),
+        nn.MaxPool2d(2), nn.Dropout(drop_conv),
         # 32x32x64 after the pool at 64 px; pooled to 8x8 to keep the fc layer small.
         nn.AdaptiveAvgPool2d(8), nn.Flatten(),
         nn.Linear(64 * 8 * 8, hidden), nn.ReLU(inplace=True),
-        head(hidden, num_classes, dropout * 2))
+        head(hidden, num_classes, drop_fc))
 
 
 @register("cnn_deep")

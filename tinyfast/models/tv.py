@@ -7,20 +7,23 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from .common import replace_linear
+from .common import check_stem, replace_linear
 from .densenet import small_stem_densenet
 from .mobilenet import small_stem_mobilenet
 from .resnet import small_stem_resnet
 
 
 def build_torchvision(name: str, num_classes: int = 200, dropout: float = 0.0, small_stem: bool = True,
-                      **kw) -> nn.Module:
+                      stem: str | None = None, **kw) -> nn.Module:
     """``torchvision.models.get_model(name, weights=None, num_classes=...)`` adapted to 64x64.
 
     ``small_stem`` swaps the stride-2 stem for a stride-1 one in ResNet/ResNeXt/Wide-ResNet
     (3x3 conv, no max-pool), DenseNet (same) and MobileNet/EfficientNet (first conv stride 1);
-    other families keep their stem. ``dropout`` > 0 puts a Dropout before a bare ``fc`` head.
+    other families keep their stem; ``stem`` (``small``/``imagenet``), where given, overrides
+    ``small_stem``. ``dropout`` > 0 puts a Dropout before a bare ``fc`` head.
     """
+    if stem is not None:
+        small_stem = check_stem(stem)
     m = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kw)
     if small_stem:
         if hasattr(m, "conv1") and hasattr(m, "maxpool") and hasattr(m, "layer1"):

@@ -14,7 +14,8 @@ from tinyfast.config import ConfigError, TrainConfig, parse_prog_resize
 from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
-__all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "build_step", "wrap_model", "Phases"]
+__all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "model_kwargs", "build_step", "wrap_model", "Phases",
+           "trainable_groups", "epoch_image_size"]
 
 
 def setup_device(name: str) -> torch.device:
@@ -91,29 +92,41 @@ def class_names(cfg: TrainConfig, num_classes: int, classes=None, words=None) ->
             list(words or [""] * num_classes))
 
 
-def build_model(cfg: TrainConfig, num_classes: int, *, world: int, log: Callable[[str], None]) -> tuple[nn.Module, dict]:
-    """The initialised model (same on every rank: seeded) and the keywords it was built with."""
+def model_kwargs(cfg: TrainConfig) -> dict:
+    """The keywords ``cfg`` builds its model with (recorded in the checkpoint)."""
+    kw = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    if cfg.stem is not None:
+        kw["stem"] = cfg.stem
+    return kw
+
+
+def build_model(cfg: TrainConfig, num_classes: int, *, world: int,
+                log: Callable[[str], None]) -> tuple[nn.Module, dict, set[str]]:
+    """The initialised model (same on every rank: seeded), the keywords it was built with, and
+    the names of the parameters ``--pretrained`` left fresh (empty without it)."""
     from tinyfast.models import get_model, init_weights
     torch.manual_seed(cfg.seed)
-    kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    kwargs = model_kwargs(cfg)
     model = get_model(cfg.arch, num_classes=num_classes, **kwargs)
     init_weights(model, cfg.init)
-    if cfg.pretrained:
-        _load_weights(model, cfg, log)
+    fresh = _load_weights(model, cfg, log) if cfg.pretrained else set()
     if cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model, kwargs
+    return model, kwargs, fresh
 
 
-def _load_weights(model: nn.Module, cfg: TrainConfig, log: Callable[[str], None]) -> None:
-    """``--pretrained``: load what fits by name and shape, and say what was loaded and what not."""
+def _load_weights(model: nn.Module, cfg: TrainConfig, log: Callable[[str], None]) -> set[str]:
+    """``--pretrained``: load what fits, say what was loaded and what not; returns the names of
+    the parameters left fresh."""
     from tinyfast.models import load_pretrained, resolve_pretrained
     path = resolve_pretrained(cfg.pretrained, cfg.arch)
     loaded, _ = load_pretrained(model, path)
     took = set(loaded)
     fresh = [k for k in model.state_dict() if k not in took]
     log(f"pretrained: loaded {len(loaded)} of {len(loaded) + len(fresh)} tensors from {path}; kept "
-        f"{len(fresh)} fresh ({', '.join(fresh[:4])}{'...' if len(fresh) > 4 else ''})")
+        f"{len(fresh)} fresh ({', '.join(fresh[:4])}{'...' if len(fresh) > 4 else ''})"
+        + ("; the fresh ones train from the first epoch" if cfg.freeze else ""))
+    return {n for n, _ in model.named_parameters() if n not in took}
 
 
 def build_step(cfg: TrainConfig, model: nn.Module, autocast, *, fp16: bool, device: torch.device,
@@ -141,32 +154,51 @@ def wrap_model(model: nn.Module, *, compile: bool, world: int, device: torch.dev
     return torch.compile(fwd) if compile else fwd
 
 
+def trainable_groups(cfg: TrainConfig, n_groups: int, epoch: int) -> int:
+    """How many layer groups (from the head down) train in ``epoch`` (0-based): all of them
+    without ``--freeze``; with it the head, plus ``--unfreeze-groups`` more (0: all) every
+    ``--unfreeze-every`` epochs."""
+    if not cfg.freeze or not n_groups:
+        return n_groups
+    steps = epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0
+    per_step = getattr(cfg, "unfreeze_groups", 1) or n_groups
+    return min(n_groups, 1 + steps * per_step)
+
+
+def epoch_image_size(sizes: list[int] | None, epochs: int, epoch: int, full: int) -> int:
+    """Training image size of ``epoch`` under ``--prog-resize`` ``sizes`` (equal-length phases
+    over ``epochs``); ``full`` without them."""
+    if not sizes:
+        return full
+    return sizes[min(len(sizes) - 1, epoch * len(sizes) // epochs)]
+
+
 class Phases:
     """What changes between epochs: how many layer groups train (``--freeze``,
     ``--unfreeze-every``) and the training image size (``--prog-resize``).
 
-    ``on_change`` is called after the trainable set changed (DDP must then be rebuilt).
+    ``on_change`` is called after the trainable set changed (DDP must then be rebuilt). ``fresh``
+    names the parameters ``--pretrained`` left at their fresh init: they always train.
     """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, loader, log: Callable[[str], None],
-                 on_change: Callable[[], None]):
+                 on_change: Callable[[], None], fresh: set[str] = frozenset()):
         from tinyfast.models import layer_groups
         self.cfg, self.model, self.loader, self.log, self.on_change = cfg, model, loader, log, on_change
         self.groups = layer_groups(model)
+        self.fresh = {id(p) for n, p in model.named_parameters() if n in fresh}
         self.trainable_groups: int | None = None
         self.sizes = parse_prog_resize(cfg.prog_resize) if cfg.prog_resize else None
 
     def apply_freeze(self, epoch: int) -> None:
         """Set ``requires_grad`` for ``epoch``'s trainable groups (head first)."""
         cfg = self.cfg
-        n = len(self.groups)
-        if cfg.freeze:
-            n = min(n, 1 + (epoch // cfg.unfreeze_every if cfg.unfreeze_every else 0))
+        n = trainable_groups(cfg, len(self.groups), epoch)
         if n == self.trainable_groups:
             return
         for i, g in enumerate(self.groups):
             for p in g:
-                p.requires_grad_(i < n)
+                p.requires_grad_(i < n or id(p) in self.fresh)
         if cfg.freeze:
             self.log(f"epoch {epoch + 1}: training the top {n} of {len(self.groups)} layer groups")
         self.trainable_groups = n
@@ -181,10 +213,7 @@ class Phases:
 
     def image_size(self, epoch: int) -> int:
         """Training image size of ``epoch`` (progressive resizing: equal-length phases)."""
-        full = int(getattr(self.loader, "height", 0) or 0)
-        if not self.sizes:
-            return full
-        return self.sizes[min(len(self.sizes) - 1, epoch * len(self.sizes) // self.cfg.epochs)]
+        return epoch_image_size(self.sizes, self.cfg.epochs, epoch, int(getattr(self.loader, "height", 0) or 0))
 
     def set_train_size(self, size: int) -> bool:
         """Ask the loader for ``size`` px output; returns True if the loop must resize instead."""

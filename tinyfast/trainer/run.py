@@ -71,14 +71,14 @@ class Trainer:
         self.data_id = d.data_id
 
     def _build_model(self) -> None:
-        model, self.model_kwargs = build_model(self.cfg, self.num_classes, world=self.world, log=self.log)
+        model, self.model_kwargs, fresh = build_model(self.cfg, self.num_classes, world=self.world, log=self.log)
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.step_fn, self.schedule = build_step(self.cfg, self.model, self.autocast, fp16=self.amp and
                                                  self.amp_dtype == torch.float16, device=self.device,
                                                  steps_per_epoch=self.steps_per_epoch, rank=self.rank)
         s = self.step_fn
         self.optimizer, self.scaler, self.ema, self.mixer = s.optimizer, s.scaler, s.ema, s.mixer
-        self.phases = Phases(self.cfg, self.model, self.train_loader, self.log, on_change=self._wrap)
+        self.phases = Phases(self.cfg, self.model, self.train_loader, self.log, on_change=self._wrap, fresh=fresh)
 
     @property
     def step(self) -> int:

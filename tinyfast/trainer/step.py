@@ -103,6 +103,10 @@ class Mixer:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer of ``cfg``; biases and normalisation weights (1-D tensors) get no weight decay.
 
+    ``--weight-decay d`` is torch's: coupled for SGD, Adam and RAdam (``d * w`` added to the
+    gradient, i.e. an L2 loss term ``(d / 2) * sum(w^2)``; Keras' ``l2(c)`` is ``d = 2c``),
+    decoupled for AdamW (``w -= lr * d * w`` beside the Adam step).
+
     SGD/Adam/AdamW are the fused implementations on CPU and CUDA: one kernel for all parameters,
     and GradScaler hands them its inf check on the device instead of reading it to the host every
     step (what it does for an optimizer without AMP support). RAdam has no fused kernel, and fused
@@ -124,7 +128,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, **fast)
     if cfg.optimizer == "radam":
-        return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas, decoupled_weight_decay=True, foreach=True)
+        # Coupled, like Adam's: the Skoltech report's "weight_decay=0.0001 ... as L2 penalty".
+        return torch.optim.RAdam(groups, lr=cfg.lr, betas=betas, decoupled_weight_decay=False, foreach=True)
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
 
 
