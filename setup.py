@@ -77,6 +77,9 @@ def _extension():
 
 if __name__ == "__main__":  # also how pip's build backend runs this file; importing it builds nothing
     setup(
-        ext_modules=[_extension()],
+        # install.sh installs the package with TINYFAST_SKIP_EXTENSION=1, then compiles the
+        # extension with ``setup.py build_ext --inplace``, whose build/ folder persists (ninja then
+        # recompiles only what changed; pip's build folder is a fresh temporary one every time).
+        ext_modules=[] if os.environ.get("TINYFAST_SKIP_EXTENSION") == "1" else [_extension()],
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     )
