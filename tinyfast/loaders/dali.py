@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from tinyfast.augment import finish
+from tinyfast.environment import venv_hint
 from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader
 
@@ -49,7 +50,8 @@ def _import_dali():
     try:
         from nvidia.dali import fn, pipeline_def, types
     except ImportError as e:
-        raise ImportError(f"the 'dali' loaders need NVIDIA DALI, which is not installed ({e}); {_EXTRA}") from None
+        raise ImportError(f"the 'dali' loaders need NVIDIA DALI, which is not installed ({e}); "
+                          f"{_EXTRA}{venv_hint()}") from None
     return fn, pipeline_def, types
 
 

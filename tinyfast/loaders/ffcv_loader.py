@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from tinyfast._util import torch_threads_kept
+from tinyfast.environment import venv_hint
 from tinyfast.loaders import register
 from tinyfast.loaders.base import BaseLoader
 
@@ -49,7 +50,8 @@ def _import_ffcv():
             from ffcv.traversal_order.base import TraversalOrder
             from tinyfast.ffcv_ops import Augment
     except ImportError as e:
-        raise ImportError(f"the 'ffcv' loader needs FFCV, which is not installed ({e}); {_EXTRA}") from None
+        raise ImportError(f"the 'ffcv' loader needs FFCV, which is not installed ({e}); "
+                          f"{_EXTRA}{venv_hint()}") from None
     return dict(IntDecoder=IntDecoder, SimpleRGBImageDecoder=SimpleRGBImageDecoder, Loader=Loader,
                 OrderOption=OrderOption, Squeeze=Squeeze, ToDevice=ToDevice, ToTensor=ToTensor,
                 TraversalOrder=TraversalOrder, Augment=Augment)

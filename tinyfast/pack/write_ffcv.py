@@ -16,6 +16,7 @@ import numpy as np
 
 from tinyfast._util import torch_threads_kept
 from tinyfast.data import PackError
+from tinyfast.environment import venv_hint
 from tinyfast.progress import progress
 
 
@@ -25,7 +26,7 @@ def ffcv_writer():
             from ffcv.fields import IntField, RGBImageField
             from ffcv.writer import DatasetWriter
     except ImportError as e:
-        raise PackError(f"--ffcv needs the ffcv package (pip install .[ffcv]): {e}") from None
+        raise PackError(f"--ffcv needs the ffcv package (pip install .[ffcv]): {e}{venv_hint()}") from None
     return DatasetWriter, RGBImageField, IntField
 
 
