@@ -201,6 +201,8 @@ class TrainConfig:
     arch: str = opt("resnet18", "model name (see --list) or tv:<torchvision classifier>", type=_arch)
     data: str | None = opt(None, "packed dataset directory (default: the built-in synthetic set, "
                                  "created on first use; small when there is no GPU)")
+    subset: int | None = opt(None, "train and validate on the first N images of each class only (a quick "
+                                   "run on real data; default: all)", type=_positive_int, metavar="N")
     loader: str = opt("gpu", "data loader", choices=_loaders)
     device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)",
                              type=_device)

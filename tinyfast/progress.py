@@ -26,7 +26,8 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 
-def _fmt_seconds(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+    """``s`` seconds as ``1h02m03s`` / ``2m03s`` / ``3s`` (rounded to the second)."""
     s = max(0, int(round(s)))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
@@ -136,9 +137,9 @@ class LineProgress:
             parts.append(f"{self.n}")
         parts.append(f"{rate:,.1f} {self.unit}/s")
         if final:
-            parts.append(f"in {_fmt_seconds(elapsed)}")
+            parts.append(f"in {fmt_seconds(elapsed)}")
         elif self.total and rate > 0:
-            parts.append(f"ETA {_fmt_seconds((self.total - self.n) / rate)}")
+            parts.append(f"ETA {fmt_seconds((self.total - self.n) / rate)}")
         if self._postfix:
             parts.append(self._postfix)
         return " ".join(p for p in parts if p)

@@ -48,6 +48,7 @@ from typing import Any, Iterator, NamedTuple
 import torch
 
 from tinyfast._util import cpu_count
+from tinyfast.loaders.subset import first_per_class  # noqa: F401  (re-exported)
 
 _STATE_VERSION = 1
 
@@ -73,10 +74,13 @@ class ShardedOrder:
         seed, rank, world_size: as in :func:`tinyfast.loaders.build`.
         pad: pad the order to a multiple of ``world_size`` when not dropping (default: ``shuffle``,
             i.e. training pads like ``DistributedSampler``, evaluation covers each sample once).
+        rows: the packed rows to visit (a subset, in packed order; ``num_total`` is then its length):
+            the orders are drawn over positions in ``rows`` and handed out as its rows.
     """
 
     def __init__(self, num_total: int, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool | None = None):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool | None = None,
+                 rows: torch.Tensor | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -89,6 +93,7 @@ class ShardedOrder:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.pad = self.shuffle if pad is None else bool(pad)
+        self.rows = rows
         n, w = self.num_total, self.world_size
         if self.drop_last:
             self.num_samples = n // w
@@ -103,11 +108,13 @@ class ShardedOrder:
         self._cache: tuple[int, torch.Tensor] | None = None
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        """The whole split's order for ``epoch`` (int64, CPU), before sharding."""
+        """The whole split's order for ``epoch`` (int64 packed rows, CPU), before sharding."""
         if not self.shuffle:
-            return torch.arange(self.num_total, dtype=torch.int64)
-        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
-        return torch.randperm(self.num_total, generator=g)
+            order = torch.arange(self.num_total, dtype=torch.int64)
+        else:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+            order = torch.randperm(self.num_total, generator=g)
+        return order if self.rows is None else self.rows[order]
 
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's samples for ``epoch`` (int64, CPU), ``num_samples`` long, cached."""
@@ -344,6 +351,8 @@ class BaseLoader(AugmentHelpers):
             (as on torchvision datasets).
         num_samples: samples this rank sees per epoch; batch_size; train; policy; seed.
         height, width: of the packed images (the output size).
+
+    ``per_class=N`` visits only the first ``N`` images of each class (a quick run on a big split).
     """
 
     name = "base"
@@ -352,7 +361,7 @@ class BaseLoader(AugmentHelpers):
                  rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
                  dtype: torch.dtype | None = None, train: bool | None = None,
                  num_workers: int | None = None, normalize: str = "channel",
-                 normalization: dict | None = None):
+                 normalization: dict | None = None, per_class: int | None = None):
         from tinyfast.augment import get_policy
         from tinyfast.data import open_packed
 
@@ -393,9 +402,10 @@ class BaseLoader(AugmentHelpers):
                                else torch.as_tensor(given_image, dtype=torch.float32).cpu())
             if self.mean_image.ndim != 3 or self.mean_image.shape[2] != 3:
                 raise ValueError(f"normalization: the mean image must be (H, W, 3), got {tuple(self.mean_image.shape)}")
-        self.order = ShardedOrder(len(self.packed), batch_size, shuffle=self.train,
+        rows = None if per_class is None else first_per_class(self.packed.labels, per_class, self.data_dir / split)
+        self.order = ShardedOrder(len(self.packed) if rows is None else len(rows), batch_size, shuffle=self.train,
                                   drop_last=self.drop_last, seed=self.seed, rank=self.rank,
-                                  world_size=self.world_size)
+                                  world_size=self.world_size, rows=rows)
         self.batch_size = self.order.batch_size
         self.num_samples = self.order.num_samples
         self.epoch = 0

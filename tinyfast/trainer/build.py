@@ -38,7 +38,8 @@ def build_loader(cfg: TrainConfig, split: str, *, device: torch.device, rank: in
     per_rank = cfg.batch_size // world if split == "train" else cfg.eval_batch_size
     return build(cfg.loader, cfg.data, split, per_rank, device=device,
                  policy=cfg.aug if split == "train" else None, seed=cfg.seed, rank=rank,
-                 world_size=world, dtype=dtype, num_workers=cfg.workers, normalize=cfg.normalize)
+                 world_size=world, dtype=dtype, num_workers=cfg.workers, normalize=cfg.normalize,
+                 per_class=cfg.subset)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tinyfast.config import RunError
 from tinyfast.inference import progress_bar
+from tinyfast.progress import fmt_seconds
 
 __all__ = ["Running", "EpochLoop"]
 
@@ -68,6 +69,8 @@ class EpochLoop:
         self.stop_request = None    # a StopRequest: true once SIGINT/SIGTERM asked the run to stop
         self.on_first_batch = None  # called with the run's first (augmented) batch, e.g. for TensorBoard
         self.frozen_norms: list = []  # BatchNorm layers kept in eval mode (frozen by --freeze)
+        self.eval_left = None       # epoch -> seconds of the evaluations still due (for the run's ETA)
+        self.clock = time.perf_counter
 
     @classmethod
     def of_run(cls, cfg, step_fn, schedule, loader, *, device: torch.device, memory_format, world: int,
@@ -99,7 +102,7 @@ class EpochLoop:
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", show=self.show_progress,
                            every=self.progress_every)
         window, window_n = torch.zeros((), device=self.device), 0
-        t0, n0 = time.perf_counter(), run.n
+        t0, n0, s0 = self.clock(), run.n, self.step
         self.epoch_done, stop = False, False
         for x, y in self.loader:
             self.schedule.set_step(self.step)
@@ -109,23 +112,27 @@ class EpochLoop:
             loss, out = self.step_fn(x, y)
             run.add(loss, out, y)
             if self.step_fn.compiling:
-                t0, n0 = self._compiled(run, loss, y, t0), run.n
+                t0, n0, s0 = self._compiled(run, loss, y, t0), run.n, self.step
             window += loss
             window_n += 1
             self.step += 1
             bar.update(1)
             if window_n == self.log_every:
                 # One sync every log_every steps, for the bar (and to stop a diverged run early).
-                rate = (run.n - n0) / max(time.perf_counter() - t0, 1e-9) * self.world
+                seconds = max(self.clock() - t0, 1e-9)
+                rate = (run.n - n0) / seconds * self.world
                 mean = self._finite(window.item() / window_n, epoch)
-                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
+                post = dict(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
+                if epoch + 1 < self.epochs:  # more epochs to come: the whole run's ETA too
+                    post["run_eta"] = fmt_seconds(self.run_eta(epoch, (self.step - s0) / seconds))
+                bar.set_postfix(**post)
                 window.zero_()
                 window_n = 0
             if self._should_stop(synced=window_n == 0):
                 stop = True
                 break
         loss_sum, correct = run.totals()  # waits for the device: the epoch time below is honest
-        run.seconds += time.perf_counter() - t0
+        run.seconds += self.clock() - t0
         bar.close()
         self._finite(loss_sum, epoch)
         if stop and self.step < (epoch + 1) * self.steps_per_epoch:
@@ -135,6 +142,12 @@ class EpochLoop:
         self.epoch_done = True
         self.running = None
         return self._metrics(run, loss_sum, correct, size)
+
+    def run_eta(self, epoch: int, steps_per_s: float) -> float:
+        """Seconds to the end of the run: the steps left at ``steps_per_s``, plus the evaluations
+        still due at the last one's duration (none counted before one has run)."""
+        left = self.epochs * self.steps_per_epoch - self.step
+        return left / max(steps_per_s, 1e-9) + (self.eval_left(epoch) if self.eval_left else 0.0)
 
     def _should_stop(self, synced: bool) -> bool:
         """``--stop-at-step`` reached, or a signal asked to stop. Under DDP the ranks agree on the
@@ -152,7 +165,7 @@ class EpochLoop:
     def _compiled(self, run: Running, loss: torch.Tensor, y: torch.Tensor, t0: float) -> float:
         """After the step that compiled the model: book its time as compile time; returns the new t0."""
         loss.item()  # the compiled step has really finished
-        now = time.perf_counter()
+        now = self.clock()
         run.compile_time += now - t0
         run.untimed += y.shape[0]
         self.step_fn.compiling = False

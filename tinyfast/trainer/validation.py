@@ -23,17 +23,29 @@ class Validation:
         self.kw = dict(autocast=autocast, memory_format=memory_format, progress=progress, every=every)
         self.best_top1 = -1.0
         self.last: dict | None = None     # the latest evaluation (its per-class counts feed the report)
+        self.last_seconds: float | None = None  # how long it took
 
     def run(self, model, epoch: int, schedule) -> dict:
         """The val columns of epoch ``epoch``'s row ({} when it is not evaluated); feeds ``plateau``."""
-        if self.loader is None or not ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs):
+        if not self.due(epoch):
             return {}
         t0 = time.perf_counter()
         ev = evaluate(model, self.loader, self.num_classes, **self.kw)
-        self.last = ev
+        self.last, self.last_seconds = ev, time.perf_counter() - t0
         schedule.epoch_end(ev["top1"])
         return {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
-                "eval_time": time.perf_counter() - t0}
+                "eval_time": self.last_seconds}
+
+    def due(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` ends with an evaluation."""
+        return self.loader is not None and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs)
+
+    def seconds_left(self, epoch: int) -> float:
+        """The evaluations still due from epoch ``epoch`` on (its own included), at the last one's
+        duration: 0 before one has run."""
+        if self.last_seconds is None:
+            return 0.0
+        return self.last_seconds * sum(self.due(e) for e in range(epoch, self.epochs))
 
     def improved(self, row: dict, history: list[dict]) -> bool:
         """Whether ``row``'s epoch is the best so far: by val top-1, or by train loss without val."""
