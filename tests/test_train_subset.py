@@ -105,3 +105,22 @@ def test_the_whole_runs_eta_is_shown_next_to_the_epochs(data, tmp_path, monkeypa
             assert kw["run_eta"] == fmt_seconds(expect), (step, kw)
         else:  # the last epoch: its own ETA is the run's
             assert "run_eta" not in kw
+
+
+@pytest.mark.parametrize("world, local, expect", [
+    (1, None, "python -m tinyfast.train --resume runs/r/last.pt"),
+    (2, "2", "torchrun --nproc_per_node 2 -m tinyfast.train --resume runs/r/last.pt"),
+    (8, "4", "torchrun --nnodes 2 --nproc_per_node 4 -m tinyfast.train --resume runs/r/last.pt"),
+])
+def test_the_resume_command_has_the_runs_process_count(world, local, expect, monkeypatch):
+    """A DDP run's checkpoint resumes only with the same world size: the printed command says it."""
+    from pathlib import Path
+
+    from tinyfast.trainer.run import resume_command
+
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert resume_command(Path("runs/r/last.pt"), world) == expect
+

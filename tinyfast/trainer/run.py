@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,17 @@ from tinyfast.trainer.state import check_resume_data, kept_checkpoint, restore_t
 from tinyfast.trainer.step import all_finite
 from tinyfast.trainer.validation import Validation
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "resume_command"]
+
+
+def resume_command(last: Path, world: int) -> str:
+    """The command that continues a run from ``last``: a DDP checkpoint resumes only with the same
+    number of processes, so a run of ``world`` > 1 gets the torchrun line (per node: LOCAL_WORLD_SIZE)."""
+    if world == 1:
+        return f"python -m tinyfast.train --resume {last}"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = f"--nnodes {world // local} " if world > local else ""
+    return f"torchrun {nodes}--nproc_per_node {local} -m tinyfast.train --resume {last}"
 
 
 class Trainer:
@@ -155,7 +166,7 @@ class Trainer:
         """After ``--stop-at-step`` or a signal: ``last.pt`` saved, the way to continue said."""
         if mid_epoch:
             self.save("last.pt")
-        resume = f"python -m tinyfast.train --resume {self.run_dir / 'last.pt'}"
+        resume = resume_command(self.run_dir / "last.pt", self.world)
         stop = self.loop.stop_request
         if stop:
             raise Interrupted(f"interrupted by {stop.name} after step {self.step}; saved "
