@@ -233,3 +233,18 @@ def test_predict_ids_of_an_imagefolder_pack_name_the_class_folder(tmp_path):
     ids = [r[0] for r in list(csv.reader(out.read_text().splitlines()))[1:]]
     assert sorted(ids) == sorted(files["val"])
     assert ids == list(open_packed(str(data), "val").ids)  # packed order
+
+
+def test_a_missing_best_pt_points_at_the_runs_last_pt(runs, tmp_path, capsys):
+    """A run stopped (Ctrl-C, --stop-at-step) before its first epoch ended has last.pt, no best.pt."""
+    import shutil
+    run = tmp_path / "r18"
+    run.mkdir()
+    shutil.copy(runs["a"], run / "last.pt")
+    assert evaluate_main([str(run / "best.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0] == (f"python -m tinyfast.evaluate: error: {run / 'best.pt'}: no such checkpoint; the run "
+                      f"has no best.pt yet (it stopped before its first epoch ended): evaluate "
+                      f"{run / 'last.pt'}")
+    assert evaluate_main([str(run / "last.pt"), "--no-progress"]) == 0

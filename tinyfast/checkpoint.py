@@ -37,6 +37,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a tinyfast checkpoint (on CPU). Raises ``ValueError`` with one line naming the file."""
     path = Path(path)
     if not path.is_file():
+        last = path.with_name("last.pt")
+        if path.name == "best.pt" and last.is_file():  # written at every epoch end and on a stop
+            raise ValueError(f"{path}: no such checkpoint; the run has no best.pt yet (it stopped before "
+                             f"its first epoch ended): evaluate {last}")
         raise ValueError(f"{path}: no such checkpoint")
     try:
         # weights_only=False: the checkpoint holds numpy RNG state and plain dicts we wrote ourselves.
