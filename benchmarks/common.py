@@ -6,7 +6,6 @@ with (:func:`environment`); timings are medians after warm-up, taken with CUDA e
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -24,14 +23,6 @@ import torch
 from tinyfast.metrics import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line naming the problem plus where the usage is
-    (exit 2), not the whole usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def results_dir() -> Path:

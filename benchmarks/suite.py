@@ -54,8 +54,10 @@ FULL_ARCHS = "resnet18,resnet50,vgg16,densenet161,mobilenet_v2"
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``python -m benchmarks`` argument parser."""
-    p = common.Parser(prog="tinyfast-bench", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from tinyfast._util import short_parser
+
+    p = short_parser(prog="tinyfast-bench", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda when visible), cpu, cuda, cuda:N")
     p.add_argument("--data", default=None, help="packed dataset (default: the built-in synthetic set)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
@@ -164,10 +166,10 @@ def _check_names(p, args) -> None:
     from tinyfast import loaders
     from tinyfast.models import is_known, list_models
 
-    for flag, given, known in (("--loaders", args.loaders, loaders.list_loaders()),):
-        bad = [n for n in (given or "").split(",") if n.strip() and n.strip() not in known]
-        if bad:
-            p.error(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(known)}")
+    known = loaders.list_loaders()
+    bad = [n for n in (args.loaders or "").split(",") if n.strip() and n.strip() not in known]
+    if bad:
+        p.error(f"--loaders: unknown {', '.join(bad)}; choose from {', '.join(known)}")
     for flag, given in (("--archs", args.archs), ("--tta-arch", args.tta_arch)):
         bad = [n for n in (given or "").split(",") if n.strip() and not is_known(n.strip())]
         if bad:
