@@ -13,60 +13,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import re
-import sys
 import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# Re-exported: every CLI's one-line errors and exit statuses live in tinyfast.errors.
+from tinyfast.errors import ConfigError, RunError, run_command  # noqa: F401
+
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
            "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
-           "INITS", "AMP_DTYPES"]
+           "INITS", "AMP_DTYPES", "run_command"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
 SCHEDULES = ("onecycle", "cosine", "step", "plateau", "cyclic", "constant")
 INITS = ("default", "he", "xavier")
 AMP_DTYPES = ("auto", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A configuration that parses but cannot run (reported as one ``error:`` line)."""
-
-
-class RunError(RuntimeError):
-    """A run that started but cannot go on (e.g. a non-finite loss): one ``error:`` line, exit 1."""
-
-
-def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
-    """Run a command's body ``fn(*args)``; expected failures become one ``PROG: error: ...`` line.
-
-    Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra)
-    or a file-system error (the line names the path), ``(1, None)`` after a :class:`RunError`, or
-    ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
-    """
-    from tinyfast.data import PackError
-
-    def fail(msg: str, status: int) -> tuple[int, None]:
-        if os.environ.get("TINYFAST_DEBUG"):
-            raise
-        print(f"{prog}: error: {(msg.strip().splitlines() or ['failed'])[0]}", file=sys.stderr)
-        return status, None
-
-    try:
-        return 0, fn(*args)
-    except RunError as e:  # an interrupted run carries its own status (130 / 143)
-        return fail(str(e), getattr(e, "status", 1))
-    except OSError as e:
-        if e.filename is None:
-            return fail(str(e) or type(e).__name__, 2)
-        return fail(f"{e.filename}: {e.strerror or type(e).__name__}", 2)
-    except (ConfigError, PackError, ValueError, ImportError) as e:
-        return fail(str(e) or type(e).__name__, 2)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130, None
 
 
 def opt(default, help: str, **meta) -> Any:
@@ -490,8 +453,12 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if cfg.prog_resize:  # sizes the model cannot take are reported before any work
-        from tinyfast.trainer.build import check_input_sizes
-        check_input_sizes(cfg)
+        from tinyfast.models.sizes import first_refused
+        refused = first_refused(cfg.arch, parse_prog_resize(cfg.prog_resize),
+                                {} if cfg.dropout is None else {"dropout": cfg.dropout})
+        if refused:
+            need = "" if refused[1] is None else f" (it needs at least {refused[1]} px)"
+            raise ConfigError(f"--prog-resize {cfg.prog_resize}: {cfg.arch} cannot take {refused[0]} px images{need}")
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),
