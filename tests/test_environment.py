@@ -16,7 +16,8 @@ ACTIVATE = ". .venv/bin/activate"
 
 def _shell_lines() -> list[tuple[int, str]]:
     """(block number, command line) of every bash block of the README, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README's blocks first
+    blocks = [b for p in pages for b in re.findall(r"```bash\n(.*?)```", p.read_text(), re.S)]
     return [(i, line.split(" #")[0].strip()) for i, b in enumerate(blocks) for line in b.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
