@@ -72,7 +72,7 @@ def test_a_diverging_run_stops_keeps_the_last_good_checkpoint_and_exits_non_zero
             "--batch-size", "32", "--no-progress", "--device", "cpu"]
     assert train_main(argv) == 1
     line = _one_error_line(capsys.readouterr().err, "train")
-    assert "diverged" in line and "last.pt" in line, line
+    assert "diverged" in line and "lower --lr" in line and "last.pt" in line, line
     assert calls["n"] <= 12                         # stopped at once (CPU syncs every step anyway)
     for name in ("last.pt", "best.pt"):
         ck = load_checkpoint(tmp_path / "r" / name)

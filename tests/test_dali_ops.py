@@ -111,8 +111,6 @@ def test_identity_is_plain_normalisation():
 
 @needs_plugin
 @pytest.mark.parametrize("change, msg", [
-    (dict(dtype="int8"), "dtype must be float16, bfloat16 or float32"),
-    (dict(dtype=torch.float64), "dtype must be float16, bfloat16 or float32"),
     (dict(theta_shape=(3, 2)), r"theta must be \(2, 3\) per sample"),
     (dict(theta_dtype=np.float64), "theta must be float32"),
     (dict(color_shape=(4,)), r"color must be \(3,\) per sample"),
@@ -138,6 +136,48 @@ def test_bad_arguments_are_dalis_error_with_our_message(change, msg):
         p = pipe()
         p.build()
         p.run()
+
+
+def _dali_types():
+    from nvidia.dali import types
+    return types
+
+
+@needs_plugin
+@pytest.mark.parametrize("want, spellings", [
+    (torch.float16, ["float16", np.float16, np.dtype("float16"), lambda: _dali_types().FLOAT16]),
+    (torch.float32, ["float32", np.float32, np.dtype("float32"), lambda: _dali_types().FLOAT]),
+    (torch.bfloat16, ["bfloat16"]),
+])
+def test_dtype_spellings_of_dali_numpy_torch_and_strings_give_the_same_output(want, spellings):
+    """DALI users write types.FLOAT / types.FLOAT16 (as fn.cast takes them); numpy users np.float16;
+    each spelling of one dtype gives the op's output of that torch dtype, bit for bit."""
+    imgs = rand_images(2, 24, 24, 3)
+    theta, color = draw(2, 24, 24, seed=3)
+    ref = [op_reference(imgs[i], theta[i], color[i], want) for i in range(2)]
+    bf16 = getattr(_dali_types(), "BFLOAT16", None)
+    if want == torch.bfloat16 and bf16 is not None:
+        spellings = spellings + [bf16]
+    for spelling in [want] + spellings:
+        spelling = spelling() if callable(spelling) and not isinstance(spelling, type) else spelling
+        _, out = run(imgs, theta, color, dtype=spelling)
+        got = dali_ops.as_torch(out, spelling)
+        assert got.dtype == want, spelling
+        for i in range(2):
+            assert torch.equal(got[i].permute(1, 2, 0), ref[i]), f"{spelling!r}: sample {i} differs"
+
+
+@pytest.mark.parametrize("bad", ["int8", "float", torch.float64, np.float64, np.int8,
+                                 lambda: _dali_types().UINT8, lambda: _dali_types().FLOAT64, None, 3])
+def test_an_unknown_dtype_is_one_error_naming_dtype_and_the_accepted_values(bad):
+    bad = bad() if callable(bad) and not isinstance(bad, type) else bad
+    with pytest.raises(ValueError) as e:
+        dali_ops.augment(None, None, None, mean=MEAN, std=STD, dtype=bad)
+    msg = str(e.value)
+    assert msg.startswith("tinyfast.dali_ops.augment: dtype must be float16, bfloat16 or float32"), msg
+    assert "types.FLOAT16" in msg and repr(bad) in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="dtype must be float16"):
+        dali_ops.as_torch(None, bad)
 
 
 @needs_plugin

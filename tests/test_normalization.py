@@ -80,15 +80,60 @@ def test_each_member_of_an_ensemble_gets_its_own_normalisation(runs):
     torch.testing.assert_close(mean_image_probs, ref, atol=1e-4, rtol=0)
 
 
-def test_other_data_is_normalised_as_the_checkpoint_was_trained(runs, tmp_path_factory):
+@pytest.mark.parametrize("kind", ["channel", "mean-image"])
+def test_other_data_is_normalised_as_the_checkpoint_was_trained(runs, tmp_path_factory, kind):
+    """Evaluated on another set, a checkpoint gets its own run's mean/std or mean image, not the
+    other set's (whose own statistics differ)."""
     data, cks = runs
     other = _pack(tmp_path_factory, "other", seed=5)
-    ck = load_checkpoint(cks["channel"])
+    ck = load_checkpoint(cks[kind])
     from tinyfast.data import open_packed
     assert not np.allclose(open_packed(other, "train").mean, ck["mean"], atol=1e-3)  # the data's own differ
-    (probs,) = _probs([cks["channel"]], data=other)
-    ref = _reference_probs(cks["channel"], other, ck["mean"], ck["std"])
+    mean_image = ck["normalization"]["mean_image"]
+    if kind == "mean-image":
+        assert not np.allclose(_split(other, "train").mean(0), np.asarray(mean_image), atol=1e-2)
+    (probs,) = _probs([cks[kind]], data=other)
+    ref = _reference_probs(cks[kind], other, ck["mean"], ck["std"], mean_image=mean_image)
     torch.testing.assert_close(probs, ref, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def data64(tmp_path_factory):
+    """The same 4 classes, packed at 64 px."""
+    from tinyfast.pack import pack_synthetic
+    out = tmp_path_factory.mktemp("norm64") / "synth"
+    pack_synthetic(out, size=64, classes=4, per_class=16, val_per_class=8, test_count=4, seed=3,
+                   progress=False, log=None)
+    return str(out)
+
+
+def _notes(capsys, argv) -> list[str]:
+    from tinyfast.evaluate import main as evaluate_main
+    assert evaluate_main(argv + ["--device", "cpu", "--no-progress"]) == 0
+    return [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
+
+
+def test_a_model_scored_at_another_size_than_it_trained_at_says_so(runs, data64, tmp_path_factory, capsys):
+    """A model trained at 32 px (its data's size, or the last --prog-resize phase) scored on 64-px
+    images: one note naming both sizes; at its own size, none."""
+    data, cks = runs
+    assert _notes(capsys, [cks["channel"]]) == []
+    notes = _notes(capsys, [cks["channel"], "--data", data64])
+    assert len(notes) == 1 and cks["channel"] in notes[0], notes
+    assert "trained at 32 px" in notes[0] and "64 px images" in notes[0], notes[0]
+    from tinyfast.predict import main as predict_main
+    csv = str(tmp_path_factory.mktemp("pred") / "p.csv")
+    assert predict_main([cks["channel"], "--data", data64, "--output", csv, "--device", "cpu", "--no-progress"]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "note:" in ln]
+    assert len(notes) == 1 and "trained at 32 px" in notes[0] and "64 px images" in notes[0], notes
+    out = tmp_path_factory.mktemp("prog")
+    train(TrainConfig(arch="cnn_deep", data=data64, epochs=2, batch_size=32, device="cpu", progress=False,
+                      prog_resize="64:32", out_dir=str(out), name="p"))
+    ck = str(out / "p" / "last.pt")
+    assert [h["image_size"] for h in load_checkpoint(ck)["history"]] == [64, 32]
+    notes = _notes(capsys, [ck])
+    assert len(notes) == 1 and "trained at 32 px (--prog-resize 64:32)" in notes[0], notes
+    assert notes[0].count("\n") == 0 and "64 px images" in notes[0], notes[0]
 
 
 def test_resuming_a_finished_run_keeps_the_summarys_class_lists(runs):

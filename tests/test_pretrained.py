@@ -4,7 +4,9 @@ our model by name and shape, and a missing file is one error line naming where i
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 import torchvision
 
 from test_train import _cfg, _resolved, data  # noqa: F401  (the shared packed-data fixture)
-from tinyfast.models import get_model, imagenet_weights_path, load_pretrained, resolve_pretrained
+from tinyfast.models import get_model, imagenet_weights_path, load_pretrained, pretrained, resolve_pretrained
 from tinyfast.train import main
 from tinyfast.trainer import Trainer
 
@@ -44,7 +46,14 @@ def torch_home(tmp_path, monkeypatch):
     """An empty TORCH_HOME: torchvision's hub cache is then ``<it>/hub/checkpoints/``."""
     home = tmp_path / "torch-home"
     monkeypatch.setenv("TORCH_HOME", str(home))
+    # The stand-ins of cache_imagenet_file hold random weights, so their sha256 is not the one
+    # torchvision's file name carries: each counts as having that one; any other file is hashed.
+    real = pretrained._sha256
+    monkeypatch.setattr(pretrained, "_sha256", lambda path: _STAND_INS.get(real(path), real(path)))
     return home
+
+
+_STAND_INS: dict[str, str] = {}  # sha256 of a stand-in -> the one its cache name says
 
 
 def _old_densenet_key(k: str) -> str:
@@ -71,7 +80,59 @@ def cache_imagenet_file(torch_home, tv_name: str, seed: int = 0) -> dict[str, to
     path = torch_home / "hub" / "checkpoints" / CACHE_NAMES[tv_name]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(sd, path)
+    prefix = torch.hub.HASH_REGEX.search(path.name).group(1)
+    _STAND_INS[hashlib.sha256(path.read_bytes()).hexdigest()] = prefix + "0" * (64 - len(prefix))
     return sd
+
+
+def _random_state_dict(tv_name: str) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        shapes = torchvision.models.get_model(tv_name).state_dict()
+    return {k: torch.randn(v.shape) if v.dtype.is_floating_point else torch.tensor(0) for k, v in shapes.items()}
+
+
+@pytest.mark.parametrize("tv_name", ["resnet34", "resnet18"])
+def test_a_cached_file_whose_sha256_is_not_its_names_is_refused_in_one_line(data, tmp_path, torch_home,
+                                                                            capsys, tv_name):
+    """resnet34's weights saved as resnet18's cache file, or random resnet18 weights there: the
+    sha256 prefix the name carries (torchvision's convention) does not match, the run refuses."""
+    path = torch_home / "hub" / "checkpoints" / CACHE_NAMES["resnet18"]
+    path.parent.mkdir(parents=True)
+    torch.save(_random_state_dict(tv_name), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    status = main(["--arch", "resnet18", "--pretrained", "imagenet", "--data", data, "--device", "cpu",
+                   "--epochs", "1", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert str(path) in err[0] and f"sha256 {digest[:8]}" in err[0] and "f37072fd" in err[0], err[0]
+    assert "delete it" in err[0] and "download.pytorch.org" in err[0], err[0]
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_a_file_whose_name_carries_its_sha256_prefix_is_taken(tmp_path):
+    """torch.hub's rule, on our own file: the name's hex part must start its sha256."""
+    path = tmp_path / "w.pth"
+    torch.save(_random_state_dict("resnet18"), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    good, bad = tmp_path / f"resnet18-{digest[:8]}.pth", tmp_path / f"resnet18-{'0' * 8}.pth"
+    path.rename(good)
+    pretrained.check_name_hash(str(good))
+    bad.write_bytes(good.read_bytes())
+    with pytest.raises(ValueError, match=f"{re.escape(str(bad))}: its sha256 {digest[:8]}"):
+        pretrained.check_name_hash(str(bad))
+
+
+def test_non_finite_starting_weights_name_the_file_and_tensor_not_the_lr(data, tmp_path, capsys):
+    """NaN in a --pretrained file is the file's fault: one line naming it, not "lower --lr"."""
+    sd = get_model("resnet18", num_classes=10).state_dict()
+    sd["layer1.0.conv1.weight"][0, 0, 0, 0] = math.nan
+    path = tmp_path / "nan.pth"
+    torch.save(sd, path)
+    status = main(["--arch", "resnet18", "--pretrained", str(path), "--data", data, "--device", "cpu",
+                   "--epochs", "1", "--out-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert f"{path}: layer1.0.conv1.weight holds non-finite values" in err[0] and "--lr" not in err[0], err[0]
 
 
 def test_expected_file_follows_torch_home(torch_home):

@@ -112,6 +112,48 @@ def test_prog_schedule_expands_unequal_phases_for_the_trainer():
     assert r["prog_resize"] == value and r["epochs"] == epochs
 
 
+def _dry(argv: list[str], capsys) -> tuple[int, dict | None, list[str]]:
+    status = main(argv + ["--print-config"])
+    out = capsys.readouterr()
+    return status, json.loads(out.out) if status == 0 else None, out.err.strip().splitlines()
+
+
+def test_no_freeze_drops_the_recipes_freeze_schedule_and_blames_only_given_flags(capsys):
+    """--no-freeze over a recipe with --unfreeze-every: the recipe's schedule goes with its freeze
+    (no error naming a flag the user never gave); both given explicitly is the user's conflict."""
+    status, dry, err = _dry(["--recipe", "uci-vgg16", "--pretrained", "none", "--no-freeze"], capsys)
+    assert status == 0, err
+    assert (dry["config"]["freeze"], dry["config"]["unfreeze_every"], dry["config"]["pretrained"]) == (False, 0, None)
+    assert all(e["trainable_groups"] == len(dry["layer_groups"]) for e in dry["epochs"])
+    status, _, err = _dry(["--recipe", "uci-vgg16", "--no-freeze", "--unfreeze-every", "3"], capsys)
+    assert status == 2 and len(err) == 1 and "--unfreeze-every needs --freeze" in err[0], err
+
+
+@pytest.mark.parametrize("recipe", ["ucsc-mobilenet", "uci-vgg16"])
+def test_a_recipes_freeze_over_pretrained_none_is_refused_naming_the_way_out(recipe, capsys):
+    """Freezing the body of a model with no weights loaded trains a head on random features."""
+    status, _, err = _dry(["--recipe", recipe, "--pretrained", "none"], capsys)
+    assert status == 2 and len(err) == 1, err
+    for part in (f"--recipe {recipe}", "--pretrained none", "random", "--no-freeze"):
+        assert part in err[0], (part, err[0])
+    status, dry, err = _dry(["--recipe", recipe, "--pretrained", "none", "--no-freeze"], capsys)
+    assert status == 0 and not dry["config"]["freeze"], err
+
+
+def test_shortening_a_recipe_notes_the_dropped_sizes_and_the_kept_lr(capsys):
+    """--recipe fast is 16 epochs over 32:48:64:64 px at lr 0.6: one epoch runs only the 32 px
+    phase (the trainer's rule: epoch e of E in phase e*P//E) and keeps lr 0.6; a note says so."""
+    status, dry, err = _dry(["--recipe", "fast", "--epochs", "1"], capsys)
+    assert status == 0, err
+    assert [e["image_size"] for e in dry["epochs"]] == [32]
+    notes = [n for n in dry["notes"] if "--epochs 1" in n]
+    assert len(notes) == 1, dry["notes"]
+    for part in ("--recipe fast", "16 epochs", "32 px only", "dropped 48, 64, 64 px", "lr 0.6"):
+        assert part in notes[0], (part, notes[0])
+    status, dry, err = _dry(["--recipe", "fast"], capsys)  # the recipe as written: no note
+    assert status == 0 and not [n for n in dry["notes"] if "--epochs" in n], dry["notes"]
+
+
 @pytest.fixture(scope="module")
 def data64(packed_synthetic):
     """4 classes x 8 train + 4 val images at the real 64 px."""
@@ -127,6 +169,9 @@ def test_fast_recipe_runs_end_to_end_on_cpu(data64, tmp_path, capsys):
     argv = ["--recipe", "fast", "--data", data64, "--epochs", "4", "--batch-size", "16", "--no-compile",
             "--device", "cpu", "--eval-every", "1", "--out-dir", str(runs), "--name", "fast", "--no-progress"]
     assert main(argv) == 0
+    out = capsys.readouterr()
+    notes = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("note: --epochs 4")]
+    assert len(notes) == 1 and "lr 0.6" in notes[0] and "dropped" not in notes[0], notes
     run = runs / "fast"
     saved = json.loads((run / "config.json").read_text())["config"]
     assert saved["recipe"] == "fast" and saved["arch"] == "resnet18"

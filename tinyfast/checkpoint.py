@@ -14,7 +14,7 @@ from torch import nn
 from tinyfast.metrics import atomic_write_bytes
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "serialize", "save_checkpoint", "load_checkpoint",
-           "model_from_checkpoint", "checkpoint_normalization"]
+           "model_from_checkpoint", "checkpoint_normalization", "trained_image_size"]
 
 CHECKPOINT_FORMAT = "tinyfast-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -90,3 +90,15 @@ def checkpoint_normalization(ck: dict) -> dict | None:
         return None
     return {"normalize": (ck.get("config") or {}).get("normalize", "channel"), "mean": list(ck["mean"]),
             "std": list(ck["std"]), "mean_image": None}
+
+
+def trained_image_size(ck: dict) -> tuple[int | None, str]:
+    """The image side checkpoint ``ck``'s model last trained at (its last epoch's, so the last
+    ``--prog-resize`` phase's) and how it came to be (``"--prog-resize 64:32"``, or ``""`` for
+    its data's own size); ``(None, "")`` where the checkpoint has no finished epoch."""
+    history = ck.get("history") or [{}]
+    size = history[-1].get("image_size") if isinstance(history[-1], dict) else None
+    if not isinstance(size, int) or size <= 0:
+        return None, ""
+    prog = (ck.get("config") or {}).get("prog_resize")
+    return size, f"--prog-resize {prog}" if prog else ""

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 try:
-    from nvidia.dali import fn, plugin_manager
+    from nvidia.dali import fn, plugin_manager, types
 except ImportError as _e:  # the message names what to install
     raise ImportError(f"tinyfast.dali_ops needs NVIDIA DALI, which is not installed ({_e}); "
                       "pip install 'tinyfast[dali]' (package nvidia-dali-cuda130), then build the "
@@ -75,10 +75,32 @@ def load_plugin() -> Path:
     return PLUGIN
 
 
-def _dtype_name(dtype) -> str:
+_NAMES = tuple(_DTYPES.values())
+_ACCEPTED = ("float16, bfloat16 or float32: a name, torch.float16/bfloat16/float32, numpy.float16/float32 "
+             "or DALI's types.FLOAT16/FLOAT")
+
+
+def _dtype_name(dtype, where: str = "augment") -> str:
+    """The output dtype's name from any of its spellings: ``"float16"``, ``torch.float16``,
+    ``numpy.float16`` (or ``numpy.dtype``), DALI's ``types.FLOAT16`` (``types.FLOAT`` is float32;
+    ``types.BFLOAT16`` where DALI has it); anything else is one ``ValueError`` naming ``dtype``."""
+    name = None
     if isinstance(dtype, torch.dtype):
-        return _DTYPES.get(dtype, str(dtype).removeprefix("torch."))
-    return str(dtype)  # the operator rejects anything but float16, bfloat16, float32
+        name = _DTYPES.get(dtype)
+    elif isinstance(dtype, types.DALIDataType):
+        name = {"FLOAT16": "float16", "FLOAT": "float32", "BFLOAT16": "bfloat16"}.get(dtype.name)
+    elif isinstance(dtype, str):
+        name = dtype if dtype in _NAMES else None
+    else:
+        import numpy as np
+        try:  # numpy.float16, numpy.dtype("float32"); never a string (np.dtype("float") is float64)
+            name = np.dtype(dtype).name if dtype is not None and not isinstance(dtype, (int, float)) else None
+        except TypeError:
+            pass
+        name = name if name in _NAMES else None
+    if name is None:
+        raise ValueError(f"tinyfast.dali_ops.{where}: dtype must be {_ACCEPTED}; got {dtype!r}")
+    return name
 
 
 def _check_host_params(theta: list, color: list) -> tuple[list, list]:
@@ -111,7 +133,9 @@ def augment(images, theta, color, *, mean: Sequence[float], std: Sequence[float]
             pixel), e.g. from ``fn.external_source`` fed by :meth:`tinyfast.augment.Policy.sample`.
         color: node of per-sample float32 ``(3,)`` factors (brightness, contrast, saturation).
         mean, std: 3 floats each, per-channel statistics in ``[0, 1]`` units.
-        dtype: ``torch.float16`` / ``torch.bfloat16`` / ``torch.float32`` or their names.
+        dtype: float16, bfloat16 or float32, spelt as a name (``"float16"``), a torch dtype, a numpy
+            dtype or DALI's ``types.FLOAT16`` / ``types.FLOAT`` (as ``fn.cast`` takes them); any
+            other value is a ``ValueError`` naming ``dtype`` and these.
         out_size: ``(Ho, Wo)`` for every sample, or a node of per-sample int32 ``(2,)``;
             ``None`` keeps each source's size.
         fill: value (0..255) of source pixels outside the image.
@@ -123,6 +147,7 @@ def augment(images, theta, color, *, mean: Sequence[float], std: Sequence[float]
         as in :func:`tinyfast.ops.augment`, a non-finite ``theta``/``color`` on the host is one
         (device-resident parameters are not read back).
     """
+    dtype = _dtype_name(dtype)
     load_plugin()
     gpu = getattr(images, "device", "cpu") == "gpu"
     if getattr(theta, "device", "cpu") == "cpu" and getattr(color, "device", "cpu") == "cpu":
@@ -136,7 +161,7 @@ def augment(images, theta, color, *, mean: Sequence[float], std: Sequence[float]
     if out_size is not None:
         kw["out_size"] = out_size if hasattr(out_size, "device") else [int(v) for v in out_size]
     return fn.tinyfast.augment(images, theta, color, mean=[float(v) for v in mean],
-                               std=[float(v) for v in std], dtype=_dtype_name(dtype),
+                               std=[float(v) for v in std], dtype=dtype,
                                fill=float(fill), device="gpu" if gpu else "cpu", **kw)
 
 
@@ -147,7 +172,8 @@ def as_torch(batch, dtype=torch.float16) -> torch.Tensor:
     Zero-copy (DLPack): the tensor views DALI's buffer, which DALI reuses a few runs later; copy
     it to keep it longer.
     """
+    bf16 = _dtype_name(dtype, "as_torch") == "bfloat16"
     t = torch.from_dlpack(batch.as_tensor())  # (B, Ho, Wo, 3)
-    if _dtype_name(dtype) == "bfloat16":
+    if bf16:
         t = t.view(torch.bfloat16)
     return t.permute(0, 3, 1, 2)

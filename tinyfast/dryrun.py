@@ -58,7 +58,8 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
     from tinyfast.models import count_parameters, fresh_parameters, get_model, layer_groups
     from tinyfast.trainer.build import epoch_image_size, model_kwargs, trainable_groups
 
-    notes: list[str] = []
+    from tinyfast.recipes import recipe_notes
+    notes: list[str] = recipe_notes(cfg)
     # The weights file is reported below, not required: a dry run shows a transfer recipe anywhere.
     resolved = resolve_train_config(dataclasses.replace(cfg, pretrained=None), cuda=torch.cuda.is_available())
     resolved = dataclasses.replace(resolved, pretrained=cfg.pretrained)

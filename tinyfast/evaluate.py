@@ -2,7 +2,8 @@
 
 Several checkpoints are also scored as an ensemble: the average of their softmax probabilities.
 Each checkpoint's inputs are normalised as its run trained (the mean/std or mean image the
-checkpoint records), whatever the data evaluated.
+checkpoint records), whatever the data evaluated; a model that last trained at another image size
+than the data holds is scored at the data's, with one ``note:`` line (stderr; ``notes`` in the JSON).
 AMP follows the run that wrote the first checkpoint unless ``--amp``/``--no-amp`` is given, so
 the figures match what the run reported; the JSON records the AMP dtype and TTA used.
 
@@ -46,6 +47,19 @@ def _normalization_key(norm: dict | None) -> tuple:
     return (norm.get("normalize"), tuple(norm.get("mean") or ()), tuple(norm.get("std") or ()), image)
 
 
+def _size_note(path, ck: dict, packed, data, split: str) -> str | None:
+    """One line when checkpoint ``ck`` last trained at another image size than ``packed`` holds:
+    the model is scored at the data's size as given (objects at another scale than it learnt)."""
+    from tinyfast.checkpoint import trained_image_size
+    size, how = trained_image_size(ck)
+    have = int(packed.images.shape[1])
+    if size is None or size == have:
+        return None
+    return (f"{path} was trained at {size} px{f' ({how})' if how else ''} and {data}/{split} holds {have} px "
+            f"images: scored at {have} px as given, at another scale than the model last learnt (data "
+            f"packed with --size {size} scores it at its own)")
+
+
 def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], torch.Tensor, dict]:
     """Load every checkpoint of ``cfg``, run it over ``split``; returns (checkpoints, per-model
     probabilities (N, C) in loader order, labels (N,), info: data dir, split object, amp dtype)."""
@@ -64,6 +78,10 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
     for path, ck in zip(cfg.checkpoints, cks):
         if list(ck.get("classes") or []) != list(packed.classes):
             raise ConfigError(f"{path}: trained on {ck['num_classes']} classes that differ from those of {data}")
+    notes = [_size_note(path, ck, packed, data, split) for path, ck in zip(cfg.checkpoints, cks)]
+    notes = [n for n in notes if n]
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     amp, amp_dtype = _precision(cfg, cks[0], dev)
     # Each checkpoint normalised as its run trained (its mean/std or mean image, whatever --data
     # is): one loader per distinct normalisation, dropped after the last checkpoint that uses it.
@@ -85,7 +103,8 @@ def ensemble_probs(cfg, split: str) -> tuple[list[dict], list[torch.Tensor], tor
             loaders.pop(keys[i]).close()
     if len(labels) != len(packed):
         raise ValueError(f"{data}/{split}: the loader yielded {len(labels)} of {len(packed)} samples")
-    info = {"data": str(data), "packed": packed, "amp": str(amp_dtype).replace("torch.", "") if amp else "off"}
+    info = {"data": str(data), "packed": packed, "amp": str(amp_dtype).replace("torch.", "") if amp else "off",
+            "notes": notes}
     return cks, all_probs, labels, info
 
 
@@ -104,7 +123,7 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict:
     if (labels < 0).any():
         raise ConfigError(f"split {cfg.split!r} is unlabelled; use python -m tinyfast.predict")
     out = {"data": info["data"], "split": cfg.split, "n": len(labels), "amp": info["amp"], "tta": cfg.tta,
-           "weights": cfg.weights, "models": [], "ensemble": None}
+           "weights": cfg.weights, "models": [], "ensemble": None, "notes": info["notes"]}
     for path, p in zip(cfg.checkpoints, probs):
         acc = topk_accuracy(p, labels)
         out["models"].append({"checkpoint": str(path), "top1": acc[1], "top5": acc[5]})

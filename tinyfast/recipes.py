@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "list_recipes", "recipes_table", "apply_recipe",
-           "prog_schedule"]
+           "prog_schedule", "recipe_notes"]
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,46 @@ def apply_recipe(cfg, explicit: set[str] | frozenset = frozenset()):
     """``cfg`` (a ``TrainConfig``) with the settings of its ``cfg.recipe`` filled in, except the
     fields in ``explicit`` (given on the command line), which keep their values.
 
-    A config without a recipe is returned unchanged.
+    An explicit ``--no-freeze`` also drops the recipe's ``unfreeze_every``/``unfreeze_groups``
+    (a schedule of the freeze the user turned off). A config without a recipe is returned unchanged.
+
+    Raises:
+        ConfigError: the recipe would freeze the body of a model that an explicit ``--pretrained
+            none`` leaves random (one line naming both and the way out).
     """
     if not cfg.recipe:
         return cfg
-    settings = get_recipe(cfg.recipe).settings
+    settings = dict(get_recipe(cfg.recipe).settings)
+    if "freeze" in explicit and not cfg.freeze:
+        settings.pop("unfreeze_every", None)
+        settings.pop("unfreeze_groups", None)
+    if settings.get("freeze") and "freeze" not in explicit and "pretrained" in explicit and not cfg.pretrained:
+        from tinyfast.config import ConfigError
+        raise ConfigError(f"--recipe {cfg.recipe} freezes all but the head (its --freeze), and --pretrained "
+                          "none leaves those layers random: add --no-freeze to train the whole model from "
+                          "scratch, or give --pretrained imagenet|PATH")
     return dataclasses.replace(cfg, **{k: v for k, v in settings.items() if k not in explicit})
+
+
+def recipe_notes(cfg) -> list[str]:
+    """One line when ``cfg`` (a recipe applied) runs the recipe for other ``--epochs`` than its
+    own: which ``--prog-resize`` phases then run or are dropped, and that its LR is kept."""
+    settings = get_recipe(cfg.recipe).settings if cfg.recipe else {}
+    own = settings.get("epochs")
+    if not own or not cfg.epochs or cfg.epochs == own:
+        return []
+    parts = []
+    if cfg.prog_resize and cfg.prog_resize == settings.get("prog_resize"):
+        from tinyfast.config import parse_prog_resize
+        from tinyfast.trainer.build import epoch_phase
+        sizes = parse_prog_resize(cfg.prog_resize)
+        ran = {epoch_phase(len(sizes), cfg.epochs, e) for e in range(cfg.epochs)}
+        dropped = [sizes[i] for i in range(len(sizes)) if i not in ran]
+        if dropped:
+            kept = sorted({sizes[i] for i in ran}, key=sizes.index)
+            parts.append(f"--prog-resize {cfg.prog_resize} trains at {', '.join(map(str, kept))} px only "
+                         f"(dropped {', '.join(map(str, dropped))} px)")
+    if cfg.lr is not None and cfg.lr == settings.get("lr"):
+        parts.append(f"lr {cfg.lr:g} and the rest of the recipe kept as for {own} epochs (--lr to change)")
+    return [f"--epochs {cfg.epochs} instead of --recipe {cfg.recipe}'s {own} epochs: "
+            + ("; ".join(parts) or "the rest of the recipe kept")]

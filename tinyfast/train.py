@@ -24,7 +24,7 @@ from pathlib import Path
 # main(), one line, instead of a traceback through the import machinery.
 from tinyfast.config import (ConfigError, number, run_command, TrainConfig, build_parser, config_from_args,
                              explicit_fields, resolve_train_config, set_fields)
-from tinyfast.recipes import apply_recipe, recipes_table
+from tinyfast.recipes import apply_recipe, recipe_notes, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
@@ -124,6 +124,9 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     else:
         cfg = apply_recipe(cfg, explicit)  # explicit settings win
     cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
+    if ck is None:
+        for note in recipe_notes(cfg):
+            log(f"note: {note}")
     if cfg.data is None:
         from tinyfast.default_data import ensure_default_data
         cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
@@ -213,8 +216,8 @@ def _main(argv: list[str]) -> int:
     explicit = explicit_fields(TrainConfig, argv, PROG)
     if args.print_config:
         from tinyfast.dryrun import dry_run
-        cfg = apply_recipe(config_from_args(TrainConfig, args), explicit)  # explicit flags win
-        status, out = run_command(PROG, dry_run, cfg, args.classes)
+        cfg = config_from_args(TrainConfig, args)
+        status, out = run_command(PROG, lambda: dry_run(apply_recipe(cfg, explicit), args.classes))  # explicit flags win
         if status == 0:
             print(json.dumps(out, indent=1))
         return status

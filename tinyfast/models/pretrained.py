@@ -7,6 +7,7 @@ Loading is by name and shape: tensors that fit are copied, the rest (the head, a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from urllib.parse import urlparse
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 __all__ = ["IMAGENET", "imagenet_counterparts", "imagenet_weights_path", "resolve_pretrained",
-           "load_pretrained", "matching_keys", "pretrained_shapes", "fresh_parameters"]
+           "load_pretrained", "matching_keys", "check_name_hash", "pretrained_shapes", "fresh_parameters"]
 
 IMAGENET = "imagenet"
 # torchvision's DenseNet checkpoints predate the ban on '.' in module names: their dense layers
@@ -50,8 +51,9 @@ def imagenet_weights_path(arch: str) -> str:
     (``torch.hub.get_dir()/checkpoints/<basename of the weights URL>``; ``TORCH_HOME`` moves it).
 
     Raises:
-        ValueError: ``arch`` has no torchvision counterpart, or that file is not there (one line
-            naming the expected path and how to place it; nothing is downloaded).
+        ValueError: ``arch`` has no torchvision counterpart, that file is not there, or its sha256
+            does not start with the hex its name carries (:func:`check_name_hash`): one line naming
+            the path and how to place the right file; nothing is downloaded.
     """
     weights = _imagenet_weights(arch)
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(weights.url).path))
@@ -59,7 +61,44 @@ def imagenet_weights_path(arch: str) -> str:
         raise ValueError(f"--pretrained {IMAGENET}: no cached {weights} weights for {arch}: expected "
                          f"{path} (nothing is downloaded: fetch {weights.url} to that path, or set "
                          f"TORCH_HOME to a directory whose hub/checkpoints/ holds it)")
+    try:
+        check_name_hash(path)
+    except ValueError as e:
+        raise ValueError(f"--pretrained {IMAGENET}: {e}; delete it and fetch {weights.url} to that path "
+                         "again (or pass a file of your own as --pretrained PATH)") from None
     return path
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_HASHED: dict[tuple, bool] = {}  # (path, size, mtime) of the files already found good
+
+
+def check_name_hash(path: str) -> None:
+    """torchvision's rule for its weights files: the hex part of ``<name>-<hex>.<ext>``
+    (``torch.hub.HASH_REGEX``) starts the file's sha256. Hashed once per process and file version.
+
+    Raises:
+        ValueError: the sha256 does not start so (another model's weights, a damaged download).
+    """
+    m = torch.hub.HASH_REGEX.search(os.path.basename(path))
+    if not m or not m.group(1):
+        return
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key in _HASHED:
+        return
+    prefix, digest = m.group(1), _sha256(path)
+    if not digest.startswith(prefix):
+        raise ValueError(f"{path}: its sha256 {digest[:len(prefix)]}... is not the {prefix}... its name "
+                         "carries: not the file of that name (another model's weights, or a damaged download)")
+    _HASHED[key] = True
 
 
 def resolve_pretrained(spec: str, arch: str) -> str:
@@ -131,12 +170,16 @@ def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
     Returns:
         (loaded keys, skipped keys of the file).
     Raises:
-        ValueError: the file is unreadable or nothing in it matches the model (one line, naming it).
+        ValueError: the file is unreadable, holds a non-finite tensor, or nothing in it matches the
+            model (one line, naming it).
     """
     sd = _read_state_dict(path)
     keys = matching_keys(model, {k: v.shape for k, v in sd.items() if torch.is_tensor(v)})
     if not keys:
         raise ValueError(f"{path}: no tensor matches {model.__class__.__name__} (wrong architecture?)")
+    for k in keys:  # NaN starting weights are the file's fault, not the LR's
+        if sd[k].is_floating_point() and not bool(torch.isfinite(sd[k]).all()):
+            raise ValueError(f"{path}: {k} holds non-finite values (NaN/inf): not usable starting weights")
     model.load_state_dict({k: sd[k] for k in keys}, strict=False)
     taken = set(keys)
     return sorted(keys), sorted(k for k in sd if k not in taken)

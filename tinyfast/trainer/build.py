@@ -15,7 +15,7 @@ from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
 __all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "model_kwargs", "build_step", "wrap_model", "Phases",
-           "trainable_groups", "epoch_image_size"]
+           "trainable_groups", "epoch_image_size", "epoch_phase"]
 
 
 def setup_device(name: str) -> torch.device:
@@ -166,12 +166,18 @@ def trainable_groups(cfg: TrainConfig, n_groups: int, epoch: int) -> int:
     return min(n_groups, 1 + steps * per_step)
 
 
+def epoch_phase(phases: int, epochs: int, epoch: int) -> int:
+    """Index of the ``--prog-resize`` phase ``epoch`` trains in (``phases`` equal-length phases
+    over ``epochs``; with fewer epochs than phases, some phases never run)."""
+    return min(phases - 1, epoch * phases // epochs)
+
+
 def epoch_image_size(sizes: list[int] | None, epochs: int, epoch: int, full: int) -> int:
     """Training image size of ``epoch`` under ``--prog-resize`` ``sizes`` (equal-length phases
     over ``epochs``); ``full`` without them."""
     if not sizes:
         return full
-    return sizes[min(len(sizes) - 1, epoch * len(sizes) // epochs)]
+    return sizes[epoch_phase(len(sizes), epochs, epoch)]
 
 
 class Phases:
