@@ -21,8 +21,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tinyfast.phases import check_phases, parse_prog_resize, phase_epochs, phases_arg, prog_resize_arg  # noqa: F401
+
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
-           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "OPTIMIZERS", "SCHEDULES",
            "INITS", "AMP_DTYPES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
@@ -114,23 +116,6 @@ _nonneg_int = number(int, lo=0)
 _nonneg_float = number(float, lo=0)
 _fraction = number(float, lo=0, hi=1, hi_open=True)
 _probability = number(float, lo=0, hi=1)
-
-
-def parse_prog_resize(value: str) -> list[int]:
-    """``"32:48:64"`` -> ``[32, 48, 64]``: image sizes of equal-length phases of training."""
-    try:
-        sizes = [int(s) for s in value.split(":")]
-    except ValueError:
-        sizes = []
-    if len(sizes) < 2 or any(s < 8 for s in sizes):
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: expected sizes separated by ':' (each >= 8), e.g. 32:64 or 32:48:64")
-    return sizes
-
-
-def _prog_resize(value: str) -> str:
-    parse_prog_resize(value)
-    return value
 
 
 def _pretrained(value: str) -> str | None:
@@ -245,7 +230,11 @@ class TrainConfig:
     cycle_epochs: float = opt(4.0, "cyclic schedule: epochs per triangular cycle", type=_nonneg_float)
     prog_resize: str | None = opt(None, "progressive resizing: train image sizes of equal-length phases, "
                                         "e.g. 32:64 or 32:48:64 (evaluation stays at full size)",
-                                  type=_prog_resize, metavar="S1:S2[:...]")
+                                  type=prog_resize_arg, metavar="S1:S2[:...]")
+    phases: str | None = opt(None, "phases of their own length, image size, global batch and augmentation "
+                                   "(a field left out: the run's), --epochs their sum: "
+                                   "EPOCHS[,size=S][,batch=B][,aug=PRESET];...",
+                             type=phases_arg, metavar="PHASES")
     mixup: float = opt(0.0, "mixup Beta(alpha, alpha); 0 = off", type=_nonneg_float)
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
                         type=_nonneg_float)
@@ -470,7 +459,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     if world_size > 1 and device.startswith("cuda") and cfg.device is None:
         device = f"cuda:{local_rank}"
     on_gpu = device.startswith("cuda")
-    epochs = cfg.epochs or (30 if on_gpu else 3)
+    epochs = cfg.epochs or phase_epochs(cfg) or (30 if on_gpu else 3)
     batch = cfg.batch_size or (512 if on_gpu else 32)
     if batch % world_size:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
@@ -489,7 +478,8 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
             imagenet_weights_path(cfg.arch)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if cfg.prog_resize:  # sizes the model cannot take are reported before any work
+    check_phases(cfg, epochs, batch, world_size)
+    if cfg.prog_resize or cfg.phases:  # sizes the model cannot take are reported before any work
         from tinyfast.trainer.build import check_input_sizes
         check_input_sizes(cfg)
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"

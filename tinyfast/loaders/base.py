@@ -36,6 +36,8 @@ the same order with the same augmentation parameters for a given ``seed``:
   so a resumed run redraws exactly the same ones, at the cost of one small seeding per batch.
   They are drawn for the output size the batch is produced at (:meth:`BaseLoader.set_out_size`
   applies from the next batch handed out, also on loaders that prepare batches ahead).
+* **Phases** (``build(..., phases=...)``, any loader): epochs in phases of their own batch size and
+  augmentation; ``len()`` is then the current epoch's, ``batches_at(e)`` any epoch's (:mod:`.phased`).
 """
 
 from __future__ import annotations
