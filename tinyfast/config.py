@@ -199,9 +199,10 @@ class TrainConfig:
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
                                "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
-    normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "
-                                     "the train split's mean image, computed from the packed data)",
-                         choices=("channel", "mean-image"))
+    normalize: str = opt("channel", "normalisation: per-channel mean/std, mean-image (subtract the train "
+                                     "split's mean image, computed from the packed data; then divide by the std), "
+                                     "or mean-image-only (subtract it, no division)",
+                         choices=("channel", "mean-image", "mean-image-only"))
     optimizer: str = opt("sgd", "optimizer (sgd is Nesterov by default)", choices=OPTIMIZERS)
     lr: float | None = opt(None, "peak learning rate for the GLOBAL batch B (default: sgd 0.2 x sqrt(B/512), "
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
@@ -225,8 +226,10 @@ class TrainConfig:
     step_size: float = opt(10.0, "step schedule: epochs between decays, counted from step 0 (warm-up "
                                  "included, as in StepLR)", type=_nonneg_float)
     gamma: float = opt(0.1, "step/plateau schedules: decay factor", type=_nonneg_float)
-    patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying",
-                      type=_nonneg_int)
+    patience: int = opt(3, "plateau schedule: evaluations without a gain before decaying", type=_nonneg_int)
+    plateau_metric: str = opt("val_top1", "plateau schedule: what must improve (val top-1 rising, or val loss "
+                                          "falling, as Keras' ReduceLROnPlateau watches it)",
+                              choices=("val_top1", "val_loss"))
     cycle_epochs: float = opt(4.0, "cyclic schedule: epochs per triangular cycle", type=_nonneg_float)
     prog_resize: str | None = opt(None, "progressive resizing: train image sizes of equal-length phases, "
                                         "e.g. 32:64 or 32:48:64 (evaluation stays at full size)",

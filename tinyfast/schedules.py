@@ -11,8 +11,8 @@ length (``epoch_steps``: training phases of their own batch size); ``step_size``
 * ``step`` -- warm-up, then multiply by ``gamma`` every ``step_size`` epochs, counted from step 0
   (like ``torch.optim.lr_scheduler.StepLR``: ``--step-size 10`` decays at epochs 10, 20, ...,
   whatever the warm-up).
-* ``plateau`` -- warm-up, then multiply by ``gamma`` when val top-1 has not improved for
-  ``patience`` evaluations.
+* ``plateau`` -- warm-up, then multiply by ``gamma`` when the watched metric (val top-1, or the
+  negated val loss: ``--plateau-metric``) has not improved for ``patience`` evaluations.
 * ``cyclic`` -- triangular cycles between ``min_lr`` and the peak, ``cycle_epochs`` long.
 * ``constant`` -- warm-up, then the peak.
 """
@@ -106,7 +106,7 @@ class Schedule:
         return lr
 
     def epoch_end(self, metric: float | None) -> None:
-        """Report an evaluation (val top-1, higher is better); only ``plateau`` uses it."""
+        """Report an evaluation (higher is better: val top-1, or minus the val loss); only ``plateau`` uses it."""
         if self.kind != "plateau" or metric is None:
             return
         if metric > self.best + 1e-4:

@@ -147,9 +147,9 @@ class ShardedOrder:
         return sizes
 
 
-#: Normalisations a loader offers: per-channel ``(x - mean_c) / std_c`` (the default), or
-#: mean-image zero-centering ``(x - M[y, x, c]) / std_c`` with ``M`` the train split's mean image.
-NORMALIZE = ("channel", "mean-image")
+#: Normalisations a loader offers: per-channel ``(x - mean_c) / std_c`` (the default), mean-image
+#: zero-centering ``(x - M[y, x, c]) / std_c`` with ``M`` the train split's mean image, or ``x - M`` only.
+NORMALIZE = ("channel", "mean-image", "mean-image-only")
 
 _MEAN_IMAGES: dict[tuple, torch.Tensor] = {}
 
@@ -396,8 +396,9 @@ class BaseLoader(AugmentHelpers):
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"normalization: need 3 means and 3 positive stds, got {self.mean} and {self.std}")
         self.normalize = normalize
+        self.std = (1.0, 1.0, 1.0) if normalize == "mean-image-only" else self.std  # subtracted, not divided
         self.mean_image = None
-        if normalize == "mean-image":
+        if normalize != "channel":
             # The train split's, also when evaluating: validation images are centred like training's.
             given_image = given.get("mean_image")
             self.mean_image = (train_mean_image(self.data_dir) if given_image is None

@@ -69,7 +69,8 @@ class Trainer:
         self.history: list[dict] = []
         self.val = Validation(self.val_loader, num_classes=self.num_classes, eval_every=cfg.eval_every,
                               epochs=cfg.epochs, autocast=self.autocast, memory_format=self.memory_format,
-                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0)
+                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0,
+                              plateau_metric=cfg.plateau_metric)
         self.loop.eval_left = self.val.seconds_left
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.sinks = RunSinks(self.run_dir, write=self.is_main, log=self.log, title=f"{cfg.arch} ({cfg.name})")
