@@ -1,4 +1,4 @@
-"""``python -m tinyfast.augment --preview``: each panel is what its augmentation does to the images,
+"""``python -m tinyfast.preview --preview``: each panel is what its augmentation does to the images,
 the grid places them where it says, and the command writes a PNG or one clear error line."""
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def test_images_must_be_a_positive_count(data, tmp_path, capsys, count):
         main(["--preview", str(out), "--data", data, "--images", count])
     assert e.value.code == 2
     line = _one_error(capsys)
-    assert line.startswith("python -m tinyfast.augment: error: argument --images: ") and count in line, line
+    assert line.startswith("python -m tinyfast.preview: error: argument --images: ") and count in line, line
     assert list(tmp_path.iterdir()) == []
 
 
@@ -114,6 +114,19 @@ def test_an_output_that_cannot_be_a_file_is_named(data, tmp_path, capsys, where,
     target = tmp_path / where
     assert main(["--preview", str(target), "--data", data]) == 2
     line = _one_error(capsys)
-    assert line.startswith(f"python -m tinyfast.augment: error: --preview {target}: ") and says in line, line
+    assert line.startswith(f"python -m tinyfast.preview: error: --preview {target}: ") and says in line, line
     assert ".tmp" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+
+
+def test_the_preview_is_its_own_cli_and_the_old_name_points_to_it(tmp_path, data):
+    import subprocess
+    import sys
+    run = lambda mod, *a: subprocess.run([sys.executable, "-m", mod, *a], capture_output=True, text=True)
+    old = run("tinyfast.augment", "--preview", str(tmp_path / "p.png"))
+    assert old.returncode == 1 and not (tmp_path / "p.png").exists()
+    assert old.stderr.strip() == ("python -m tinyfast.augment: error: the preview grid is "
+                                  "`python -m tinyfast.preview --preview OUT.png`")
+    new = run("tinyfast.preview", "--preview", str(tmp_path / "p.png"), "--data", data, "--images", "2")
+    assert new.returncode == 0, new.stderr
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

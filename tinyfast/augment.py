@@ -394,12 +394,6 @@ def sample(policy: str | Policy | None, batch: int, height: int, width: int,
     return get_policy(policy).sample(batch, height, width, generator, out_size)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tinyfast.augment`` (the preview grid, :mod:`tinyfast.preview`)."""
-    from tinyfast.preview import main as preview_main
-    return preview_main(argv)
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())
+if __name__ == "__main__":  # the preview's CLI lives with the other CLIs (no import back here)
+    raise SystemExit("python -m tinyfast.augment: error: the preview grid is "
+                     "`python -m tinyfast.preview --preview OUT.png`")

@@ -13,62 +13,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import re
-import sys
 import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# Re-exported: every CLI's one-line errors and exit statuses live in tinyfast.errors.
+from tinyfast.errors import ConfigError, RunError, run_command  # noqa: F401
 from tinyfast.phases import check_phases, parse_prog_resize, phase_epochs, phases_arg, prog_resize_arg  # noqa: F401
 
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
-           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "OPTIMIZERS", "SCHEDULES",
-           "INITS", "AMP_DTYPES"]
+           "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
+           "INITS", "AMP_DTYPES", "run_command"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam")
 SCHEDULES = ("onecycle", "cosine", "step", "plateau", "cyclic", "constant")
 INITS = ("default", "he", "xavier")
 AMP_DTYPES = ("auto", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A configuration that parses but cannot run (reported as one ``error:`` line)."""
-
-
-class RunError(RuntimeError):
-    """A run that started but cannot go on (e.g. a non-finite loss): one ``error:`` line, exit 1."""
-
-
-def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
-    """Run a command's body ``fn(*args)``; expected failures become one ``PROG: error: ...`` line.
-
-    Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra)
-    or a file-system error (the line names the path), ``(1, None)`` after a :class:`RunError`, or
-    ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
-    """
-    from tinyfast.data import PackError
-
-    def fail(msg: str, status: int) -> tuple[int, None]:
-        if os.environ.get("TINYFAST_DEBUG"):
-            raise
-        print(f"{prog}: error: {(msg.strip().splitlines() or ['failed'])[0]}", file=sys.stderr)
-        return status, None
-
-    try:
-        return 0, fn(*args)
-    except RunError as e:  # an interrupted run carries its own status (130 / 143)
-        return fail(str(e), getattr(e, "status", 1))
-    except OSError as e:
-        if e.filename is None:
-            return fail(str(e) or type(e).__name__, 2)
-        return fail(f"{e.filename}: {e.strerror or type(e).__name__}", 2)
-    except (ConfigError, PackError, ValueError, ImportError) as e:
-        return fail(str(e) or type(e).__name__, 2)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130, None
 
 
 def opt(default, help: str, **meta) -> Any:
@@ -481,10 +443,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
             imagenet_weights_path(cfg.arch)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    check_phases(cfg, epochs, batch, world_size)
-    if cfg.prog_resize or cfg.phases:  # sizes the model cannot take are reported before any work
-        from tinyfast.trainer.build import check_input_sizes
-        check_input_sizes(cfg)
+    check_phases(cfg, epochs, batch, world_size)  # also the sizes the model cannot take, before any work
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),

@@ -153,12 +153,22 @@ def train_sizes(cfg) -> list[int]:
 
 
 def check_phases(cfg, epochs: int, batch: int, world: int) -> None:
-    """``--phases`` that cannot run with the resolved ``epochs``, global ``batch`` and ``world``.
+    """``--phases`` that cannot run with the resolved ``epochs``, global ``batch`` and ``world``, and
+    ``--phases`` / ``--prog-resize`` image sizes the model cannot take (a shapes-only forward).
 
     Raises:
-        ConfigError: one line naming ``--phases``.
+        ConfigError: one line naming the option.
     """
-    from tinyfast.config import ConfigError
+    from tinyfast.errors import ConfigError
+    sizes = train_sizes(cfg)
+    if sizes:
+        from tinyfast.models.sizes import first_refused
+        kwargs = {k: getattr(cfg, k) for k in ("dropout", "stem") if getattr(cfg, k) is not None}
+        refused = first_refused(cfg.arch, sizes, kwargs)
+        if refused:
+            flag = f"--prog-resize {cfg.prog_resize}" if cfg.prog_resize else "--phases"
+            need = "" if refused[1] is None else f" (it needs at least {refused[1]} px)"
+            raise ConfigError(f"{flag}: {cfg.arch} cannot take {refused[0]} px images{need}")
     if not cfg.phases:
         return
     if cfg.prog_resize:

@@ -1,4 +1,4 @@
-"""``python -m tinyfast.augment --preview OUT.png``: a grid of packed images under each augmentation.
+"""``python -m tinyfast.preview --preview OUT.png``: a grid of packed images under each augmentation.
 
 Each column is one panel's :class:`~tinyfast.augment.Policy` applied by the fused op, as the
 loaders apply it; the README's picture is this grid of real Tiny ImageNet val images.
@@ -109,11 +109,11 @@ def write_preview(path, data_dir, count: int = 6, seed: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tinyfast.augment``; returns the exit status."""
+    """Entry point of ``python -m tinyfast.preview``; returns the exit status."""
     from tinyfast._util import short_parser
     from tinyfast.config import _positive_int, run_command
     from tinyfast.metrics import check_output_file
-    prog = "python -m tinyfast.augment"
+    prog = "python -m tinyfast.preview"
     p = short_parser(prog=prog, description="Show what the augmentation presets do.")
     p.add_argument("--preview", metavar="OUT.png", required=True,
                    help="write a grid of images under each augmentation as a PNG")
@@ -133,3 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg)
     return status
 
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

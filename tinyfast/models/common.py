@@ -51,3 +51,37 @@ def replace_linear(parent: nn.Module, attr: str, num_classes: int, dropout: floa
     """Replace ``parent.<attr>`` (an ``nn.Linear``) by a fresh head with ``num_classes`` outputs."""
     old = getattr(parent, attr)
     setattr(parent, attr, head(old.in_features, num_classes, dropout))
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The final classifier (the last ``nn.Linear`` in module order)."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValueError(f"{model.__class__.__name__}: no nn.Linear head found")
+    return last
+
+
+def small_stem_densenet(model: nn.Module) -> nn.Module:
+    """Swap a torchvision DenseNet's 7x7 stride-2 conv + max-pool for a 3x3 stride-1 conv (in place)."""
+    f = model.features
+    f.conv0 = nn.Conv2d(3, f.conv0.out_channels, 3, 1, 1, bias=False)
+    f.pool0 = nn.Identity()
+    return model
+
+
+def small_stem_mobilenet(model: nn.Module) -> nn.Module:
+    """Make the first conv of a torchvision MobileNet/EfficientNet stride 1 (in place): total
+    stride 16 instead of 32, so a 64 px image ends as a 4x4 map rather than 2x2."""
+    conv = model.features[0][0]
+    conv.stride = (1, 1)
+    return model
+
+
+def small_stem_resnet(model: nn.Module) -> nn.Module:
+    """Swap a torchvision ResNet's stem for 3x3 stride-1 conv, no max-pool (in place)."""
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model

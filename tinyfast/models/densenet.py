@@ -5,16 +5,8 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from . import register
-from .common import check_stem, replace_linear
-
-
-def small_stem_densenet(model: nn.Module) -> nn.Module:
-    """Swap a torchvision DenseNet's 7x7 stride-2 conv + max-pool for a 3x3 stride-1 conv (in place)."""
-    f = model.features
-    f.conv0 = nn.Conv2d(3, f.conv0.out_channels, 3, 1, 1, bias=False)
-    f.pool0 = nn.Identity()
-    return model
+from .common import check_stem, replace_linear, small_stem_densenet
+from .registry import register
 
 
 @register("densenet161", torchvision="densenet161")

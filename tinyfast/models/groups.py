@@ -115,7 +115,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
 
     Every parameter is in exactly one group.
     """
-    from . import head_module
+    from .common import head_module
     head = head_module(model)
     head_ids = {id(p) for p in head.parameters()}
     names = {id(p): n for n, p in model.named_parameters()}

@@ -16,9 +16,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from . import register
-from .common import head
 from .common import conv_bn as _conv_bn
+from .common import head
+from .registry import register
 
 conv_bn = partial(_conv_bn, bias=True)
 

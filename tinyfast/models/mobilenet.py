@@ -5,15 +5,8 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from . import register
-
-
-def small_stem_mobilenet(model: nn.Module) -> nn.Module:
-    """Make the first conv of a torchvision MobileNet/EfficientNet stride 1 (in place): total
-    stride 16 instead of 32, so a 64 px image ends as a 4x4 map rather than 2x2."""
-    conv = model.features[0][0]
-    conv.stride = (1, 1)
-    return model
+from .common import small_stem_mobilenet
+from .registry import register
 
 
 @register("mobilenet_v2", torchvision="mobilenet_v2")

@@ -27,14 +27,14 @@ _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
 
 def imagenet_counterparts() -> list[str]:
     """The zoo models that have a torchvision counterpart with ImageNet weights."""
-    from . import torchvision_counterpart, list_models
+    from .registry import list_models, torchvision_counterpart
     return [n for n in list_models() if torchvision_counterpart(n)]
 
 
 def _imagenet_weights(arch: str):
     """torchvision's default ImageNet weights enum member for ``arch`` (zoo name or ``tv:<name>``)."""
     import torchvision
-    from . import torchvision_counterpart
+    from .registry import torchvision_counterpart
     tv_name = torchvision_counterpart(arch)
     if tv_name is None:
         raise ValueError(f"--pretrained {IMAGENET}: {arch} has no torchvision counterpart (models that "
@@ -100,7 +100,7 @@ def matching_keys(model: nn.Module, shapes: dict) -> list[str]:
     and never a norm layer that reads a fresh layer (the nearest conv/linear before it in the
     model's order): statistics measured on another layer's output would be wrong for it.
     """
-    from . import head_module
+    from .common import head_module
     head = head_module(model)
     own = model.state_dict()
     take: list[str] = []
@@ -155,7 +155,7 @@ def pretrained_shapes(spec: str, arch: str) -> dict | None:
     if spec != IMAGENET:
         return None
     import torchvision
-    from . import torchvision_counterpart
+    from .registry import torchvision_counterpart
     with torch.device("meta"):
         ref = torchvision.models.get_model(torchvision_counterpart(arch), weights=None)
     return {k: tuple(v.shape) for k, v in ref.state_dict().items()}

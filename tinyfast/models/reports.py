@@ -13,9 +13,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from . import register
-from .common import conv_bn, head
-from .resnet import small_stem_resnet
+from .common import conv_bn, head, small_stem_resnet
+from .registry import register
 
 
 @register("ucsc_shallow")

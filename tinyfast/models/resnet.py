@@ -12,15 +12,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from . import register
-from .common import check_stem, head, replace_linear
-
-
-def small_stem_resnet(model: nn.Module) -> nn.Module:
-    """Swap a torchvision ResNet's stem for 3x3 stride-1 conv, no max-pool (in place)."""
-    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
+from .common import check_stem, head, replace_linear, small_stem_resnet
+from .registry import register
 
 
 def _tv_resnet(name: str, num_classes: int, dropout: float, stem: str) -> nn.Module:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from . import register
 from .common import conv_bn, head
+from .registry import register
 
 
 @register("linear")

@@ -7,10 +7,8 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from .common import check_stem, replace_linear
-from .densenet import small_stem_densenet
-from .mobilenet import small_stem_mobilenet
-from .resnet import small_stem_resnet
+from .common import (check_stem, replace_linear, small_stem_densenet, small_stem_mobilenet,
+                     small_stem_resnet)
 
 
 def build_torchvision(name: str, num_classes: int = 200, dropout: float = 0.0, small_stem: bool = True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from . import register
 from .common import conv_bn, head
+from .registry import register
 
 
 def _vgg16(num_classes: int, dropout: float, batch_norm: bool, hidden: int) -> nn.Module:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tinyfast.config import ConfigError, TrainConfig
-from tinyfast.phases import epoch_phases, loader_phases, steps_until, train_sizes
+from tinyfast.phases import epoch_phases, loader_phases, steps_until
 from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
@@ -236,42 +236,3 @@ class Phases:
             self.loader.set_out_size(None if size == full else (size, size))
             return False
         return bool(size) and size != full
-
-
-def _takes(arch: str, size: int, kwargs: dict) -> bool:
-    """Whether a ``size`` px square input goes through ``arch`` (a forward on the meta device:
-    shapes only, no memory, no arithmetic)."""
-    from tinyfast.models import get_model
-    with torch.device("meta"):
-        model = get_model(arch, num_classes=10, **kwargs).eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(2, 3, size, size, device="meta"))
-    except (RuntimeError, ValueError, IndexError):
-        return False
-    return True
-
-
-def check_input_sizes(cfg: TrainConfig) -> None:
-    """``--prog-resize`` / ``--phases``: every size must go through the model (checked before any work).
-
-    Raises:
-        ConfigError: one line naming the size and the smallest the model takes.
-    """
-    sizes = train_sizes(cfg)
-    if not sizes:
-        return
-    flag = f"--prog-resize {cfg.prog_resize}" if cfg.prog_resize else "--phases"
-    kwargs = model_kwargs(cfg)
-    bad = next((s for s in sizes if not _takes(cfg.arch, s, kwargs)), None)
-    if bad is None:
-        return
-    # Valid sizes are monotone (each layer's output grows with its input): bisect up to the largest.
-    lo, hi = bad, max(max(sizes), 64)
-    if not _takes(cfg.arch, hi, kwargs):
-        raise ConfigError(f"{flag}: {cfg.arch} cannot take {bad} px images")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _takes(cfg.arch, mid, kwargs) else (mid, hi)
-    raise ConfigError(f"{flag}: {cfg.arch} cannot take {bad} px images "
-                      f"(it needs at least {hi} px)")
