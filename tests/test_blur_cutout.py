@@ -199,7 +199,7 @@ def test_train_config_passes_normalize_to_the_loaders(packed):
         ld = build_loader(cfg, split, device=torch.device("cpu"), rank=0, world=1, dtype=torch.float32)
         assert ld.normalize == "mean-image"
         assert torch.equal(ld.mean_image, train_mean_image(packed))
-    assert get_recipe("stanford-vgg-z").settings["normalize"] == "mean-image"
+    assert get_recipe("stanford-vgg-z").settings["normalize"] == "mean-image-only"  # subtracted, not divided
     # The Skoltech recipes train on both of the report's augmentation sets, the second one blurred.
     assert get_recipe("skoltech-resnet18").settings["aug"] == "hflip-crop56+skoltech2"
     assert math.isclose(PRESETS[get_recipe("skoltech-resnet18").settings["aug"].split("+")[1]].blur, 1.0)

@@ -94,22 +94,20 @@ def test_list_recipes_prints_each_name_with_its_line(capsys):
 
 
 def test_prog_schedule_expands_unequal_phases_for_the_trainer():
-    """Ghosh's 32/64/16/64 px for 15/30/10/180 epochs, through the trainer's own phase rule."""
+    """32/64/16/64 px for 15/30/10/180 epochs, through the trainer's own phase rule."""
     phases = ((32, 15), (64, 30), (16, 10), (64, 180))
     value = prog_schedule(*phases)
     assert value == ":".join(["32"] * 3 + ["64"] * 6 + ["16"] * 2 + ["64"] * 36)
     assert prog_schedule((32, 2), (64, 3)) == "32:32:64:64:64"
     epochs = sum(n for _, n in phases)
-    from tinyfast.config import parse_prog_resize
     from tinyfast.trainer.build import Phases
 
-    fake = SimpleNamespace(loader=SimpleNamespace(height=64), sizes=parse_prog_resize(value),
-                           cfg=SimpleNamespace(epochs=epochs))
+    from tinyfast.phases import epoch_phases
+    cfg = TrainConfig(prog_resize=value, epochs=epochs, batch_size=64)
+    fake = SimpleNamespace(loader=SimpleNamespace(height=64), cfg=cfg, plan=[p for _, p in epoch_phases(cfg, 64)])
     got = [Phases.image_size(fake, e) for e in range(epochs)]
     want = [size for size, n in phases for _ in range(n)]
     assert got == want
-    r = RECIPES["ghosh-net1"].settings
-    assert r["prog_resize"] == value and r["epochs"] == epochs
 
 
 def _dry(argv: list[str], capsys) -> tuple[int, dict | None, list[str]]:

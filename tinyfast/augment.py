@@ -321,7 +321,8 @@ PRESETS: dict[str, Policy] = {
     "vflip": Policy(vflip=0.5),
     "flips": Policy(hflip=0.5, vflip=0.5),
     "rotate10": Policy(rotate=10.0),
-    "rotate60-zoom-shift": Policy(rotate=60.0, zoom=(1.0 / 1.2, 1.2), translate=0.1),
+    # Bastidas: rotations up to 60 degrees, "zoomed in up to 1.2x" (never out), 10% shifts (chosen).
+    "rotate60-zoom-shift": Policy(rotate=60.0, zoom=(1.0, 1.2), translate=0.1),
     "translate10": Policy(translate=0.1),
     "contrast": Policy(contrast=(0.7, 1.3)),
     "color": Policy(brightness=(0.8, 1.2), contrast=(0.7, 1.3), saturation=(0.7, 1.3)),

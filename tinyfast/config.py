@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 # Re-exported: every CLI's one-line errors and exit statuses live in tinyfast.errors.
 from tinyfast.errors import ConfigError, RunError, run_command  # noqa: F401
+from tinyfast.phases import check_phases, parse_prog_resize, phase_epochs, phases_arg, prog_resize_arg  # noqa: F401
 
 __all__ = ["TrainConfig", "EvalConfig", "PredictConfig", "ConfigError", "build_parser", "config_from_args",
            "explicit_fields", "set_fields", "resolve_train_config", "resolve_device", "validate_config", "RunError", "number", "parse_prog_resize", "OPTIMIZERS", "SCHEDULES",
@@ -77,23 +78,6 @@ _nonneg_int = number(int, lo=0)
 _nonneg_float = number(float, lo=0)
 _fraction = number(float, lo=0, hi=1, hi_open=True)
 _probability = number(float, lo=0, hi=1)
-
-
-def parse_prog_resize(value: str) -> list[int]:
-    """``"32:48:64"`` -> ``[32, 48, 64]``: image sizes of equal-length phases of training."""
-    try:
-        sizes = [int(s) for s in value.split(":")]
-    except ValueError:
-        sizes = []
-    if len(sizes) < 2 or any(s < 8 for s in sizes):
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: expected sizes separated by ':' (each >= 8), e.g. 32:64 or 32:48:64")
-    return sizes
-
-
-def _prog_resize(value: str) -> str:
-    parse_prog_resize(value)
-    return value
 
 
 def _pretrained(value: str) -> str | None:
@@ -177,9 +161,10 @@ class TrainConfig:
     workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
                                "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
-    normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "
-                                     "the train split's mean image, computed from the packed data)",
-                         choices=("channel", "mean-image"))
+    normalize: str = opt("channel", "normalisation: per-channel mean/std, mean-image (subtract the train "
+                                     "split's mean image, computed from the packed data; then divide by the std), "
+                                     "or mean-image-only (subtract it, no division)",
+                         choices=("channel", "mean-image", "mean-image-only"))
     optimizer: str = opt("sgd", "optimizer (sgd is Nesterov by default)", choices=OPTIMIZERS)
     lr: float | None = opt(None, "peak learning rate for the GLOBAL batch B (default: sgd 0.2 x sqrt(B/512), "
                                  "adam-type 2e-3 x sqrt(B/512))", type=_nonneg_float)
@@ -203,12 +188,18 @@ class TrainConfig:
     step_size: float = opt(10.0, "step schedule: epochs between decays, counted from step 0 (warm-up "
                                  "included, as in StepLR)", type=_nonneg_float)
     gamma: float = opt(0.1, "step/plateau schedules: decay factor", type=_nonneg_float)
-    patience: int = opt(3, "plateau schedule: epochs without val top-1 gain before decaying",
-                      type=_nonneg_int)
+    patience: int = opt(3, "plateau schedule: evaluations without a gain before decaying", type=_nonneg_int)
+    plateau_metric: str = opt("val_top1", "plateau schedule: what must improve (val top-1 rising, or val loss "
+                                          "falling, as Keras' ReduceLROnPlateau watches it)",
+                              choices=("val_top1", "val_loss"))
     cycle_epochs: float = opt(4.0, "cyclic schedule: epochs per triangular cycle", type=_nonneg_float)
     prog_resize: str | None = opt(None, "progressive resizing: train image sizes of equal-length phases, "
                                         "e.g. 32:64 or 32:48:64 (evaluation stays at full size)",
-                                  type=_prog_resize, metavar="S1:S2[:...]")
+                                  type=prog_resize_arg, metavar="S1:S2[:...]")
+    phases: str | None = opt(None, "phases of their own length, image size, global batch and augmentation "
+                                   "(a field left out: the run's), --epochs their sum: "
+                                   "EPOCHS[,size=S][,batch=B][,aug=PRESET];...",
+                             type=phases_arg, metavar="PHASES")
     mixup: float = opt(0.0, "mixup Beta(alpha, alpha); 0 = off", type=_nonneg_float)
     cutmix: float = opt(0.0, "cutmix Beta(alpha, alpha); 0 = off (with --mixup too: 50/50 per batch)",
                         type=_nonneg_float)
@@ -433,7 +424,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
     if world_size > 1 and device.startswith("cuda") and cfg.device is None:
         device = f"cuda:{local_rank}"
     on_gpu = device.startswith("cuda")
-    epochs = cfg.epochs or (30 if on_gpu else 3)
+    epochs = cfg.epochs or phase_epochs(cfg) or (30 if on_gpu else 3)
     batch = cfg.batch_size or (512 if on_gpu else 32)
     if batch % world_size:
         raise ConfigError(f"--batch-size {batch} is not divisible by the {world_size} DDP processes")
@@ -452,13 +443,7 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
             imagenet_weights_path(cfg.arch)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    if cfg.prog_resize:  # sizes the model cannot take are reported before any work
-        from tinyfast.models.sizes import first_refused
-        refused = first_refused(cfg.arch, parse_prog_resize(cfg.prog_resize),
-                                {} if cfg.dropout is None else {"dropout": cfg.dropout})
-        if refused:
-            need = "" if refused[1] is None else f" (it needs at least {refused[1]} px)"
-            raise ConfigError(f"--prog-resize {cfg.prog_resize}: {cfg.arch} cannot take {refused[0]} px images{need}")
+    check_phases(cfg, epochs, batch, world_size)  # also the sizes the model cannot take, before any work
     name = cfg.name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', cfg.arch)}-{time.strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(cfg, device=device, epochs=epochs, batch_size=batch, lr=lr, warmup=warmup,
                                log_every=cfg.log_every or (50 if on_gpu else 1),

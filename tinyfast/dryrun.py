@@ -4,7 +4,8 @@ The dry run resolves the config exactly as a run would (recipe, explicit flags, 
 and builds the model on the ``meta`` device (no memory, no init), then reports as JSON: the
 resolved config (what ``config.json`` would hold), the class count it assumed, the parameter
 count, the layer groups (head first, as ``--freeze`` / ``--unfreeze-every`` step through them)
-and each epoch's state: trainable groups, image size, batch size, augmentation. No data is read
+and each epoch's state: trainable groups, phase, image size, batch size, augmentation (and each
+phase's epochs, ``--phases`` / ``--prog-resize``). No data is read
 (``--data``'s ``manifest.json`` at most, for the class count) and nothing is written.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from tinyfast.config import TrainConfig, parse_prog_resize, resolve_train_config
+from tinyfast.config import TrainConfig, resolve_train_config
+from tinyfast.phases import epoch_phases
 
 __all__ = ["dry_run"]
 
@@ -56,7 +58,7 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
         ConfigError: the settings a run would refuse (one line naming the option).
     """
     from tinyfast.models import count_parameters, fresh_parameters, get_model, layer_groups
-    from tinyfast.trainer.build import epoch_image_size, model_kwargs, trainable_groups
+    from tinyfast.trainer.build import model_kwargs, trainable_groups
 
     from tinyfast.recipes import recipe_notes
     notes: list[str] = recipe_notes(cfg)
@@ -75,17 +77,24 @@ def dry_run(cfg: TrainConfig, classes: int | None = None) -> dict:
         fresh = set()
     named = dict(model.named_parameters())
     groups = layer_groups(model)
-    sizes = parse_prog_resize(resolved.prog_resize) if resolved.prog_resize else None
+    plan = epoch_phases(resolved)
     epochs = []
-    for e in range(resolved.epochs):
+    for e, (i, phase) in enumerate(plan):
         n = trainable_groups(resolved, len(groups), e)
         trainable = {id(p) for g in groups[:n] for p in g} | {id(named[k]) for k in fresh}
         epochs.append({"epoch": e + 1, "trainable_groups": n, "trainable": [g.name for g in groups[:n]],
                        "trainable_parameters": sum(p.numel() for p in model.parameters() if id(p) in trainable),
-                       "image_size": epoch_image_size(sizes, resolved.epochs, e, 64),
-                       "batch_size": resolved.batch_size, "aug": resolved.aug,
-                       "aug_sets": resolved.aug.split("+")})
+                       "phase": i + 1, "image_size": phase.size, "batch_size": phase.batch, "aug": phase.aug,
+                       "aug_sets": phase.aug.split("+")})
+    phases = []
+    for e, row in enumerate(epochs, 1):
+        if phases and phases[-1]["phase"] == row["phase"]:
+            phases[-1]["epochs"][1] = e
+        else:
+            phases.append({"phase": row["phase"], "epochs": [e, e], "image_size": row["image_size"],
+                           "batch_size": row["batch_size"], "aug": row["aug"]})
     return {"config": dataclasses.asdict(resolved), "num_classes": n_classes,
             "model": {"arch": resolved.arch, "kwargs": kwargs}, "parameters": count_parameters(model),
             "layer_groups": [{"name": g.name, "parameters": sum(p.numel() for p in g)} for g in groups],
-            "pretrained": weights and {**weights, "fresh": sorted(fresh)}, "epochs": epochs, "notes": notes}
+            "pretrained": weights and {**weights, "fresh": sorted(fresh)}, "phases": phases, "epochs": epochs,
+            "notes": notes}

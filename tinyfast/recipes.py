@@ -6,8 +6,7 @@ command line win over the recipe; fields a recipe does not set keep their usual 
 ``config.json`` names the recipe (the ``recipe`` field).
 
 Where a report does not state a setting, the recipe makes a choice and its line says so ("chosen"
-below). Settings the trainer cannot express yet are named in the line too: two augmentation sets
-alternated per epoch, per-phase batch sizes, a Keras head with a global max pool.
+below).
 
     python -m tinyfast.train --list-recipes
     python -m tinyfast.train --recipe uci-cnn2 --data data/tiny-imagenet --epochs 5
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any, Mapping
+
+from tinyfast.phases import format_phases
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "list_recipes", "recipes_table", "apply_recipe",
            "prog_schedule", "recipe_notes"]
@@ -48,7 +49,8 @@ def prog_schedule(*phases: tuple[int, int]) -> str:
 
 # The table itself is data: tinyfast/recipes.json, one line per recipe ("about", the "base" of
 # shared settings it starts from, its own "settings"). "prog_phases" ([[size, epochs], ...]) is
-# expanded by prog_schedule() into --prog-resize and --epochs.
+# expanded by prog_schedule() into --prog-resize and --epochs; "phases" ([{"epochs", "size", "batch",
+# "aug"}, ...]) into --phases and --epochs.
 _TABLE = Path(__file__).with_name("recipes.json")
 
 
@@ -64,6 +66,9 @@ def _load(path: Path = _TABLE) -> dict[str, Recipe]:
         if phases:
             settings["prog_resize"] = prog_schedule(*(tuple(p) for p in phases))
             settings["epochs"] = sum(n for _, n in phases)
+        if isinstance(settings.get("phases"), list):  # [{"epochs", "size", "batch", "aug"}, ...]
+            settings["epochs"] = sum(p["epochs"] for p in settings["phases"])
+            settings["phases"] = format_phases(settings["phases"])
         out[name] = Recipe(row["about"], settings)
     return out
 
@@ -112,7 +117,7 @@ def apply_recipe(cfg, explicit: set[str] | frozenset = frozenset()):
         settings.pop("unfreeze_every", None)
         settings.pop("unfreeze_groups", None)
     if settings.get("freeze") and "freeze" not in explicit and "pretrained" in explicit and not cfg.pretrained:
-        from tinyfast.config import ConfigError
+        from tinyfast.errors import ConfigError
         raise ConfigError(f"--recipe {cfg.recipe} freezes all but the head (its --freeze), and --pretrained "
                           "none leaves those layers random: add --no-freeze to train the whole model from "
                           "scratch, or give --pretrained imagenet|PATH")
@@ -128,10 +133,9 @@ def recipe_notes(cfg) -> list[str]:
         return []
     parts = []
     if cfg.prog_resize and cfg.prog_resize == settings.get("prog_resize"):
-        from tinyfast.config import parse_prog_resize
-        from tinyfast.trainer.build import epoch_phase
+        from tinyfast.phases import epoch_phases, parse_prog_resize
         sizes = parse_prog_resize(cfg.prog_resize)
-        ran = {epoch_phase(len(sizes), cfg.epochs, e) for e in range(cfg.epochs)}
+        ran = {i for i, _ in epoch_phases(cfg)}
         dropped = [sizes[i] for i in range(len(sizes)) if i not in ran]
         if dropped:
             kept = sorted({sizes[i] for i in ran}, key=sizes.index)

@@ -137,12 +137,21 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     return cfg, ck
 
 
+def _length(tr) -> str:
+    """``30 epochs x 195 steps``; with phases of their own batch ``235 epochs, 141,016 steps (--phases: 390-1562 per epoch)``."""
+    from tinyfast.trainer.sinks import plural
+    steps = tr.epoch_steps or [tr.steps_per_epoch] * tr.cfg.epochs
+    if len(set(steps)) <= 1:
+        return f"{plural(tr.cfg.epochs, 'epoch')} x {plural(tr.steps_per_epoch, 'step')}"
+    return f"{plural(tr.cfg.epochs, 'epoch')}, {sum(steps):,} steps (--phases: {min(steps)}-{max(steps)} per epoch)"
+
+
 def _start_line(tr, world: int) -> str:
     from tinyfast.trainer.sinks import plural
     cfg = tr.cfg
     split = f" ({world} x {cfg.batch_size // world})" if world > 1 else ""
     return (f"run {tr.run_dir}: {cfg.arch} on {cfg.data} ({plural(tr.num_classes, 'class', 'classes')}), "
-            f"{plural(cfg.epochs, 'epoch')} x {plural(tr.steps_per_epoch, 'step')}, batch {cfg.batch_size}{split}, "
+            f"{_length(tr)}, batch {cfg.batch_size}{split}, "
             f"lr {cfg.lr:g}, {cfg.device}, amp {'off' if not tr.amp else str(tr.amp_dtype)[6:]}")
 
 

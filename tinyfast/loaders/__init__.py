@@ -81,7 +81,7 @@ def list_loaders() -> list[str]:
 def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy=None, seed: int = 0,
           rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
           dtype: torch.dtype | None = None, train: bool | None = None,
-          num_workers: int | None = None, **kw):
+          num_workers: int | None = None, phases=None, **kw):
     """Build the loader ``name`` over one split of a packed dataset.
 
     Args:
@@ -103,6 +103,8 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
         train: shuffle + augment + drop_last (default: ``split == "train"``); otherwise plain
             normalisation in the packed order.
         num_workers: worker processes/threads where the loader has any (default: CPU cores).
+        phases: ``[(epochs, batch_size, policy), ...]``: each phase of epochs with its own batch size
+            (per rank) and policy, overriding ``batch_size`` and ``policy`` (:mod:`tinyfast.loaders.phased`).
         **kw: ``normalize`` (``"channel"``, the default, or ``"mean-image"``); ``normalization``
             (a loader's ``normalization_state()``, e.g. a checkpoint's ``"normalization"``: that
             mean/std and mean image instead of the data's own); loader-specific options (see each
@@ -118,6 +120,11 @@ def build(name: str, data_dir, split: str, batch_size: int, device="cpu", policy
     if name not in _REGISTRY:
         raise ValueError(f"unknown loader {name!r}; choose one of: {', '.join(list_loaders())}")
     from .sets import SetsLoader, set_seed, split_policies
+    if phases is not None:
+        from .phased import PhasedLoader
+        return PhasedLoader(lambda bs, p: build(name, data_dir, split, bs, device=device, policy=p, seed=seed, rank=rank,
+                                                world_size=world_size, drop_last=drop_last, dtype=dtype, train=train,
+                                                num_workers=num_workers, **kw), phases)
     policies = split_policies(policy)
     if not (split == "train" if train is None else train):
         policies = policies[:1]  # evaluation: plain normalisation, one pass

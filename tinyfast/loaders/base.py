@@ -36,6 +36,8 @@ the same order with the same augmentation parameters for a given ``seed``:
   so a resumed run redraws exactly the same ones, at the cost of one small seeding per batch.
   They are drawn for the output size the batch is produced at (:meth:`BaseLoader.set_out_size`
   applies from the next batch handed out, also on loaders that prepare batches ahead).
+* **Phases** (``build(..., phases=...)``, any loader): epochs in phases of their own batch size and
+  augmentation; ``len()`` is then the current epoch's, ``batches_at(e)`` any epoch's (:mod:`.phased`).
 """
 
 from __future__ import annotations
@@ -145,9 +147,9 @@ class ShardedOrder:
         return sizes
 
 
-#: Normalisations a loader offers: per-channel ``(x - mean_c) / std_c`` (the default), or
-#: mean-image zero-centering ``(x - M[y, x, c]) / std_c`` with ``M`` the train split's mean image.
-NORMALIZE = ("channel", "mean-image")
+#: Normalisations a loader offers: per-channel ``(x - mean_c) / std_c`` (the default), mean-image
+#: zero-centering ``(x - M[y, x, c]) / std_c`` with ``M`` the train split's mean image, or ``x - M`` only.
+NORMALIZE = ("channel", "mean-image", "mean-image-only")
 
 _MEAN_IMAGES: dict[tuple, torch.Tensor] = {}
 
@@ -394,8 +396,9 @@ class BaseLoader(AugmentHelpers):
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"normalization: need 3 means and 3 positive stds, got {self.mean} and {self.std}")
         self.normalize = normalize
+        self.std = (1.0, 1.0, 1.0) if normalize == "mean-image-only" else self.std  # subtracted, not divided
         self.mean_image = None
-        if normalize == "mean-image":
+        if normalize != "channel":
             # The train split's, also when evaluating: validation images are centred like training's.
             given_image = given.get("mean_image")
             self.mean_image = (train_mean_image(self.data_dir) if given_image is None

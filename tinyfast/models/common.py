@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 
-def conv_bn(cin: int, cout: int, kernel=3, stride: int = 1, padding="same", bn: bool = True) -> nn.Sequential:
-    """Conv -> BatchNorm (optional) -> ReLU. ``padding="same"`` also handles even kernels."""
+def conv_bn(cin: int, cout: int, kernel=3, stride: int = 1, padding="same", bn: bool = True,
+            bias: bool | None = None) -> nn.Sequential:
+    """Conv -> BatchNorm (optional) -> ReLU. ``padding="same"`` also handles even kernels. The conv
+    has a bias without BN (default), or where ``bias`` says so (a Keras ``Conv2D`` before its BN)."""
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     layers = []
     if padding == "same":
@@ -17,7 +19,7 @@ def conv_bn(cin: int, cout: int, kernel=3, stride: int = 1, padding="same", bn: 
             # copy (and its warning). Extra row/column goes bottom/right, as in TF/Keras.
             layers.append(nn.ZeroPad2d(((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2)))
             padding = 0
-    layers.append(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not bn))
+    layers.append(nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=not bn if bias is None else bias))
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))

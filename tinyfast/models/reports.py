@@ -62,13 +62,14 @@ def uci_resnet_cnn(num_classes: int = 200, dropout: float = 0.0, width: int = 64
 
 @register("ghosh_net1")
 def ghosh_net1(num_classes: int = 200, dropout: float = 0.2) -> nn.Module:
-    """Ghosh's Network 1 (17.9M parameters in the report; 17.4M here): a VGG-style stack of
-    3x3 conv + BN + ReLU, stages of 2-2-3-3 layers (96, 192, 384, 768 wide) with a max-pool after
-    the first three, global average pooling, dropout, fc. Trains at 16, 32 and 64 px (its
-    progressive schedule): 16 px still leaves a 2x2 map."""
+    """Ghosh's Network 1 ("17.9 Million parameters"; 17.75M here, -0.8%): a VGG-style stack of
+    3x3 conv + BN + ReLU, four stages of three layers (96, 192, 384, 768 wide) with a max-pool
+    after the first three, global average pooling, dropout, fc. The report gives the count, not
+    the layers: the widths are chosen to meet it. Trains at 16, 32 and 64 px (its progressive
+    schedule): 16 px still leaves a 2x2 map."""
     layers, cin = [], 3
-    for i, (n, c) in enumerate(zip((2, 2, 3, 3), (96, 192, 384, 768))):
-        for _ in range(n):
+    for i, c in enumerate((96, 192, 384, 768)):
+        for _ in range(3):
             layers.append(conv_bn(cin, c))
             cin = c
         if i < 3:
@@ -77,12 +78,15 @@ def ghosh_net1(num_classes: int = 200, dropout: float = 0.2) -> nn.Module:
 
 
 @register("ghosh_net2")
-def ghosh_net2(num_classes: int = 200, dropout: float = 0.2) -> nn.Module:
-    """Ghosh's Network 2, "ResNet-18-like with dropout" (11.8M parameters in the report; 11.3M at
-    200 classes here): ResNet-18 with the 64 px stem, dropout after each of the last three stages
-    and before the classifier."""
+def ghosh_net2(num_classes: int = 200, dropout: float = 0.2, hidden: int = 1024) -> nn.Module:
+    """Ghosh's Network 2, "ResNet-18-like with dropout" ("11.8 Million parameters"; 11.90M at 200
+    classes here, +0.8%): ResNet-18 with the 64 px stem, dropout after each of the last three
+    stages, and a ``hidden``-wide dense layer (ReLU, dropout) before the classifier. ResNet-18
+    alone has 11.27M at 200 classes (-4.5%); the dense layer is the reading of "like ... with
+    dropout" that meets the report's count."""
     m = small_stem_resnet(torchvision.models.resnet18(num_classes=num_classes, zero_init_residual=True))
     for name in ("layer2", "layer3", "layer4"):
         setattr(m, name, nn.Sequential(*getattr(m, name), nn.Dropout(dropout)))
-    m.fc = head(m.fc.in_features, num_classes, dropout)
+    m.fc = nn.Sequential(nn.Linear(m.fc.in_features, hidden), nn.ReLU(inplace=True),
+                         head(hidden, num_classes, dropout))
     return m

@@ -40,15 +40,17 @@ _SMALL_KERNELS = ((2, 2), (1, 2), (2, 1), (1, 1))
 
 def vgg_small_net(stages=(2, 3, 3, 3), widths=(64, 128, 256, 512), num_classes: int = 200,
                   dropout: float = 0.0) -> nn.Module:
-    """VGG-style network of 1x1/1x2/2x1/2x2 filters with batch norm and global average pooling.
+    """VGG-style network of 1x1/1x2/2x1/2x2 filters with batch norm and global average pooling
+    (Bastidas' VGG-Z/F/Y).
 
     Stage ``i`` has ``stages[i]`` conv+BN+ReLU layers (kernels cycling through 2x2, 1x2, 2x1, 1x1,
-    'same' padding); a 2x2 max-pool follows each stage but the last (64 px -> 8x8).
+    'same' padding; every conv with a bias, as the report adds them, BN or not); a 2x2 max-pool
+    follows each stage but the last (64 px -> 8x8).
     """
     layers, cin = [], 3
     for i, (n, c) in enumerate(zip(stages, widths)):
         for j in range(n):
-            layers.append(conv_bn(cin, c, kernel=_SMALL_KERNELS[j % len(_SMALL_KERNELS)]))
+            layers.append(conv_bn(cin, c, kernel=_SMALL_KERNELS[j % len(_SMALL_KERNELS)], bias=True))
             cin = c
         if i < len(stages) - 1:
             layers.append(nn.MaxPool2d(2))

@@ -10,12 +10,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tinyfast.config import ConfigError, TrainConfig, parse_prog_resize
+from tinyfast.config import ConfigError, TrainConfig
+from tinyfast.phases import epoch_phases, loader_phases, steps_until
 from tinyfast.schedules import Schedule
 from tinyfast.trainer.step import EMA, Mixer, TrainStep, build_optimizer
 
 __all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names", "build_model", "model_kwargs", "build_step", "wrap_model", "Phases",
-           "trainable_groups", "epoch_image_size", "epoch_phase"]
+           "trainable_groups", "epoch_steps"]
 
 
 def setup_device(name: str) -> torch.device:
@@ -36,15 +37,23 @@ def build_loader(cfg: TrainConfig, split: str, *, device: torch.device, rank: in
     if split != "train" and split not in read_manifest(cfg.data).get("splits", {}):
         return None
     per_rank = cfg.batch_size // world if split == "train" else cfg.eval_batch_size
+    phases = loader_phases(cfg, world) if split == "train" and cfg.phases else None
     return build(cfg.loader, cfg.data, split, per_rank, device=device,
                  policy=cfg.aug if split == "train" else None, seed=cfg.seed, rank=rank,
                  world_size=world, dtype=dtype, num_workers=cfg.workers, normalize=cfg.normalize,
-                 per_class=cfg.subset)
+                 per_class=cfg.subset, phases=phases)
+
+
+def epoch_steps(loader, epochs: int) -> list[int]:
+    """Steps of each of ``epochs`` epochs: a phased loader's own count per epoch, else ``len(loader)``."""
+    at = getattr(loader, "batches_at", None)
+    return [at(e) for e in range(epochs)] if at is not None else [len(loader)] * epochs
 
 
 @dataclass
 class RunData:
-    """A run's data: loaders (``val_loader`` None without a val split), classes, steps per epoch."""
+    """A run's data: loaders (``val_loader`` None without a val split), classes, steps per epoch (the
+    first epoch's; ``epoch_steps``: every epoch's)."""
     train_loader: Any
     val_loader: Any
     num_classes: int
@@ -52,6 +61,7 @@ class RunData:
     words: list[str]
     steps_per_epoch: int
     data_id: str | None = None  # tinyfast.data.data_identity of cfg.data (None without packed data)
+    epoch_steps: list[int] | None = None
 
 
 def build_data(cfg: TrainConfig, train_loader=None, val_loader=None, classes=None, words=None, *,
@@ -71,8 +81,12 @@ def build_data(cfg: TrainConfig, train_loader=None, val_loader=None, classes=Non
     if len(train) == 0:
         raise ConfigError(f"the training split has fewer samples per rank than one batch "
                           f"({train.batch_size}); lower --batch-size")
+    steps = epoch_steps(train, cfg.epochs)
+    if min(steps) == 0:
+        raise ConfigError(f"--phases: epoch {steps.index(0) + 1}'s batch is larger than the training split "
+                          f"per rank; lower it")
     return RunData(train, val, num_classes, *class_names(cfg, num_classes, classes, words), len(train),
-                   _data_id(cfg))
+                   _data_id(cfg), steps)
 
 
 def _data_id(cfg: TrainConfig) -> str | None:
@@ -131,13 +145,15 @@ def _load_weights(model: nn.Module, cfg: TrainConfig, log: Callable[[str], None]
 
 
 def build_step(cfg: TrainConfig, model: nn.Module, autocast, *, fp16: bool, device: torch.device,
-               steps_per_epoch: int, rank: int) -> tuple[TrainStep, Schedule]:
-    """The step (optimizer, GradScaler when ``fp16``, EMA, mixing, loss) and the LR schedule."""
+               epoch_steps: list[int], rank: int) -> tuple[TrainStep, Schedule]:
+    """The step (optimizer, GradScaler when ``fp16``, EMA, mixing, loss) and the LR schedule over
+    epochs of ``epoch_steps`` steps each."""
     optimizer = build_optimizer(model, cfg)
-    schedule = Schedule(optimizer, cfg.schedule, cfg.lr, steps_per_epoch * cfg.epochs, steps_per_epoch,
-                        warmup_steps=round(cfg.warmup * steps_per_epoch), min_lr=cfg.min_lr,
+    schedule = Schedule(optimizer, cfg.schedule, cfg.lr, sum(epoch_steps), epoch_steps[0],
+                        warmup_steps=steps_until(epoch_steps, cfg.warmup), min_lr=cfg.min_lr,
                         step_size=cfg.step_size, gamma=cfg.gamma, patience=cfg.patience,
-                        cycle_epochs=cfg.cycle_epochs)
+                        cycle_epochs=cfg.cycle_epochs,
+                        epoch_steps=epoch_steps if len(set(epoch_steps)) > 1 else None)
     step = TrainStep(model, optimizer, torch.amp.GradScaler(device.type, enabled=fp16),
                      nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), autocast,
                      Mixer(cfg.mixup, cfg.cutmix, cfg.mix_prob, seed=cfg.seed * 1000 + rank),
@@ -166,23 +182,10 @@ def trainable_groups(cfg: TrainConfig, n_groups: int, epoch: int) -> int:
     return min(n_groups, 1 + steps * per_step)
 
 
-def epoch_phase(phases: int, epochs: int, epoch: int) -> int:
-    """Index of the ``--prog-resize`` phase ``epoch`` trains in (``phases`` equal-length phases
-    over ``epochs``; with fewer epochs than phases, some phases never run)."""
-    return min(phases - 1, epoch * phases // epochs)
-
-
-def epoch_image_size(sizes: list[int] | None, epochs: int, epoch: int, full: int) -> int:
-    """Training image size of ``epoch`` under ``--prog-resize`` ``sizes`` (equal-length phases
-    over ``epochs``); ``full`` without them."""
-    if not sizes:
-        return full
-    return sizes[epoch_phase(len(sizes), epochs, epoch)]
-
-
 class Phases:
     """What changes between epochs: how many layer groups train (``--freeze``,
-    ``--unfreeze-every``) and the training image size (``--prog-resize``).
+    ``--unfreeze-every``) and the training image size (``--prog-resize``, ``--phases``; a phase's
+    batch size and augmentation are the train loader's, :func:`build_loader`).
 
     ``on_change`` is called after the trainable set changed (DDP must then be rebuilt). ``fresh``
     names the parameters ``--pretrained`` left at their fresh init: they always train.
@@ -195,7 +198,9 @@ class Phases:
         self.groups = layer_groups(model)
         self.fresh = {id(p) for n, p in model.named_parameters() if n in fresh}
         self.trainable_groups: int | None = None
-        self.sizes = parse_prog_resize(cfg.prog_resize) if cfg.prog_resize else None
+        self.sizes = bool(cfg.prog_resize or getattr(cfg, "phases", None))  # whether the size changes (logged)
+        full = int(getattr(loader, "height", 0) or 0)
+        self.plan = [p for _, p in epoch_phases(cfg, full)] if self.sizes else None
 
     def apply_freeze(self, epoch: int) -> None:
         """Set ``requires_grad`` for ``epoch``'s trainable groups (head first)."""
@@ -219,8 +224,10 @@ class Phases:
                 and not any(p.requires_grad for p in m.parameters())]
 
     def image_size(self, epoch: int) -> int:
-        """Training image size of ``epoch`` (progressive resizing: equal-length phases)."""
-        return epoch_image_size(self.sizes, self.cfg.epochs, epoch, int(getattr(self.loader, "height", 0) or 0))
+        """Training image size of ``epoch`` (``--prog-resize`` / ``--phases``)."""
+        if not self.plan:
+            return int(getattr(self.loader, "height", 0) or 0)
+        return self.plan[min(epoch, len(self.plan) - 1)].size
 
     def set_train_size(self, size: int) -> bool:
         """Ask the loader for ``size`` px output; returns True if the loop must resize instead."""

@@ -55,11 +55,16 @@ class EpochLoop:
     """
 
     def __init__(self, step_fn, schedule, loader, *, device: torch.device, memory_format,
-                 steps_per_epoch: int, epochs: int, world: int, log_every: int,
+                 steps_per_epoch: int | list[int], epochs: int, world: int, log_every: int,
                  stop_at_step: int | None, show_progress: bool, progress_every: float = 0.0):
         self.step_fn, self.schedule, self.loader = step_fn, schedule, loader
         self.device, self.memory_format = device, memory_format
-        self.steps_per_epoch, self.epochs, self.world = steps_per_epoch, epochs, world
+        # steps of each epoch (a list where training phases give epochs their own batch size)
+        spe = steps_per_epoch if isinstance(steps_per_epoch, list) else [int(steps_per_epoch)] * epochs
+        self.starts = [0]
+        for n in spe:
+            self.starts.append(self.starts[-1] + n)
+        self.steps_per_epoch, self.epochs, self.world = spe[0] if spe else 0, epochs, world
         self.log_every, self.stop_at_step, self.show_progress = log_every, stop_at_step, show_progress
         self.progress_every = progress_every
         self.step = 0               # optimizer steps done
@@ -74,10 +79,11 @@ class EpochLoop:
 
     @classmethod
     def of_run(cls, cfg, step_fn, schedule, loader, *, device: torch.device, memory_format, world: int,
-               is_main: bool) -> "EpochLoop":
-        """The loop of a run of ``cfg`` (progress shown on rank 0 only)."""
+               is_main: bool, epoch_steps: list[int] | None = None) -> "EpochLoop":
+        """The loop of a run of ``cfg`` (progress shown on rank 0 only); ``epoch_steps``: the steps
+        of each epoch (default: ``len(loader)`` each)."""
         return cls(step_fn, schedule, loader, device=device, memory_format=memory_format,
-                   steps_per_epoch=len(loader), epochs=cfg.epochs, world=world, log_every=cfg.log_every,
+                   steps_per_epoch=epoch_steps or len(loader), epochs=cfg.epochs, world=world, log_every=cfg.log_every,
                    stop_at_step=cfg.stop_at_step, show_progress=cfg.progress and is_main,
                    progress_every=cfg.progress_every if is_main else 0.0)
 
@@ -98,7 +104,7 @@ class EpochLoop:
         for m in self.frozen_norms:
             m.eval()
         run = self.running = self.running or Running(self.device)
-        bar = progress_bar(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
+        bar = progress_bar(total=self.starts[epoch + 1] - self.starts[epoch], initial=self.step - self.starts[epoch],
                            desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", show=self.show_progress,
                            every=self.progress_every)
         window, window_n = torch.zeros((), device=self.device), 0
@@ -135,7 +141,7 @@ class EpochLoop:
         run.seconds += self.clock() - t0
         bar.close()
         self._finite(loss_sum, epoch)
-        if stop and self.step < (epoch + 1) * self.steps_per_epoch:
+        if stop and self.step < self.starts[epoch + 1]:
             self.stopped_early = True
             return None
         self.stopped_early = stop
@@ -146,7 +152,7 @@ class EpochLoop:
     def run_eta(self, epoch: int, steps_per_s: float) -> float:
         """Seconds to the end of the run: the steps left at ``steps_per_s``, plus the evaluations
         still due at the last one's duration (none counted before one has run)."""
-        left = self.epochs * self.steps_per_epoch - self.step
+        left = self.starts[-1] - self.step
         return left / max(steps_per_s, 1e-9) + (self.eval_left(epoch) if self.eval_left else 0.0)
 
     def _should_stop(self, synced: bool) -> bool:

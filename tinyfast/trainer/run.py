@@ -63,12 +63,14 @@ class Trainer:
         self._build_data(train_loader, val_loader, classes, words)
         self._build_model()
         self.loop = EpochLoop.of_run(cfg, self.step_fn, self.schedule, self.train_loader, device=self.device,
-                                     memory_format=self.memory_format, world=self.world, is_main=self.is_main)
+                                     memory_format=self.memory_format, world=self.world, is_main=self.is_main,
+                                     epoch_steps=self.epoch_steps)
         self.epoch = 0              # the epoch in progress (or next to run)
         self.history: list[dict] = []
         self.val = Validation(self.val_loader, num_classes=self.num_classes, eval_every=cfg.eval_every,
                               epochs=cfg.epochs, autocast=self.autocast, memory_format=self.memory_format,
-                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0)
+                              progress=cfg.progress and self.is_main, every=cfg.progress_every if self.is_main else 0,
+                              plateau_metric=cfg.plateau_metric)
         self.loop.eval_left = self.val.seconds_left
         self.run_dir = Path(cfg.out_dir) / cfg.name
         self.sinks = RunSinks(self.run_dir, write=self.is_main, log=self.log, title=f"{cfg.arch} ({cfg.name})")
@@ -80,6 +82,7 @@ class Trainer:
                        world=self.world, dtype=self.amp_dtype if self.amp else torch.float32, log=self.log)
         self.train_loader, self.val_loader, self.num_classes = d.train_loader, d.val_loader, d.num_classes
         self.classes, self.words, self.steps_per_epoch = d.classes, d.words, d.steps_per_epoch
+        self.epoch_steps = d.epoch_steps
         self.data_id = d.data_id
 
     def _build_model(self) -> None:
@@ -87,7 +90,7 @@ class Trainer:
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.step_fn, self.schedule = build_step(self.cfg, self.model, self.autocast, fp16=self.amp and
                                                  self.amp_dtype == torch.float16, device=self.device,
-                                                 steps_per_epoch=self.steps_per_epoch, rank=self.rank)
+                                                 epoch_steps=self.epoch_steps, rank=self.rank)
         s = self.step_fn
         self.optimizer, self.scaler, self.ema, self.mixer = s.optimizer, s.scaler, s.ema, s.mixer
         self.phases = Phases(self.cfg, self.model, self.train_loader, self.log, on_change=self._wrap, fresh=fresh)
@@ -152,6 +155,8 @@ class Trainer:
     def _end_epoch(self, epoch: int, metrics: dict) -> None:
         row = {"epoch": epoch + 1, "step": self.step, **metrics,
                **self.val.run(self.eval_model(), epoch, self.schedule)}
+        if self.cfg.phases:  # what this epoch's phase trained with
+            row.update(batch_size=self.phases.plan[epoch].batch, aug=self.phases.plan[epoch].aug)
         # seconds since the run began (earlier segments of a resumed run included), at the end of
         # this epoch's evaluation (its figures are on the host by now): the x of a time-to-accuracy curve
         row["wall_time"] = self.wall_before + time.perf_counter() - self.wall_start

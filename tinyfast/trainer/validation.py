@@ -17,8 +17,9 @@ class Validation:
     """
 
     def __init__(self, loader, *, num_classes: int, eval_every: int, epochs: int, autocast, memory_format,
-                 progress: bool, every: float):
+                 progress: bool, every: float, plateau_metric: str = "val_top1"):
         self.loader, self.num_classes = loader, num_classes
+        self.plateau_metric = plateau_metric  # what the plateau schedule watches
         self.eval_every, self.epochs = eval_every, epochs
         self.kw = dict(autocast=autocast, memory_format=memory_format, progress=progress, every=every)
         self.best_top1 = -1.0
@@ -32,7 +33,7 @@ class Validation:
         t0 = time.perf_counter()
         ev = evaluate(model, self.loader, self.num_classes, **self.kw)
         self.last, self.last_seconds = ev, time.perf_counter() - t0
-        schedule.epoch_end(ev["top1"])
+        schedule.epoch_end(ev["top1"] if self.plateau_metric == "val_top1" else -ev["loss"])  # higher is better
         return {"val_loss": ev["loss"], "val_top1": ev["top1"], "val_top5": ev["top5"],
                 "eval_time": self.last_seconds}
 
