@@ -7,12 +7,15 @@ so importing this module must not load it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import math
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 
 def cpu_count() -> int:
@@ -185,3 +188,29 @@ def short_parser(**kwargs):
         def error(self, message):
             self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
     return _Parser(**kwargs)
+
+
+def number(kind: type = float, *, lo: float | None = None, hi: float | None = None,
+           hi_open: bool = False) -> Callable[[str], Any]:
+    """An argparse converter to ``kind`` (int or float) within ``[lo, hi]`` (``[lo, hi)`` when
+    ``hi_open``); either bound may be absent. Out-of-range values are refused with one line."""
+    what = "an integer" if kind is int else "a number"
+    if hi is None:
+        rule = f"must be >= {lo:g}"
+    else:
+        rule = f"must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def convert(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+        too_high = hi is not None and (v >= hi if hi_open else v > hi)
+        if (lo is not None and not v >= lo) or too_high:
+            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
+        return v
+
+    convert.__name__ = kind.__name__  # argparse names the converter in some messages
+    return convert

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import re
 import time
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tinyfast._util import number
 # Re-exported: every CLI's one-line errors and exit statuses live in tinyfast.errors.
 from tinyfast.errors import ConfigError, RunError, run_command  # noqa: F401
 from tinyfast.phases import check_phases, parse_prog_resize, phase_epochs, phases_arg, prog_resize_arg  # noqa: F401
@@ -45,32 +45,6 @@ def _arch(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"unknown model {value!r} (choose one of: {', '.join(list_models())}; or tv:<torchvision name>)")
     return value
-
-
-def number(kind: type = float, *, lo: float | None = None, hi: float | None = None,
-           hi_open: bool = False) -> Callable[[str], Any]:
-    """An argparse converter to ``kind`` (int or float) within ``[lo, hi]`` (``[lo, hi)`` when
-    ``hi_open``); either bound may be absent. Out-of-range values are refused with one line."""
-    what = "an integer" if kind is int else "a number"
-    if hi is None:
-        rule = f"must be >= {lo:g}"
-    else:
-        rule = f"must be in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-    def convert(value: str):
-        try:
-            v = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
-        too_high = hi is not None and (v >= hi if hi_open else v > hi)
-        if (lo is not None and not v >= lo) or too_high:
-            raise argparse.ArgumentTypeError(f"{rule}, got {value}")
-        return v
-
-    convert.__name__ = kind.__name__  # argparse names the converter in some messages
-    return convert
 
 
 _positive_int = number(int, lo=1)

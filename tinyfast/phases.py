@@ -57,13 +57,11 @@ def prog_resize_arg(value: str) -> str:
 
 
 def _int(text: str, what: str, lo: int) -> int:
+    from tinyfast._util import number
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"phase {what} {text!r} is not an integer") from None
-    if v < lo:
-        raise argparse.ArgumentTypeError(f"phase {what} must be >= {lo}, got {v}")
-    return v
+        return number(int, lo=lo)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"phase {what}: {e}") from None
 
 
 def _aug(text: str) -> str:

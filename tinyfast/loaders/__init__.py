@@ -214,17 +214,8 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 
 
 def _count(minimum: int):
-    def parse(text: str) -> int:
-        import argparse
-
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
-        return v
-    return parse
+    from tinyfast._util import number
+    return number(int, lo=minimum)
 
 
 def _counts(text: str) -> list[int]:

@@ -65,6 +65,11 @@ def derive_seed(*values: int) -> int:
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") >> 1
 
 
+def batch_count(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of ``num_samples`` at ``batch_size``: the incomplete tail dropped or kept."""
+    return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
+
+
 class ShardedOrder:
     """The per-epoch, per-rank sample order and its batches (see the module docstring).
 
@@ -97,16 +102,9 @@ class ShardedOrder:
         self.pad = self.shuffle if pad is None else bool(pad)
         self.rows = rows
         n, w = self.num_total, self.world_size
-        if self.drop_last:
-            self.num_samples = n // w
-        elif self.pad:
-            self.num_samples = -(-n // w)
-        else:
-            self.num_samples = len(range(self.rank, n, w))
-        if self.drop_last:
-            self.num_batches = self.num_samples // self.batch_size
-        else:
-            self.num_batches = -(-self.num_samples // self.batch_size)
+        # Per rank: the split cut (drop_last) or padded (pad) to a multiple of W, else this rank's stride.
+        self.num_samples = n // w if self.drop_last else -(-n // w) if self.pad else len(range(self.rank, n, w))
+        self.num_batches = batch_count(self.num_samples, self.batch_size, self.drop_last)
         self._cache: tuple[int, torch.Tensor] | None = None
 
     def permutation(self, epoch: int) -> torch.Tensor:

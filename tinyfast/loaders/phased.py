@@ -73,8 +73,8 @@ class PhasedLoader:
         counts them) times its number of augmentation sets."""
         from .sets import split_policies
         _, batch, policy = self.phases[self.phase_of(epoch)]
-        per_set = self._samples // batch if self._drop_last else -(-self._samples // batch)
-        return len(split_policies(policy)) * per_set
+        from .base import batch_count
+        return len(split_policies(policy)) * batch_count(self._samples, batch, self._drop_last)
 
     def __len__(self) -> int:
         return len(self.loader)
