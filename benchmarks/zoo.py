@@ -46,7 +46,7 @@ PROG = "python -m benchmarks.zoo"
 ZOO: dict[str, str] = {
     "linear": "uci-linear",
     "cnn2": "uci-cnn2",
-    "cnn_deep": "uci-cnn-deep",
+    "uci_cnn_deep": "uci-cnn-deep",
     "ting_m1": "skoltech-ting-m1",
     "ting_m4": "skoltech-ting-m4",
     "alexnet": "skoltech-alexnet",

@@ -22,7 +22,7 @@ TINY = "--batch-size 8 --device cpu --no-compile"
 
 # The list, in its order, and the seed recipe of each (written out here, not read from zoo).
 EXPECTED = {
-    "linear": "uci-linear", "cnn2": "uci-cnn2", "cnn_deep": "uci-cnn-deep",
+    "linear": "uci-linear", "cnn2": "uci-cnn2", "uci_cnn_deep": "uci-cnn-deep",
     "ting_m1": "skoltech-ting-m1", "ting_m4": "skoltech-ting-m4", "alexnet": "skoltech-alexnet",
     "vgg16": "uci-vgg16", "vgg_small": "stanford-vgg-z", "inception_small": "stanford-inception",
     "resnet18": "skoltech-resnet18", "resnet34": "skoltech-resnet34", "resnet50": "ghosh-resnet50",

@@ -1,8 +1,9 @@
 """Small baselines from the seeds: linear, cnn2, cnn_deep, ting_m1, ting_m4, and an adapted AlexNet.
 
 The flattening models (``ting_m*``, ``cnn2``, ``alexnet``) put an adaptive average pool before
-their fully-connected layers, sized so that it is the identity at 64x64: the published layer sizes
-are kept and the same model also accepts 32x32 inputs (progressive resizing).
+their fully-connected layers, sized to the map a 64x64 input leaves there, so that at 64 px it is
+the identity (tested): the published layer sizes are kept and the same model also accepts 32x32
+inputs (progressive resizing).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def linear(num_classes: int = 200, dropout: float = 0.0, image_size: int = 64) -
 
 @register("cnn2")
 def cnn2(num_classes: int = 200, dropout: float | None = None, hidden: int = 128) -> nn.Module:
-    """Two 3x3 conv layers (32, 64) -> 2x2 max-pool -> dropout -> fc ``hidden`` -> dropout -> fc.
+    """UCI CS172B's 2-layer CNN: two 3x3 stride-1 pad-1 conv layers (32, 64) -> 2x2 max-pool ->
+    dropout -> flatten (32x32x64 at 64 px) -> fc ``hidden`` -> dropout -> fc.
 
     ``dropout`` is the probability of both dropout layers; by default 0.25 after the pool and 0.5
     before the classifier (the Keras examples' pair)."""
@@ -32,16 +34,17 @@ def cnn2(num_classes: int = 200, dropout: float | None = None, hidden: int = 128
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
         nn.MaxPool2d(2), nn.Dropout(drop_conv),
-        # 32x32x64 after the pool at 64 px; pooled to 8x8 to keep the fc layer small.
-        nn.AdaptiveAvgPool2d(8), nn.Flatten(),
-        nn.Linear(64 * 8 * 8, hidden), nn.ReLU(inplace=True),
+        # 32x32x64 after the pool at 64 px, flattened as it is (the pool is the identity there).
+        nn.AdaptiveAvgPool2d(32), nn.Flatten(),
+        nn.Linear(64 * 32 * 32, hidden), nn.ReLU(inplace=True),
         head(hidden, num_classes, drop_fc))
 
 
 @register("cnn_deep")
 def cnn_deep(num_classes: int = 200, dropout: float = 0.0, width: int = 32) -> nn.Module:
     """Eight 3x3 conv+BN+ReLU layers in four stages (w, 2w, 4w, 8w), max-pool between stages,
-    global average pooling, fc."""
+    global average pooling, fc: a small BN network for quick runs (the UCI report's multi-layer
+    CNN, without batch norm or a global pool, is ``uci_cnn_deep``)."""
     w = width
     layers, cin = [], 3
     for i, c in enumerate((w, 2 * w, 4 * w, 8 * w)):
