@@ -58,7 +58,7 @@ ZOO: dict[str, str] = {
     "resnet50": "ghosh-resnet50",
     "preact_resnet34": "skoltech-preact-resnet34",
     "densenet161": "skoltech-densenet161",
-    "mobilenet_v2": "ucsc-mobilenet",
+    "ucsc_mobilenet_v2": "ucsc-mobilenet",
 }
 # Recipes that start from ImageNet weights: trained from scratch here (no weights are downloaded),
 # the whole model from the first step (freezing a randomly initialised backbone trains nothing).

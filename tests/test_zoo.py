@@ -27,7 +27,7 @@ EXPECTED = {
     "vgg16": "uci-vgg16", "vgg_small": "stanford-vgg-z", "inception_small": "stanford-inception",
     "resnet18": "skoltech-resnet18", "resnet34": "skoltech-resnet34", "resnet50": "ghosh-resnet50",
     "preact_resnet34": "skoltech-preact-resnet34", "densenet161": "skoltech-densenet161",
-    "mobilenet_v2": "ucsc-mobilenet",
+    "ucsc_mobilenet_v2": "ucsc-mobilenet",
 }
 # What each seed reports, as the recipe's text words it.
 REPORTED = {
@@ -37,7 +37,7 @@ REPORTED = {
     "ghosh-resnet50": "26.2%", "skoltech-preact-resnet34": "48%", "skoltech-densenet161": "51%",
     "ucsc-mobilenet": "45.6%",
 }
-SCRATCH = {"vgg16", "mobilenet_v2"}
+SCRATCH = {"vgg16", "ucsc_mobilenet_v2"}
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,18 @@ from .resnet import small_stem_resnet
 
 @register("ucsc_shallow")
 def ucsc_shallow(num_classes: int = 100, dropout: float = 0.0) -> nn.Module:
-    """UCSC CSE 144 shallow CNN: conv32 -> pool -> conv64 -> pool -> fc256 -> fc (4.24M parameters
-    at 100 classes). The report's sigmoid output is left out: the loss takes logits."""
+    """UCSC CSE 144 shallow CNN: conv32 -> pool -> conv64 -> pool -> fc256 -> fc -> sigmoid (4.24M
+    parameters at 100 classes).
+
+    The report's "last layer that uses sigmoid activation" is kept: the model outputs log(sigmoid),
+    so cross-entropy over its outputs is Keras' categorical cross-entropy of the sigmoid outputs
+    (which Keras rescales to sum to 1 before the log), and the predicted class is the sigmoid's."""
     return nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(16), nn.Flatten(),
         nn.Linear(64 * 16 * 16, 256), nn.ReLU(inplace=True),
-        head(256, num_classes, dropout))
+        head(256, num_classes, dropout), nn.LogSigmoid())
 
 
 def _dense_bn(cin: int, cout: int, dropout: float) -> list[nn.Module]:
