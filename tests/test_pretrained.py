@@ -27,8 +27,10 @@ _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _bn = lambda name: {f"{name}.{k}" for k in _BN}
 FRESH = {
     "resnet18": {"conv1.weight", "fc.weight", "fc.bias"} | _bn("bn1"),
+    # AlexNet keeps ImageNet's 4096 -> 1000 layer (classifier.6, it loads); the 1000 -> classes
+    # layer after it is the head.
     "alexnet": {"features.0.weight", "features.0.bias", "classifier.1.weight", "classifier.1.bias",
-                "classifier.6.weight", "classifier.6.bias"},
+                "classifier.7.weight", "classifier.7.bias"},
     "densenet161": ({"features.conv0.weight", "classifier.weight", "classifier.bias"} | _bn("features.norm0")
                     | _bn("features.denseblock1.denselayer1.norm1")),  # reads the fresh stem's output
     "mobilenet_v2": {"classifier.1.weight", "classifier.1.bias"},

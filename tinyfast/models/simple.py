@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from . import register
-from .common import conv_bn, head
+from .common import check_stem, conv_bn, head
 
 
 @register("linear")
@@ -82,13 +82,19 @@ def ting_m4(num_classes: int = 200, dropout: float = 0.0) -> nn.Module:
 
 
 @register("alexnet", torchvision="alexnet")
-def alexnet(num_classes: int = 200, dropout: float = 0.5) -> nn.Module:
-    """torchvision's AlexNet with a 64x64 stem: the 11x11 stride-4 conv becomes 5x5 stride 2
-    (so 64 px -> 32 -> 15 -> 7 -> 3 through the three max-pools) and the classifier reads a 3x3
-    map (256*3*3 inputs instead of 256*6*6)."""
-    m = torchvision.models.alexnet(num_classes=num_classes, dropout=dropout)
-    m.features[0] = nn.Conv2d(3, 64, kernel_size=5, stride=2, padding=2)
-    m.avgpool = nn.AdaptiveAvgPool2d(3)
-    m.classifier[1] = nn.Linear(256 * 3 * 3, 4096)
-    return m
+def alexnet(num_classes: int = 200, dropout: float = 0.5, stem: str = "small") -> nn.Module:
+    """torchvision's AlexNet with its 1000 outputs, then "one more fully connected layer to
+    transform the output from 1000 to" ``num_classes`` (the Skoltech report's; no activation
+    between), so ``--pretrained imagenet`` loads the whole ImageNet classifier.
 
+    ``stem="small"`` (the default) adapts it to 64 px: the 11x11 stride-4 conv becomes 5x5 stride
+    2 (64 px -> 32 -> 15 -> 7 -> 3 through the three max-pools) and the classifier reads that 3x3
+    map (256*3*3 inputs instead of 256*6*6). ``stem="imagenet"`` keeps torchvision's network as it
+    is: at 64 px its last max-pool leaves 1x1, which the average pool spreads to 6x6."""
+    m = torchvision.models.alexnet(num_classes=1000, dropout=dropout)
+    if check_stem(stem):
+        m.features[0] = nn.Conv2d(3, 64, kernel_size=5, stride=2, padding=2)
+        m.avgpool = nn.AdaptiveAvgPool2d(3)
+        m.classifier[1] = nn.Linear(256 * 3 * 3, 4096)
+    m.classifier.append(nn.Linear(1000, num_classes))
+    return m
