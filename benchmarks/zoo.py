@@ -46,7 +46,7 @@ PROG = "python -m benchmarks.zoo"
 ZOO: dict[str, str] = {
     "linear": "uci-linear",
     "cnn2": "uci-cnn2",
-    "cnn_deep": "uci-cnn-deep",
+    "uci_cnn_deep": "uci-cnn-deep",
     "ting_m1": "skoltech-ting-m1",
     "ting_m4": "skoltech-ting-m4",
     "alexnet": "skoltech-alexnet",
@@ -58,7 +58,7 @@ ZOO: dict[str, str] = {
     "resnet50": "ghosh-resnet50",
     "preact_resnet34": "skoltech-preact-resnet34",
     "densenet161": "skoltech-densenet161",
-    "mobilenet_v2": "ucsc-mobilenet",
+    "ucsc_mobilenet_v2": "ucsc-mobilenet",
 }
 # Recipes that start from ImageNet weights: trained from scratch here (no weights are downloaded),
 # the whole model from the first step (freezing a randomly initialised backbone trains nothing).

@@ -29,8 +29,10 @@ _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _bn = lambda name: {f"{name}.{k}" for k in _BN}
 FRESH = {
     "resnet18": {"conv1.weight", "fc.weight", "fc.bias"} | _bn("bn1"),
+    # AlexNet keeps ImageNet's 4096 -> 1000 layer (classifier.6, it loads); the 1000 -> classes
+    # layer after it is the head.
     "alexnet": {"features.0.weight", "features.0.bias", "classifier.1.weight", "classifier.1.bias",
-                "classifier.6.weight", "classifier.6.bias"},
+                "classifier.7.weight", "classifier.7.bias"},
     "densenet161": ({"features.conv0.weight", "classifier.weight", "classifier.bias"} | _bn("features.norm0")
                     | _bn("features.denseblock1.denselayer1.norm1")),  # reads the fresh stem's output
     "mobilenet_v2": {"classifier.1.weight", "classifier.1.bias"},
@@ -203,10 +205,12 @@ def test_mobilenet_recipe_trains_from_the_cached_weights(data, tmp_path, torch_h
     assert status == 0, out.err
     path = torch_home / "hub" / "checkpoints" / CACHE_NAMES["mobilenet_v2"]
     line = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("pretrained:")]
-    assert len(line) == 1 and str(path) in line[0] and "classifier.1.weight" in line[0], line
+    # Keras' head (global max pool, dense 1024, dense classes) is new: both dense layers start fresh.
+    assert len(line) == 1 and str(path) in line[0], line
+    assert "classifier.0.weight" in line[0] and "classifier.2.weight" in line[0], line
     saved = json.loads((tmp_path / "runs" / "m" / "config.json").read_text())["config"]
     assert saved["recipe"] == "ucsc-mobilenet" and saved["pretrained"] == "imagenet"
     model = torch.load(tmp_path / "runs" / "m" / "last.pt", map_location="cpu", weights_only=False)["model"]
-    # One step trains only the head (--freeze): the frozen trunk is still exactly the file's.
+    # One step trains only the new head (--freeze): the frozen trunk is still exactly the file's.
     assert torch.equal(model["features.0.0.weight"], src["features.0.0.weight"])
     assert torch.equal(model["features.18.1.running_var"], src["features.18.1.running_var"])

@@ -22,12 +22,12 @@ TINY = "--batch-size 8 --device cpu --no-compile"
 
 # The list, in its order, and the seed recipe of each (written out here, not read from zoo).
 EXPECTED = {
-    "linear": "uci-linear", "cnn2": "uci-cnn2", "cnn_deep": "uci-cnn-deep",
+    "linear": "uci-linear", "cnn2": "uci-cnn2", "uci_cnn_deep": "uci-cnn-deep",
     "ting_m1": "skoltech-ting-m1", "ting_m4": "skoltech-ting-m4", "alexnet": "skoltech-alexnet",
     "vgg16": "uci-vgg16", "vgg_small": "stanford-vgg-z", "inception_small": "stanford-inception",
     "resnet18": "skoltech-resnet18", "resnet34": "skoltech-resnet34", "resnet50": "ghosh-resnet50",
     "preact_resnet34": "skoltech-preact-resnet34", "densenet161": "skoltech-densenet161",
-    "mobilenet_v2": "ucsc-mobilenet",
+    "ucsc_mobilenet_v2": "ucsc-mobilenet",
 }
 # What each seed reports, as the recipe's text words it.
 REPORTED = {
@@ -37,7 +37,7 @@ REPORTED = {
     "ghosh-resnet50": "26.2%", "skoltech-preact-resnet34": "48%", "skoltech-densenet161": "51%",
     "ucsc-mobilenet": "45.6%",
 }
-SCRATCH = {"vgg16", "mobilenet_v2"}
+SCRATCH = {"vgg16", "ucsc_mobilenet_v2"}
 
 
 @pytest.fixture(scope="module")

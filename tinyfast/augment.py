@@ -339,10 +339,12 @@ PRESETS: dict[str, Policy] = {
     "cutout": Policy(hflip=0.5, cutout=1.0, cutout_size=0.5),
     # UCI CS172B names flips, shifts and rotations without amounts: 10% shifts, +-10 degrees.
     "uci": Policy(rotate=10.0, translate=0.1, hflip=0.5),
-    # Kran's Keras ImageDataGenerator: rotation_range 8, shifts 0.1, shear_range 0.3 (radians, as
-    # Keras 1 read it: +-17.2 degrees), zoom_range 0.1 (Keras zooms by 1/z for z in [0.9, 1.1]),
-    # both flips.
-    "ucsc": Policy(rotate=8.0, translate=0.1, shear=math.degrees(0.3), zoom=(1.0 / 1.1, 1.0 / 0.9),
+    # Kran's Keras ImageDataGenerator as tf.keras 2.x reads it: rotation_range 8 (degrees), shifts
+    # 0.1 (of the size), shear_range 0.3 (degrees since Keras 2.2.4; radians before), zoom_range
+    # 0.1 (Keras maps output to input by z in [0.9, 1.1]: a magnification 1/z, in and out; it draws
+    # x and y apart, this one isotropic factor), both flips. Keras fills with the nearest edge
+    # pixel; the op fills with a constant (grey here).
+    "ucsc": Policy(rotate=8.0, translate=0.1, shear=0.3, zoom=(1.0 / 1.1, 1.0 / 0.9),
                    hflip=0.5, vflip=0.5, fill=114.0),
     # Training ResNet-18 on 64x64 Tiny ImageNet: flips and small shifts/zooms/rotations carry most
     # of the gain; mild colour jitter on top. Shifts fill with the dataset's grey-ish mean.

@@ -150,8 +150,9 @@ class TrainConfig:
     label_smoothing: float = opt(0.1, "label smoothing", type=_fraction)
     dropout: float | None = opt(None, "probability of each of the model's dropout layers (a model without any gets one "
                                      "before its classifier; default: the model's own)", type=_fraction)
-    stem: str | None = opt(None, "stem of the ResNets and DenseNet: small (3x3 stride-1 conv, no max-pool, for "
-                                 "64 px; their default) or imagenet (7x7 stride-2 conv + max-pool); "
+    stem: str | None = opt(None, "stem of the ResNets, DenseNet, AlexNet and ucsc_mobilenet_v2: small (3x3 "
+                                 "stride-1 conv, no max-pool, for 64 px; their default but ucsc_mobilenet_v2's) or "
+                                 "imagenet (torchvision's: 7x7 stride-2 conv + max-pool, AlexNet's 11x11 stride 4); "
                                  "recorded in the checkpoint", choices=("small", "imagenet"))
     init: str = opt("default", "weight init: default (PyTorch/torchvision), he, xavier", choices=INITS)
     schedule: str = opt("onecycle", "learning-rate schedule (all per step, with linear warm-up)",
@@ -408,7 +409,8 @@ def resolve_train_config(cfg: TrainConfig, *, cuda: bool, world_size: int = 1,
         raise ConfigError(f"--warmup {warmup} is longer than the run ({epochs} epochs)")
     from tinyfast.models import accepts
     if cfg.stem is not None and not accepts(cfg.arch, "stem"):
-        raise ConfigError(f"--stem: {cfg.arch} has no stem option (the ResNets, densenet161, tv:<name>)")
+        raise ConfigError(f"--stem: {cfg.arch} has no stem option (the ResNets, densenet161, alexnet, "
+                          f"ucsc_mobilenet_v2, tv:<name>)")
     if cfg.unfreeze_every and not cfg.freeze:
         raise ConfigError("--unfreeze-every needs --freeze")
     if cfg.pretrained == "imagenet":  # a missing weights file is reported before any work

@@ -1,5 +1,5 @@
 """The reports' own networks that no library provides: UCSC CSE 144's shallow and deep CNNs, the
-UCI CS172B "ResNet + CNN", and Ghosh's Network 1 and Network 2.
+UCI CS172B multi-layer CNN and "ResNet + CNN", and Ghosh's Network 1 and Network 2.
 
 Where a report gives only a parameter count, the layer widths here are chosen to come close to it
 (checked in the tests). Like the rest of the zoo, every model takes any class count and any input
@@ -19,14 +19,18 @@ from .registry import register
 
 @register("ucsc_shallow")
 def ucsc_shallow(num_classes: int = 100, dropout: float = 0.0) -> nn.Module:
-    """UCSC CSE 144 shallow CNN: conv32 -> pool -> conv64 -> pool -> fc256 -> fc (4.24M parameters
-    at 100 classes). The report's sigmoid output is left out: the loss takes logits."""
+    """UCSC CSE 144 shallow CNN: conv32 -> pool -> conv64 -> pool -> fc256 -> fc -> sigmoid (4.24M
+    parameters at 100 classes).
+
+    The report's "last layer that uses sigmoid activation" is kept: the model outputs log(sigmoid),
+    so cross-entropy over its outputs is Keras' categorical cross-entropy of the sigmoid outputs
+    (which Keras rescales to sum to 1 before the log), and the predicted class is the sigmoid's."""
     return nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(16), nn.Flatten(),
         nn.Linear(64 * 16 * 16, 256), nn.ReLU(inplace=True),
-        head(256, num_classes, dropout))
+        head(256, num_classes, dropout), nn.LogSigmoid())
 
 
 def _dense_bn(cin: int, cout: int, dropout: float) -> list[nn.Module]:
@@ -46,6 +50,25 @@ def ucsc_deep(num_classes: int = 100, dropout: float = 0.25) -> nn.Module:
         nn.AdaptiveAvgPool2d(13), nn.Flatten(),
         *_dense_bn(128 * 13 * 13, 512, dropout), *_dense_bn(512, 128, dropout),
         nn.Linear(128, num_classes))
+
+
+@register("uci_cnn_deep")
+def uci_cnn_deep(num_classes: int = 200, dropout: float | None = None) -> nn.Module:
+    """UCI CS172B multi-layer CNN, "maxpool and dropouts" (no batch norm, no global pool): three
+    blocks of two 3x3 conv + ReLU (32, 64, 128), each closed by a 2x2 max-pool and dropout, then
+    flatten (8x8x128 at 64 px) -> fc512 -> dropout -> fc (4.58M parameters at 200 classes; the
+    report gives no count: the widths are chosen).
+
+    ``dropout`` is the probability of every dropout layer; by default 0.25 after each pool and 0.5
+    before the classifier (as ``cnn2``)."""
+    drop_conv, drop_fc = (0.25, 0.5) if dropout is None else (dropout, dropout)
+    layers, cin = [], 3
+    for c in (32, 64, 128):
+        layers += [nn.Conv2d(cin, c, 3, padding=1), nn.ReLU(inplace=True),
+                   nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(drop_conv)]
+        cin = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+                         nn.Linear(128 * 8 * 8, 512), nn.ReLU(inplace=True), head(512, num_classes, drop_fc))
 
 
 @register("uci_resnet_cnn")
