@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sp
                                 reason="needs bash and coreutils")
 
 
-def _sh(*args, env=None):
-    return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+def _sh(*args, env=None, cwd=None):
+    return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -93,11 +93,14 @@ def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tmp_path):
     from tinyfast.synthetic import write_tree
     src = write_tree(tmp_path / "tiny-imagenet-200", classes=3, per_class=8, val_per_class=4, test_count=2,
                      size=64, seed=0, workers=1, progress=False)
-    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"  # run from a third folder, OUT relative to it
+    elsewhere.mkdir()
+    out = elsewhere / "out"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO),
                TRAIN_ARGS="--epochs 1 --batch-size 8 --no-compile --device cpu --arch ting_m1")
-    r = _sh(TTA, src, out, env=env)
+    r = _sh(TTA, src, "out", env=env, cwd=elsewhere)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (out / "fast-seed2.log").read_text().strip() and f"into {out / 'packed'}" in r.stdout
     (path,) = out.glob("time-to-accuracy-cpu-*.json")
     res = json.loads(path.read_text())
     assert res["gpu"] == "cpu" and res["recipe"] == "fast" and res["pack_seconds"] > 0
