@@ -125,12 +125,8 @@ def test_join_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     assert not r.stdout and not dest.exists()
 
 
-def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tmp_path):
-    from tinyfast.synthetic import write_tree
-    src = write_tree(tmp_path / "tiny-imagenet-200", classes=3, per_class=8, val_per_class=4, test_count=2,
-                     size=64, seed=0, workers=1, progress=False)
-    elsewhere = tmp_path / "elsewhere"  # run from a third folder, OUT relative to it
-    elsewhere.mkdir()
+def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tree_and_elsewhere):
+    src, elsewhere = tree_and_elsewhere  # run from a third folder, OUT relative to it
     out = elsewhere / "out"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO),
                TRAIN_ARGS="--epochs 1 --batch-size 8 --no-compile --device cpu --arch ting_m1")
