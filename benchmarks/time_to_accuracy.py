@@ -1,8 +1,13 @@
-"""The result of a time-to-accuracy run (benchmarks/time_to_accuracy.sh): one JSON and the curve.
+"""Time to accuracy of a recipe (default ``fast``), several seeds: one JSON and the curve.
 
+    python -m benchmarks.time_to_accuracy run DATA OUT [--recipe fast] [--seeds 0 1 2] [--train-args "..."]
     python -m benchmarks.time_to_accuracy report OUT [--recipe fast] [--seeds 0 1 2] [--pack-seconds S]
     python -m benchmarks.time_to_accuracy plot RESULT.json CURVE.png
 
+``run`` (what benchmarks/time_to_accuracy.sh calls) prepares DATA (:mod:`benchmarks.prepare`: the
+extension built where missing, a JPEG tree packed into ``OUT/packed``), trains
+``python -m tinyfast.train --recipe R --seed N --out-dir OUT/runs --name R-seedN`` for each seed
+(its output also in ``OUT/R-seedN.log``), then writes the report.
 ``report`` reads ``OUT/runs/<recipe>-seed<N>/`` (config.json, metrics.jsonl, summary.json: what
 ``python -m tinyfast.train --out-dir OUT/runs --name <recipe>-seed<N>`` writes) and writes, each
 atomically, ``OUT/time-to-accuracy-<gpu>-<date>.json``::
@@ -24,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmarks import prepare as _prepare
 from benchmarks.common import git_commit, slug
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,6 +118,32 @@ def plot(result: Path, png: Path) -> dict:
     return plot_time_to_accuracy(runs, png, title=title, reference=REFERENCE, target=(t["val_top1"], t["seconds"]))
 
 
+def train_seeds(packed: Path, out: Path, recipe: str, seeds: list[int], train_args: list[str]) -> None:
+    """One training run per seed, in turn; each one's output to the terminal and to ``OUT/<recipe>-seed<N>.log``."""
+    for seed in seeds:
+        name = f"{recipe}-seed{seed}"
+        cmd = [sys.executable, "-m", "tinyfast.train", "--recipe", recipe, "--data", str(packed), "--seed", str(seed),
+               "--out-dir", str(out / "runs"), "--name", name, "--no-progress", *train_args]
+        log = out / f"{name}.log"
+        with open(log, "w") as f, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, text=True) as proc:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+        if proc.returncode != 0:
+            raise ReportError(f"seed {seed} failed (exit {proc.returncode}; see {log})")
+
+
+def _print_report(path: Path) -> None:
+    res = json.loads(path.read_text())
+    for run in res["runs"]:
+        v = run["val_top1"]
+        print(f"seed {run['seed']}: val top-1 {'-' if v is None else f'{100 * v:.2f}%'} in {run['seconds']:.1f} s"
+              + (f" (60% at {run['seconds_to_target']:.1f} s)" if run["seconds_to_target"] is not None else ""))
+    if res["mean_val_top1"] is not None:
+        print(f"mean: {100 * res['mean_val_top1']:.2f}% in {res['mean_seconds']:.1f} s on {res['gpu']} -> {path}")
+
+
 def section(data: Path, device, args, work: Path) -> dict:
     """Section d of ``tinyfast-bench`` (``--sections tta``): run ``python -m tinyfast.train`` in-process and read when val top-1 reached the target."""
     import contextlib
@@ -145,33 +179,39 @@ def section(data: Path, device, args, work: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.time_to_accuracy", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("run", help="prepare DATA, train every seed into OUT/runs, then report")
+    t.add_argument("data", type=Path, help="a tiny-imagenet-200 JPEG tree, or a packed dataset")
     r = sub.add_parser("report", help="the JSON and the curve of OUT/runs/<recipe>-seed<N>")
-    r.add_argument("out", type=Path)
-    r.add_argument("--recipe", default="fast")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    for s in (t, r):
+        s.add_argument("out", type=Path)
+        s.add_argument("--recipe", default="fast")
+        s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--train-args", default="", help="extra flags for every run, one quoted string")
     r.add_argument("--pack-seconds", type=float, default=None)
     p = sub.add_parser("plot", help="the curve of a result JSON")
     p.add_argument("result", type=Path)
     p.add_argument("png", type=Path)
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "report":
+        if a.cmd == "run":
+            try:
+                train_args = shlex.split(a.train_args)
+            except ValueError as e:
+                ap.error(f"--train-args: {e}")
+            packed, pack_seconds = _prepare.prepare(a.data, a.out)
+            out = a.out.absolute()
+            train_seeds(packed, out, a.recipe, a.seeds, train_args)
+            _print_report(report(out, a.recipe, a.seeds, pack_seconds))
+        elif a.cmd == "report":
             if a.pack_seconds is not None and not a.pack_seconds >= 0:
                 ap.error(f"--pack-seconds must be >= 0, got {a.pack_seconds}")
-            path = report(a.out, a.recipe, a.seeds, a.pack_seconds)
-            res = json.loads(path.read_text())
-            for run in res["runs"]:
-                v = run["val_top1"]
-                print(f"seed {run['seed']}: val top-1 {'-' if v is None else f'{100 * v:.2f}%'} in {run['seconds']:.1f} s"
-                      + (f" (60% at {run['seconds_to_target']:.1f} s)" if run["seconds_to_target"] is not None else ""))
-            if res["mean_val_top1"] is not None:
-                print(f"mean: {100 * res['mean_val_top1']:.2f}% in {res['mean_seconds']:.1f} s on {res['gpu']} -> {path}")
+            _print_report(report(a.out, a.recipe, a.seeds, a.pack_seconds))
         else:
             plot(a.result, a.png)
             print(f"wrote {a.png}")
-    except ReportError as e:
+    except (ReportError, _prepare.PrepareError) as e:
         print(f"time_to_accuracy: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "code", 1)
     return 0
 
 

@@ -12,35 +12,15 @@
 # (benchmarks/time_to_accuracy.py writes both; its docstring has the whole schema).
 # "seconds" is the training run's wall time, from building the model to the end of the final
 # evaluation (torch.compile's first-step compilation included; packing is pack_seconds).
+# A thin wrapper: python -m benchmarks.time_to_accuracy run DATA OUT (from any folder).
 #
 # Environment: PYTHON (default: python3, the machine's preinstalled torch), SEEDS (default "0 1 2"),
 # RECIPE (default fast), TRAIN_ARGS (extra flags for every run, e.g. to shrink a smoke test:
 # "--epochs 1 --batch-size 16 --no-compile --device cpu").
 set -euo pipefail
-
 usage_line=4
 # shellcheck source=benchmarks/_script_setup.sh
 source "$(dirname "$0")/_script_setup.sh"
-SEEDS=${SEEDS:-0 1 2} RECIPE=${RECIPE:-fast} TRAIN_ARGS=${TRAIN_ARGS:-}
-
-if [[ -f $data/manifest.json ]]; then
-    packed=$data pack_seconds=null
-else
-    packed=$out/packed
-    start=$(date +%s.%N)
-    "$PYTHON" -m tinyfast.pack "$data" --out "$packed" --overwrite --quiet
-    pack_seconds=$(awk "BEGIN { print $(date +%s.%N) - $start }")
-    echo "packed $data into $packed in ${pack_seconds}s"
-fi
-
-for seed in $SEEDS; do
-    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-    "$PYTHON" -m tinyfast.train --recipe "$RECIPE" --data "$packed" --seed "$seed" --out-dir "$out/runs" \
-        --name "$RECIPE-seed$seed" --no-progress $TRAIN_ARGS 2>&1 | tee "$out/$RECIPE-seed$seed.log" \
-        || die "seed $seed failed (see $out/$RECIPE-seed$seed.log)"
-done
-
-pack_args=()
-[[ $pack_seconds == null ]] || pack_args=(--pack-seconds "$pack_seconds")
 # shellcheck disable=SC2086  # SEEDS is a list
-"$PYTHON" -m benchmarks.time_to_accuracy report "$out" --recipe "$RECIPE" --seeds $SEEDS "${pack_args[@]}"
+exec "$PYTHON" -m benchmarks.time_to_accuracy run "$1" "$2" --recipe "${RECIPE:-fast}" --seeds ${SEEDS:-0 1 2} \
+    "--train-args=${TRAIN_ARGS:-}"

@@ -2,7 +2,10 @@
 short budget, in one table next to the accuracy the seed reports.
 
     python -m benchmarks.zoo --data PACKED --out OUT [--epochs 1] [--models a,b] [--timeout-per-model S]
-                             [--train-args "..."] [--dry-run]
+                             [--train-args "..."] [--dry-run] [--prepare]
+
+With ``--prepare`` (what benchmarks/zoo.sh passes) DATA may also be the JPEG tree: it is packed
+into ``OUT/packed`` first, and the extension built where missing (:mod:`benchmarks.prepare`).
 
 Each row runs ``python -m tinyfast.train --recipe NAME --data PACKED --epochs N ...`` in its own
 process (the command is recorded, ready to paste), with its log in ``OUT/logs/<arch>.log`` and its
@@ -37,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import prepare as _prepare
 from benchmarks.common import git_commit, slug
 
 REPO = Path(__file__).resolve().parent.parent
@@ -250,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-args", default="", help="extra flags for every row's tinyfast.train, one quoted string "
                         "(--train-args=--no-compile for a single flag)")
     p.add_argument("--dry-run", action="store_true", help="print each row's command, run nothing")
+    p.add_argument("--prepare", action="store_true", help="build tinyfast._C where missing, and pack DATA into "
+                   "OUT/packed when it is a JPEG tree (no manifest.json)")
 
     def error(message: str):  # one line, exit 2
         raise UsageError(message)
@@ -275,6 +281,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as e:
         raise UsageError(f"--train-args: {e}") from None
     data = Path(args.data)
+    if args.prepare:  # checked by prepare() when the run starts
+        args.data, args.out = data.absolute(), Path(args.out).absolute()
+        return args
     if not data.is_dir():
         raise UsageError(f"--data {args.data}: no such directory")
     if not (data / "manifest.json").is_file():
@@ -291,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     runs, logs = args.out / "runs", args.out / "logs"
+    if args.prepare and not args.dry_run:
+        try:
+            args.data = _prepare.prepare(args.data, args.out)[0]
+        except _prepare.PrepareError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return e.code
+    elif args.prepare:
+        args.data = _prepare.packed_path(args.data, args.out)
     commands = {a: train_command(a, args.data, runs, args.epochs, args.train_args) for a in args.models}
     if args.dry_run:
         for arch, cmd in commands.items():

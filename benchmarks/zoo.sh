@@ -9,28 +9,17 @@
 # OUT receives packed/, logs/<arch>.log, runs/<arch>/ (config, per-epoch metrics.jsonl, summary.json)
 # and zoo-<gpu>-<date>.json / .md: per row the arch, its recipe, the command, val top-1 after the
 # budget, wall time, images/s, the seed's reported figure and the status (ok, failed, timeout).
+# A thin wrapper: python -m benchmarks.zoo --data DATA --out OUT --prepare (from any folder).
 #
 # Environment: PYTHON (default: python3, the machine's preinstalled torch), EPOCHS (default 1: the
 # budget of every row), MODELS (comma-separated subset, default all), TIMEOUT (seconds per model,
 # default 300, so that one stuck row cannot take the whole run; empty: none), TRAIN_ARGS (extra
 # flags for every run, e.g. to shrink a smoke test: "--batch-size 16 --no-compile --device cpu").
 set -euo pipefail
-
 usage_line=5
 # shellcheck source=benchmarks/_script_setup.sh
 source "$(dirname "$0")/_script_setup.sh"
-EPOCHS=${EPOCHS:-1} MODELS=${MODELS:-} TIMEOUT=${TIMEOUT-300} TRAIN_ARGS=${TRAIN_ARGS:-}
-
-if [[ -f $data/manifest.json ]]; then
-    packed=$data
-else
-    packed=$out/packed
-    start=$(date +%s.%N)
-    "$PYTHON" -m tinyfast.pack "$data" --out "$packed" --overwrite --quiet
-    echo "packed $data into $packed in $(awk "BEGIN { print $(date +%s.%N) - $start }")s"
-fi
-
-args=(--data "$packed" --out "$out" --epochs "$EPOCHS" "--train-args=$TRAIN_ARGS")
-[[ -z $MODELS ]] || args+=(--models "$MODELS")
-[[ -z $TIMEOUT ]] || args+=(--timeout-per-model "$TIMEOUT")
+args=(--data "$1" --out "$2" --prepare --epochs "${EPOCHS:-1}" "--train-args=${TRAIN_ARGS:-}")
+[[ -z ${MODELS:-} ]] || args+=(--models "$MODELS")
+[[ -z ${TIMEOUT-300} ]] || args+=(--timeout-per-model "${TIMEOUT-300}")
 exec "$PYTHON" -m benchmarks.zoo "${args[@]}"

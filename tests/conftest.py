@@ -50,3 +50,16 @@ def default_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_DFL)
+
+
+@pytest.fixture()
+def tree_and_elsewhere(tmp_path):
+    """A small tiny-imagenet-200 JPEG tree (3 classes, 64 px) and an empty third folder to run a
+    benchmark script from, with its OUT relative to that folder."""
+    from tinyfast.synthetic import write_tree
+
+    src = write_tree(tmp_path / "tiny-imagenet-200", classes=3, per_class=8, val_per_class=4, test_count=2,
+                     size=64, seed=0, workers=1, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return src, elsewhere

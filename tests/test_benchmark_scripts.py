@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sp
                                 reason="needs bash and coreutils")
 
 
-def _sh(*args, env=None):
-    return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+def _sh(*args, env=None, cwd=None):
+    return subprocess.run(["bash", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -89,15 +89,50 @@ def test_split_usage_and_bad_source(tmp_path):
     assert _sh(SPLIT).returncode == 2
 
 
-def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tmp_path):
-    from tinyfast.synthetic import write_tree
-    src = write_tree(tmp_path / "tiny-imagenet-200", classes=3, per_class=8, val_per_class=4, test_count=2,
-                     size=64, seed=0, workers=1, progress=False)
-    out = tmp_path / "out"
+@pytest.mark.parametrize("size", ["abc", "0", "4x", "-1", ""])
+def test_split_refuses_a_bad_part_size_before_writing_anything(tree, tmp_path, size):
+    r = _sh(SPLIT, "split", tree, tmp_path / "parts", size)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"split_dataset.sh: error: PART_SIZE '{size}': ") and "60M" in r.stderr
+    assert not (tmp_path / "parts").exists()
+
+
+def test_a_failed_split_leaves_no_temporary_part(tree, tmp_path):
+    # The parts folder fills up: GNU split cannot write past the file-size limit (ulimit -f, in KiB;
+    # SIGXFSZ ignored, so the write fails with EFBIG as a full disk fails with ENOSPC).
+    parts = tmp_path / "parts"
+    r = _sh("-c", f'trap "" XFSZ; ulimit -f 2; exec bash "$@"', "sh", SPLIT, "split", tree, parts, "4K")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"split_dataset.sh: error: {parts}: ") and "File too large" in r.stderr
+    assert not parts.exists()  # neither a temporary part nor the folder this split made
+    parts.mkdir()  # a folder that was there stays, empty
+    r = _sh("-c", f'trap "" XFSZ; ulimit -f 2; exec bash "$@"', "sh", SPLIT, "split", tree, parts, "4K")
+    assert r.returncode == 1 and list(parts.iterdir()) == []
+
+
+def test_join_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    src = tmp_path / "src" / "many"
+    src.mkdir(parents=True)
+    for i in range(30):
+        (src / f"f{i:02}.bin").write_bytes(os.urandom(20000))
+    parts = tmp_path / "parts"
+    assert _sh(SPLIT, "split", src, parts, "100K").returncode == 0
+    dest = tmp_path / "dest"
+    # tar cannot write a file past 10 KiB (ulimit -f, SIGXFSZ ignored: each write fails as on a full disk).
+    r = _sh("-c", f'trap "" XFSZ; ulimit -f 10; exec bash "$@"', "sh", SPLIT, "join", parts, dest)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"split_dataset.sh: error: {dest / 'many'}: ") and "File too large" in r.stderr
+    assert not r.stdout and not dest.exists()
+
+
+def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tree_and_elsewhere):
+    src, elsewhere = tree_and_elsewhere  # run from a third folder, OUT relative to it
+    out = elsewhere / "out"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO),
                TRAIN_ARGS="--epochs 1 --batch-size 8 --no-compile --device cpu --arch ting_m1")
-    r = _sh(TTA, src, out, env=env)
+    r = _sh(TTA, src, "out", env=env, cwd=elsewhere)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (out / "fast-seed2.log").read_text().strip() and f"into {out / 'packed'}" in r.stdout
     (path,) = out.glob("time-to-accuracy-cpu-*.json")
     res = json.loads(path.read_text())
     assert res["gpu"] == "cpu" and res["recipe"] == "fast" and res["pack_seconds"] > 0

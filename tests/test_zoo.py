@@ -231,14 +231,12 @@ def test_missing_or_unpacked_data_is_one_error_line_and_exit_2(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_zoo_sh_packs_a_jpeg_tree_and_writes_the_table(tmp_path):
-    from tinyfast.synthetic import write_tree
-    src = write_tree(tmp_path / "tiny-imagenet-200", classes=3, per_class=8, val_per_class=4, test_count=2,
-                     size=64, seed=0, workers=1, progress=False)
-    out = tmp_path / "out"
+def test_zoo_sh_packs_a_jpeg_tree_and_writes_the_table(tree_and_elsewhere):
+    src, elsewhere = tree_and_elsewhere  # run from a third folder, OUT relative to it
+    out = elsewhere / "out"
     env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO), MODELS="linear", TRAIN_ARGS=TINY)
-    r = subprocess.run(["bash", str(REPO / "benchmarks" / "zoo.sh"), str(src), str(out)], capture_output=True,
-                       text=True, env=env, timeout=600)
+    r = subprocess.run(["bash", str(REPO / "benchmarks" / "zoo.sh"), str(src), "out"], capture_output=True,
+                       text=True, env=env, cwd=elsewhere, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert (out / "packed" / "manifest.json").exists()
     res, path = _result(out)

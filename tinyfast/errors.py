@@ -20,24 +20,27 @@ def run_command(prog: str, fn: Callable[..., Any], *args) -> tuple[int, Any]:
 
     Returns ``(0, result)``, or ``(2, None)`` after bad input (config, data, missing file or extra)
     or a file-system error (the line names the path), ``(1, None)`` after a :class:`RunError`, or
-    ``(130, None)`` after Ctrl-C. ``TINYFAST_DEBUG=1`` re-raises for the full traceback.
+    ``(130, None)`` after Ctrl-C. An error marked ``quiet`` (a DDP rank other than 0 meeting the
+    error rank 0 reports) keeps its status and prints nothing. ``TINYFAST_DEBUG=1`` re-raises for
+    the full traceback.
     """
-    def fail(msg: str, status: int) -> tuple[int, None]:
+    def fail(e: BaseException, msg: str, status: int) -> tuple[int, None]:
         if os.environ.get("TINYFAST_DEBUG"):
             raise
-        print(f"{prog}: error: {(msg.strip().splitlines() or ['failed'])[0]}", file=sys.stderr)
+        if not getattr(e, "quiet", False):
+            print(f"{prog}: error: {(msg.strip().splitlines() or ['failed'])[0]}", file=sys.stderr)
         return status, None
 
     try:
         return 0, fn(*args)
     except RunError as e:  # an interrupted run carries its own status (130 / 143)
-        return fail(str(e), getattr(e, "status", 1))
+        return fail(e, str(e), getattr(e, "status", 1))
     except OSError as e:
         if e.filename is None:
-            return fail(str(e) or type(e).__name__, 2)
-        return fail(f"{e.filename}: {e.strerror or type(e).__name__}", 2)
+            return fail(e, str(e) or type(e).__name__, 2)
+        return fail(e, f"{e.filename}: {e.strerror or type(e).__name__}", 2)
     except (ValueError, ImportError) as e:  # ConfigError, PackError included
-        return fail(str(e) or type(e).__name__, 2)
+        return fail(e, str(e) or type(e).__name__, 2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130, None

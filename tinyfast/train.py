@@ -14,16 +14,18 @@ Options are generated from :class:`tinyfast.config.TrainConfig`; see ``--help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 # torch is imported where it is used: a Ctrl-C during its import (a second or two) is then inside
 # main(), one line, instead of a traceback through the import machinery.
-from tinyfast.config import (ConfigError, number, run_command, TrainConfig, build_parser, config_from_args,
-                             explicit_fields, resolve_train_config, set_fields)
+from tinyfast.config import (ConfigError, number, run_command, RunError, TrainConfig, build_parser,
+                             config_from_args, explicit_fields, resolve_train_config, set_fields)
 from tinyfast.recipes import apply_recipe, recipe_notes, recipes_table
 
 PROG = "python -m tinyfast.train"
@@ -113,9 +115,9 @@ def _init_dist(cfg: TrainConfig, world: int, local_rank: int) -> bool:
 
 
 def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_rank: int) -> tuple[TrainConfig, dict | None]:
-    """The resolved config of this invocation (the saved one when resuming) and the checkpoint."""
+    """The resolved config of this invocation (the saved one when resuming) and the checkpoint;
+    needs no process group (every rank resolves the same)."""
     import torch
-    import torch.distributed as dist
     ck = None
     if cfg.resume:
         cfg, ck = _resume_config(cfg, explicit, log)
@@ -130,10 +132,9 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     if cfg.data is None:
         from tinyfast.default_data import ensure_default_data
         cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
-    if world > 1:
-        name = [cfg.name]
-        dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone
-        cfg = dataclasses.replace(cfg, name=name[0])
+    if world > 1:  # a missing or unpacked --data, said before the process group forms
+        from tinyfast.data import read_manifest
+        read_manifest(cfg.data)
     return cfg, ck
 
 
@@ -144,6 +145,31 @@ def _length(tr) -> str:
     if len(set(steps)) <= 1:
         return f"{plural(tr.cfg.epochs, 'epoch')} x {plural(tr.steps_per_epoch, 'step')}"
     return f"{plural(tr.cfg.epochs, 'epoch')}, {sum(steps):,} steps (--phases: {min(steps)}-{max(steps)} per epoch)"
+
+
+def _same_name(cfg: TrainConfig) -> TrainConfig:
+    """Rank 0's (timestamped) run name for every rank (a collective)."""
+    import torch.distributed as dist
+    name = [cfg.name]
+    dist.broadcast_object_list(name, src=0)
+    return dataclasses.replace(cfg, name=name[0])
+
+
+# What gloo (and NCCL's socket layer) says when the process at the other end is gone.
+_PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer|Broken pipe|Connection refused")
+
+
+def _lost_peer(e: BaseException, rank: int, world: int, run_dir: Path | None, step: int | None) -> str | None:
+    """The one line for a collective that failed because another rank ended (None: not that)."""
+    from tinyfast.trainer.state import kept_checkpoint
+    m = _PEER_GONE.search(str(e))
+    if world <= 1 or m is None:
+        return None
+    addr = re.search(r"\[([^\]]+)\]:(\d+)", str(e))
+    who = f"rank {1 - rank} of 2" if world == 2 else f"one of the {world - 1} other ranks"
+    return (f"lost DDP peer {who} ({m.group(0).lower()}{f' at {addr[1]}:{addr[2]}' if addr else ''})"
+            f"{f' after step {step}' if step is not None else ''}: it ended or was killed (torchrun's summary "
+            f"below gives its exit)" + (f"; {kept_checkpoint(run_dir)}" if run_dir is not None else ""))
 
 
 def _start_line(tr, world: int) -> str:
@@ -172,19 +198,30 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset | None = None):
     :class:`TrainConfig`'s defaults count as given.
 
     Initialises ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on
-    GPUs, gloo on CPU; the process group is destroyed before returning.
+    GPUs, gloo on CPU; the process group is destroyed before returning. The config and ``--data``
+    are checked before the group forms (such errors, and an :class:`Interrupted` every rank agreed
+    on, carry ``every_rank = True``); a collective that fails because another rank died is a
+    :class:`RunError` naming the lost peer.
     """
     import torch.distributed as dist
 
     from tinyfast import progress
     from tinyfast.trainer import Trainer
+    from tinyfast.trainer.signals import Interrupted
 
     explicit = set_fields(cfg) if explicit is None else set(explicit)
     rank, world, local_rank = _dist_env()
     log = progress.write if rank == 0 else (lambda m: None)
-    own_group = _init_dist(cfg, world, local_rank)
-    try:
+    try:  # what every rank checks alike, before the process group forms
         cfg, ck = _run_config(cfg, explicit, log, world, local_rank)
+    except Exception as e:
+        e.every_rank = world > 1
+        raise
+    own_group = _init_dist(cfg, world, local_rank)
+    trainer = None
+    try:
+        if world > 1:
+            cfg = _same_name(cfg)
         trainer = Trainer(cfg, log=log)
         if ck is not None:
             trainer.load_state_dict(ck, path=_resume_path(cfg))
@@ -199,6 +236,17 @@ def train(cfg: TrainConfig, explicit: set[str] | frozenset | None = None):
             # called without an active exception") whose peer closed the connections first
             dist.barrier()
         return trainer
+    except Interrupted as e:  # every rank stopped at the same step, saved, and says the same
+        e.every_rank = world > 1
+        if own_group:
+            with contextlib.suppress(RuntimeError):
+                dist.barrier()
+        raise
+    except RuntimeError as e:
+        lost = _lost_peer(e, rank, world, trainer and trainer.run_dir, trainer and trainer.step)
+        if lost is None:
+            raise
+        raise RunError(lost) from None
     finally:
         if own_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -230,8 +278,35 @@ def _main(argv: list[str]) -> int:
         if status == 0:
             print(json.dumps(out, indent=1))
         return status
-    status, _ = run_command(PROG, train, config_from_args(TrainConfig, args), explicit)
+    status, _ = run_command(PROG, _train_command, config_from_args(TrainConfig, args), explicit)
     return status
+
+
+def _train_command(cfg: TrainConfig, explicit: set[str]):
+    """:func:`train` for the command line: under torchrun, an error that every rank meets alike is
+    said once, by rank 0; the other ranks exit with the same status, quietly."""
+    try:
+        return train(cfg, explicit)
+    except Exception as e:
+        if getattr(e, "every_rank", False) and _dist_env()[0] > 0 and _rank0_ended():
+            e.quiet = True
+        raise
+
+
+def _rank0_ended(timeout: float = 15.0) -> bool:
+    """Wait (at most ``timeout`` s) for the SIGTERM that torchrun sends the other ranks once rank 0
+    has exited, so that rank 0's line is out before this rank ends; False if none came (then this
+    rank says the error itself)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        return signal.sigtimedwait(sigs, timeout) is not None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 if __name__ == "__main__":

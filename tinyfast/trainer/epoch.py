@@ -157,16 +157,22 @@ class EpochLoop:
 
     def _should_stop(self, synced: bool) -> bool:
         """``--stop-at-step`` reached, or a signal asked to stop. Under DDP the ranks agree on the
-        latter (a collective) only at progress windows, so they all stop at the same step."""
+        latter (a collective) only at progress windows, so they all stop at the same step, for the
+        same reason (a signal to one rank stops every rank as interrupted by it)."""
         if self.stop_at_step is not None and self.step >= self.stop_at_step:
             return True
         if self.world == 1:
             return bool(self.stop_request)
         if not synced:
             return False
-        flag = torch.tensor(float(bool(self.stop_request)), device=self.device)
-        dist.all_reduce(flag)
-        return flag.item() > 0
+        # each rank's signal number in its slot: every rank learns who was signalled, and with what
+        flags = torch.zeros(self.world, device=self.device)
+        flags[dist.get_rank()] = float(self.stop_request.signum or 0) if self.stop_request else 0.0
+        dist.all_reduce(flags)
+        got = {r: int(s) for r, s in enumerate(flags.tolist()) if s}
+        if got and self.stop_request is not None:
+            self.stop_request.agree(got)
+        return bool(got)
 
     def _compiled(self, run: Running, loss: torch.Tensor, y: torch.Tensor, t0: float) -> float:
         """After the step that compiled the model: book its time as compile time; returns the new t0."""

@@ -174,7 +174,7 @@ class Trainer:
         resume = resume_command(self.run_dir / "last.pt", self.world)
         stop = self.loop.stop_request
         if stop:
-            raise Interrupted(f"interrupted by {stop.name} after step {self.step}; saved "
+            raise Interrupted(f"interrupted by {stop.name}{stop.who(self.world)} after step {self.step}; saved "
                               f"{self.run_dir / 'last.pt'}; resume with: {resume}", stop.signum)
         self.log(f"stopped at step {self.step} (--stop-at-step); resume with: {resume}")
         return self.summary(final=False)

@@ -27,6 +27,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
+        self.ranks: dict[int, int] = {}  # under DDP, once the ranks agreed: rank -> the signal it got
         self._old: dict = {}
 
     def __bool__(self) -> bool:
@@ -35,6 +36,20 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
+
+    def agree(self, ranks: dict[int, int]) -> None:
+        """Under DDP: what the ranks' signals were (``rank -> signal number``, the ranks that got
+        none left out); a rank that got none stops for the others' reason."""
+        self.ranks = dict(ranks)
+        if self.signum is None and ranks:
+            self.signum = max(ranks.values())
+
+    def who(self, world: int) -> str:
+        """`` (rank 1)`` when only some of the ``world`` ranks got a signal, else ``""``."""
+        if world <= 1 or not self.ranks or len(self.ranks) == world:
+            return ""
+        ranks = sorted(self.ranks)
+        return f" (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
