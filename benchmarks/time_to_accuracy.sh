@@ -36,7 +36,7 @@ fi
 for seed in $SEEDS; do
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
     "$PYTHON" -m tinyfast.train --recipe "$RECIPE" --data "$packed" --seed "$seed" --out-dir "$out/runs" \
-        --name "$RECIPE-seed$seed" --no-progress $TRAIN_ARGS 2>&1 | tee "$out/$RECIPE-seed$seed.log" \
+        --name "$RECIPE-seed$seed" --overwrite --no-progress $TRAIN_ARGS 2>&1 | tee "$out/$RECIPE-seed$seed.log" \
         || die "seed $seed failed (see $out/$RECIPE-seed$seed.log)"
 done
 

@@ -275,8 +275,11 @@ class TrainConfig:
     unfreeze_groups: int = opt(1, "with --unfreeze-every: groups unfrozen each time (0 = all the rest at "
                                   "once: the head, then the whole model)", type=_nonneg_int)
     seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
-    name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
+    name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME); a name "
+                                 "that holds a run is refused unless --resume or --overwrite")
     out_dir: str = opt("runs", "parent directory of the run directories")
+    overwrite: bool = opt(False, "start afresh in a used OUT_DIR/NAME: the earlier run's own files (checkpoints, "
+                                 "metrics, curves, ...) are removed as the new run starts, others kept")
     resume: str | None = opt(None, "continue a run exactly: a checkpoint path, or no value for "
                                    "OUT_DIR/NAME/last.pt", nargs="?", const="last", metavar="CKPT")
     resume_other_data: bool = opt(False, "with --resume: continue even when the data is not what the "

@@ -28,7 +28,7 @@ from tinyfast.recipes import apply_recipe, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
-RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
+RUNTIME_FIELDS = ("resume", "overwrite", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
 RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader", "tensorboard")
 
@@ -117,6 +117,9 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     import torch
     import torch.distributed as dist
     ck = None
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues a run, --overwrite starts one afresh: give one of them")
+    auto_name = cfg.name is None
     if cfg.resume:
         cfg, ck = _resume_config(cfg, explicit, log)
         if "device" not in explicit:
@@ -124,14 +127,33 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     else:
         cfg = apply_recipe(cfg, explicit)  # explicit settings win
     cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
-    if cfg.data is None:
-        from tinyfast.default_data import ensure_default_data
-        cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
+    if ck is None:
+        cfg = _unused_run_dir(cfg, auto_name)
     if world > 1:
         name = [cfg.name]
         dist.broadcast_object_list(name, src=0)  # rank 0's timestamped name for everyone
         cfg = dataclasses.replace(cfg, name=name[0])
+    if cfg.data is None:
+        from tinyfast.default_data import ensure_default_data
+        cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
     return cfg, ck
+
+
+def _unused_run_dir(cfg: TrainConfig, auto_name: bool) -> TrainConfig:
+    """``cfg`` when OUT_DIR/NAME holds no earlier run (or ``--overwrite`` replaces it); a default
+    ARCH-DATE-TIME name already taken (two runs in one second) gets the next free ``-N``; a given
+    ``--name`` that holds a run is refused."""
+    from tinyfast.trainer.sinks import run_files
+    found = run_files(Path(cfg.out_dir) / cfg.name)
+    if not found or cfg.overwrite:
+        return cfg
+    if auto_name:
+        n = 2
+        while run_files(Path(cfg.out_dir) / f"{cfg.name}-{n}"):
+            n += 1
+        return dataclasses.replace(cfg, name=f"{cfg.name}-{n}")
+    raise ConfigError(f"--name {cfg.name}: {Path(cfg.out_dir) / cfg.name} holds an earlier run ({', '.join(found)}); "
+                      f"continue it with --resume, replace it with --overwrite, or pick another --name")
 
 
 def _start_line(tr, world: int) -> str:
