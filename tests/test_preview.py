@@ -117,3 +117,20 @@ def test_an_output_that_cannot_be_a_file_is_named(data, tmp_path, capsys, where,
     assert line.startswith(f"python -m tinyfast.augment: error: --preview {target}: ") and says in line, line
     assert ".tmp" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+
+
+def test_the_default_output_is_in_the_current_folder(data, tmp_path, monkeypatch, capsys):
+    """``--preview`` without a file name writes ./augment-preview.png; the README's command as
+    written (with DIR = a packed set) writes there too, never into the checkout's docs/."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**What the presets do**"):]
+    cmd = re.search(r"`(python -m tinyfast\.augment --preview[^`]*)`", section.replace("\n", " ")).group(1)
+    argv = [data if a == "DIR" else a for a in shlex.split(cmd)[3:]]
+    assert main(argv) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["augment-preview.png"]
+    assert capsys.readouterr().out.startswith("augment-preview.png: ")
