@@ -211,7 +211,9 @@ class TrainConfig:
                                        "GPU, 32 on CPU)", type=_positive_int)
     eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
                                       type=_positive_int)
-    workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
+    workers: int | None = opt(None, "loader worker processes/threads where the loader has any (default: the CPU "
+                                    "cores this process may use; torch/torch-npy: 0 = in the main process)",
+                              type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
                                "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
     normalize: str = opt("channel", "normalisation: per-channel mean/std, or mean-image (subtract "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "list_recipes", "recipes_table", "apply_recipe",
-           "prog_schedule"]
+           "prog_schedule", "recipe_lr_note"]
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,35 @@ def apply_recipe(cfg, explicit: set[str] | frozenset = frozenset()):
     """``cfg`` (a ``TrainConfig``) with the settings of its ``cfg.recipe`` filled in, except the
     fields in ``explicit`` (given on the command line), which keep their values.
 
-    A config without a recipe is returned unchanged.
+    A recipe's ``lr`` is for its ``batch_size``: with another ``--batch-size`` and no ``--lr`` it
+    scales by sqrt(B / recipe batch), as the default LR scales with the batch (see
+    :func:`recipe_lr_note`). A config without a recipe is returned unchanged.
     """
     if not cfg.recipe:
         return cfg
-    settings = get_recipe(cfg.recipe).settings
+    settings = dict(get_recipe(cfg.recipe).settings)
+    scaled = _scaled_lr(cfg, settings, explicit)
+    if scaled is not None:
+        settings["lr"] = scaled
     return dataclasses.replace(cfg, **{k: v for k, v in settings.items() if k not in explicit})
+
+
+def _scaled_lr(cfg, settings, explicit) -> float | None:
+    """The recipe's LR for the explicit ``--batch-size`` (``None`` where it applies unchanged)."""
+    if ("lr" in explicit or "batch_size" not in explicit or not {"lr", "batch_size"} <= set(settings)
+            or cfg.batch_size in (None, settings["batch_size"])):
+        return None
+    return settings["lr"] * (cfg.batch_size / settings["batch_size"]) ** 0.5
+
+
+def recipe_lr_note(cfg, explicit) -> str | None:
+    """The one line a run prints when :func:`apply_recipe` scaled the recipe's LR (else ``None``)."""
+    if not cfg.recipe:
+        return None
+    settings = get_recipe(cfg.recipe).settings
+    scaled = _scaled_lr(cfg, settings, explicit)
+    if scaled is None:
+        return None
+    return (f"note: --recipe {cfg.recipe}: its lr {settings['lr']:g} is for batch {settings['batch_size']}; at "
+            f"--batch-size {cfg.batch_size} it is scaled as the default LR is, by sqrt({cfg.batch_size}/"
+            f"{settings['batch_size']}), to {scaled:.3g} (--lr sets it)")

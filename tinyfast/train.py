@@ -24,7 +24,7 @@ from pathlib import Path
 # main(), one line, instead of a traceback through the import machinery.
 from tinyfast.config import (ConfigError, number, run_command, TrainConfig, build_parser, config_from_args,
                              explicit_fields, resolve_train_config, set_fields)
-from tinyfast.recipes import apply_recipe, recipes_table
+from tinyfast.recipes import apply_recipe, recipe_lr_note, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
@@ -125,6 +125,9 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
         if "device" not in explicit:
             cfg = dataclasses.replace(cfg, device=None)
     else:
+        note = recipe_lr_note(cfg, explicit)
+        if note:
+            log(note)
         cfg = apply_recipe(cfg, explicit)  # explicit settings win
     cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
     if ck is None:
