@@ -123,7 +123,7 @@ def train_seeds(packed: Path, out: Path, recipe: str, seeds: list[int], train_ar
     for seed in seeds:
         name = f"{recipe}-seed{seed}"
         cmd = [sys.executable, "-m", "tinyfast.train", "--recipe", recipe, "--data", str(packed), "--seed", str(seed),
-               "--out-dir", str(out / "runs"), "--name", name, "--no-progress", *train_args]
+               "--out-dir", str(out / "runs"), "--name", name, "--overwrite", "--no-progress", *train_args]
         log = out / f"{name}.log"
         with open(log, "w") as f, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                    stdin=subprocess.DEVNULL, text=True) as proc:
@@ -152,7 +152,7 @@ def section(data: Path, device, args, work: Path) -> dict:
 
     run_dir = work / "tta"
     argv = ["--arch", args.tta_arch, "--data", str(data), "--epochs", str(args.tta_epochs),
-            "--out-dir", str(work), "--name", "tta", "--device", str(device), "--amp", "--no-progress"]
+            "--out-dir", str(work), "--name", "tta", "--overwrite", "--device", str(device), "--amp", "--no-progress"]
     if args.quick:
         argv += ["--batch-size", str(args.batch_size)]
     t0 = time.perf_counter()

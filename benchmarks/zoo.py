@@ -102,7 +102,7 @@ def train_command(arch: str, data: Path, runs: Path, epochs: int, train_args: li
     """The argv of one row's training run."""
     recipe = ZOO[arch]
     cmd = [python, "-m", "tinyfast.train", "--recipe", recipe, "--data", str(data), "--epochs", str(epochs),
-           "--out-dir", str(runs), "--name", arch, "--no-progress"]
+           "--out-dir", str(runs), "--name", arch, "--overwrite", "--no-progress"]
     if from_scratch(recipe):
         cmd += SCRATCH_FLAGS
     return cmd + train_args

@@ -149,3 +149,7 @@ def test_time_to_accuracy_packs_runs_three_seeds_and_writes_the_json(tree_and_el
     assert res["mean_val_top1"] == pytest.approx(sum(r["val_top1"] for r in res["runs"]) / 3)
     assert (out / "packed" / "manifest.json").exists()
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a rerun into the same OUT replaces its runs as it replaces packed/ (a used --name is refused)
+    r = _sh(TTA, src, out, env=dict(env, SEEDS="1"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "--overwrite: removed the earlier run's" in (out / "fast-seed1.log").read_text()

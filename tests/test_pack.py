@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -416,7 +417,20 @@ def test_progress_in_a_log_is_plain_lines(tree, tmp_path):
     r = subprocess.run(base + ["--verify", str(out)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("ok:")
     total = sum(f["bytes"] for f in json.loads((out / "manifest.json").read_text())["files"].values())
-    assert f"verify: {total}/{total} (100%)" in r.stderr and "\r" not in r.stderr
+    assert 1e3 <= total < 1e6  # bytes in human units: kB here
+    assert f"verify: {total / 1e3:.2f}/{total / 1e3:.2f} kB (100%)" in r.stderr and "\r" not in r.stderr
     r = subprocess.run(base + ["--verify", str(out), "--quiet"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_a_pack_prints_one_rate_per_label(tmp_path, monkeypatch, capsys):
+    """Progress lines carry their own stage's rate; the summary gives one, labelled overall."""
+    monkeypatch.setenv("TINYFAST_PROGRESS", "lines")
+    summary = []
+    P.pack_synthetic(tmp_path / "out", classes=2, per_class=4, val_per_class=2, test_count=2, size=32, seed=0,
+                     workers=1, progress=True, log=summary.append)
+    rates = [ln for ln in summary if "img/s" in ln]
+    assert len(rates) == 1 and re.search(r"\(\d+ img/s overall, 1 worker\)", rates[0]), summary
+    for line in capsys.readouterr().err.splitlines():  # progress: "<stage>: n/N (p%) R img/s ..."
+        assert re.match(r"^(synthetic|decode|\S+): \d+/\d+ \(\d+%\) [\d,.]+ img/s", line), line

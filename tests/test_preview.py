@@ -130,3 +130,23 @@ def test_the_preview_is_its_own_cli_and_the_old_name_points_to_it(tmp_path, data
     new = run("tinyfast.preview", "--preview", str(tmp_path / "p.png"), "--data", data, "--images", "2")
     assert new.returncode == 0, new.stderr
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_default_output_is_in_the_current_folder(data, tmp_path, monkeypatch, capsys):
+    """``--preview`` without a file name writes ./augment-preview.png; docs/op.md's command as
+    written (with DIR = a packed set) writes there too, the README's writes the OUT.png it names,
+    never into the checkout's docs/."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    for page, written in [("docs/op.md", "augment-preview.png"), ("README.md", "OUT.png")]:
+        text = (root / page).read_text().replace("\n", " ")
+        cmd = re.search(r"`(python -m tinyfast\.preview --preview[^`]*)`", text).group(1)
+        argv = [data if a == "DIR" else a for a in shlex.split(cmd)[3:]]
+        assert main(argv) == 0
+        assert [p.name for p in tmp_path.iterdir()] == [written], page
+        assert capsys.readouterr().out.startswith(f"{written}: ")
+        (tmp_path / written).unlink()

@@ -47,3 +47,17 @@ def test_mode_follows_the_stream(monkeypatch):
 
     assert P.mode(io.StringIO()) == "lines"
     assert P.mode(TTY()) == "bar"
+
+
+def test_byte_counts_are_in_human_units(monkeypatch):
+    """``unit_scale`` (as for tqdm): counts and rates in k/M/G, e.g. ``519.5 MB/s``, not 519,542,690.9 B/s."""
+    monkeypatch.setenv("TINYFAST_PROGRESS", "lines")
+    out = []
+    now = [100.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    with P.progress(total=3_000_000_000, desc="verify", unit="B", unit_scale=True, interval=0.0,
+                    log=out.append) as bar:
+        now[0] += 2.0
+        bar.update(1_039_085_381)  # 519,542,690.5 B/s over 2 s
+    assert out[0] == "verify: 1.04/3.00 GB (35%) 519.5 MB/s ETA 4s", out
+    assert out[-1].startswith("verify: 1.04/3.00 GB (35%) 519.5 MB/s in 2s"), out

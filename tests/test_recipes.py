@@ -52,6 +52,16 @@ def test_recipe_equals_the_same_settings_given_as_flags(name):
     assert about and "\n" not in about
 
 
+@pytest.mark.parametrize("name", [n for n in list_recipes() if {"lr", "batch_size"} <= set(get_recipe(n).settings)])
+def test_a_recipes_lr_scales_with_another_batch_as_the_default_does(name):
+    """The recipe's LR is for its batch: --batch-size 16 alone scales it by sqrt(16 / B), as the
+    default LR scales (0.2 x sqrt(B / 512)); an explicit --lr is kept."""
+    s = get_recipe(name).settings
+    assert _cfg(["--recipe", name, "--batch-size", "16"]).lr == pytest.approx(s["lr"] * (16 / s["batch_size"]) ** 0.5)
+    assert _cfg(["--recipe", name, "--batch-size", "16", "--lr", "0.123"]).lr == 0.123
+    assert _cfg(["--recipe", name, "--batch-size", str(s["batch_size"])]).lr == s["lr"]
+
+
 def test_every_report_system_has_a_recipe():
     archs = {r.settings["arch"] for r in RECIPES.values()}
     assert {"linear", "cnn2", "uci_cnn_deep", "uci_resnet_cnn", "vgg16", "vgg_small", "vgg_small8", "vgg_small14",
@@ -174,8 +184,11 @@ def test_fast_recipe_runs_end_to_end_on_cpu(data64, tmp_path, capsys):
     saved = json.loads((run / "config.json").read_text())["config"]
     assert saved["recipe"] == "fast" and saved["arch"] == "resnet18"
     assert (saved["epochs"], saved["batch_size"], saved["compile"]) == (4, 16, False)
-    for k in ("prog_resize", "ema", "label_smoothing", "schedule", "lr", "weight_decay", "aug"):
+    for k in ("prog_resize", "ema", "label_smoothing", "schedule", "weight_decay", "aug"):
         assert saved[k] == RECIPES["fast"].settings[k], k
+    assert saved["lr"] == pytest.approx(0.6 * (16 / 1024) ** 0.5)  # the recipe's 0.6 is for batch 1024
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if "--batch-size 16" in ln]
+    assert len(notes) == 1 and "lr 0.6" in notes[0] and "0.075" in notes[0] and "--lr" in notes[0], notes
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["image_size"] for r in rows] == [32, 48, 64, 64]
     assert all(0.0 <= r["val_top1"] <= 1.0 for r in rows)
@@ -201,6 +214,7 @@ def test_the_python_api_resolves_a_recipe_as_the_cli_does(data64, tmp_path, caps
     api, cli = (json.loads((runs / n / "config.json").read_text())["config"] for n in ("api", "cli"))
     assert api.pop("name") == "api" and cli.pop("name") == "cli"
     assert api == cli
-    want = dict(get_recipe("uci-cnn2").settings, epochs=1, batch_size=16)
+    s = get_recipe("uci-cnn2").settings
+    want = dict(s, epochs=1, batch_size=16, lr=pytest.approx(s["lr"] * (16 / s["batch_size"]) ** 0.5))
     assert {k: api[k] for k in want} == want
     assert type(tr.optimizer).__name__ == "Adam"

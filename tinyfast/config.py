@@ -132,7 +132,9 @@ class TrainConfig:
                                        "GPU, 32 on CPU)", type=_positive_int)
     eval_batch_size: int | None = opt(None, "evaluation batch size per rank (default: 2x batch size per rank)",
                                       type=_positive_int)
-    workers: int | None = opt(None, "loader worker processes/threads where the loader has any", type=int)
+    workers: int | None = opt(None, "loader worker processes/threads where the loader has any (default: the CPU "
+                                    "cores this process may use; torch/torch-npy: 0 = in the main process)",
+                              type=int)
     aug: str = opt("standard", "augmentation preset (tinyfast.augment.PRESETS); A+B: each epoch one pass of "
                                "the split per set, so twice the steps", type=_aug, metavar="PRESET[+PRESET]")
     normalize: str = opt("channel", "normalisation: per-channel mean/std, mean-image (subtract the train "
@@ -204,8 +206,11 @@ class TrainConfig:
     unfreeze_groups: int = opt(1, "with --unfreeze-every: groups unfrozen each time (0 = all the rest at "
                                   "once: the head, then the whole model)", type=_nonneg_int)
     seed: int = opt(0, "random seed (model init, shuffling, augmentation, mixing)", type=int)
-    name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME)")
+    name: str | None = opt(None, "run name: outputs go to OUT_DIR/NAME (default: ARCH-DATE-TIME); a name "
+                                 "that holds a run is refused unless --resume or --overwrite")
     out_dir: str = opt("runs", "parent directory of the run directories")
+    overwrite: bool = opt(False, "start afresh in a used OUT_DIR/NAME: the earlier run's own files (checkpoints, "
+                                 "metrics, curves, ...) are removed as the new run starts, others kept")
     resume: str | None = opt(None, "continue a run exactly: a checkpoint path, or no value for "
                                    "OUT_DIR/NAME/last.pt", nargs="?", const="last", metavar="CKPT")
     resume_other_data: bool = opt(False, "with --resume: continue even when the data is not what the "

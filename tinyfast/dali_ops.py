@@ -8,12 +8,16 @@ bit the op's on the same inputs, and it runs in DALI's executor, prefetched like
     from nvidia.dali import fn, pipeline_def
     from tinyfast import dali_ops
 
-    @pipeline_def(batch_size=256, num_threads=4, device_id=0)
+    MEAN, STD = read_manifest(data)["mean"], read_manifest(data)["std"]   # tinyfast.data
+
+    @pipeline_def(batch_size=256, num_threads=4, device_id=0)     # device_id=None: CPU only
     def pipe():
-        jpegs, labels = fn.readers.file(file_root="train/")
-        images = fn.decoders.image(jpegs, device="mixed")        # uint8 HWC on the GPU
+        jpegs, labels = fn.readers.webdataset(paths=shards, ext=["jpg", "cls"])  # DIR/train/jpeg/*.tar
+        images = fn.decoders.image(jpegs, device="mixed")        # uint8 HWC on the GPU ("cpu" on a CPU)
         theta, color = fn.external_source(source=params, num_outputs=2, batch=True)
         return dali_ops.augment(images, theta, color, mean=MEAN, std=STD, dtype="bfloat16"), labels
+
+(the README's version of this runs as written on a CPU or a GPU, and a test runs it).
 
 ``theta`` is per sample the float32 (2, 3) inverse affine map and ``color`` the float32 (3,)
 factors, as drawn by :meth:`tinyfast.augment.Policy.sample`. :func:`as_torch` turns the output

@@ -1,4 +1,4 @@
-"""``python -m tinyfast.preview --preview OUT.png``: a grid of packed images under each augmentation.
+"""``python -m tinyfast.preview --preview [OUT.png]``: a grid of packed images under each augmentation.
 
 Each column is one panel's :class:`~tinyfast.augment.Policy` applied by the fused op, as the
 loaders apply it; the README's picture is this grid of real Tiny ImageNet val images.
@@ -12,6 +12,8 @@ from tinyfast.augment import PRESETS, Policy, finish
 
 __all__ = ["PREVIEW_PANELS", "main", "pick_images", "preview_mosaic", "preview_panels", "write_preview"]
 
+#: ``--preview`` without a file name writes this, in the current folder.
+DEFAULT_OUT = "augment-preview.png"
 #: Columns of the preview grid: a title and the policy drawn for it (fixed values where a single
 #: setting is shown, the preset's own random ranges otherwise). Blur and cutout run after the op
 #: (:func:`finish`), as in the loaders; mean-image subtraction is a normalisation, not shown.
@@ -115,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from tinyfast.metrics import check_output_file
     prog = "python -m tinyfast.preview"
     p = short_parser(prog=prog, description="Show what the augmentation presets do.")
-    p.add_argument("--preview", metavar="OUT.png", required=True,
-                   help="write a grid of images under each augmentation as a PNG")
+    p.add_argument("--preview", metavar="OUT.png", required=True, nargs="?", const=DEFAULT_OUT,
+                   help=f"write a grid of images under each augmentation as a PNG (no file name: "
+                        f"./{DEFAULT_OUT}; the README's docs/{DEFAULT_OUT} is written only when named)")
     p.add_argument("--data", help="packed dataset (default: the built-in synthetic set)")
     p.add_argument("--images", type=_positive_int, default=6,
                    help="rows of the grid, one class each (default: 6; at most the classes there are)")

@@ -38,6 +38,14 @@ def fmt_seconds(s: float) -> str:
     return f"{sec}s"
 
 
+def si_prefix(x: float) -> tuple[str, float]:
+    """The decimal prefix for ``x`` and its scale: ``("M", 1e6)`` for 519,542,690 (as tqdm's unit_scale)."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return prefix, scale
+    return "", 1.0
+
+
 def _stream_is_tty(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -59,7 +67,7 @@ class LineProgress:
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
                  unit: str = "it", initial: int = 0, interval: float = 10.0, disable: bool = False,
-                 log: Callable[[str], None] | None = None, **_ignored: Any):
+                 log: Callable[[str], None] | None = None, unit_scale: bool = False, **_ignored: Any):
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -69,6 +77,7 @@ class LineProgress:
         self.total = total
         self.desc = desc
         self.unit = unit
+        self.unit_scale = unit_scale  # as tqdm's: counts and rates in k/M/G (decimal)
         self.n = initial
         self._initial = initial
         self.interval = float(interval)
@@ -131,11 +140,17 @@ class LineProgress:
         done = self.n - self._initial
         rate = done / elapsed
         parts = [f"{self.desc}:" if self.desc else ""]
-        if self.total:
-            parts.append(f"{self.n}/{self.total} ({100.0 * self.n / self.total:.0f}%)")
+        if self.unit_scale:  # "1.04/3.00 GB (35%) 519.5 MB/s"
+            prefix, scale = si_prefix(self.total or self.n)
+            count = f"{self.n / scale:.2f}/{self.total / scale:.2f}" if self.total else f"{self.n / scale:.2f}"
+            parts.append(f"{count} {prefix}{self.unit}")
+            if self.total:
+                parts.append(f"({100.0 * self.n / self.total:.0f}%)")
+            prefix, scale = si_prefix(rate)
+            parts.append(f"{rate / scale:.1f} {prefix}{self.unit}/s")
         else:
-            parts.append(f"{self.n}")
-        parts.append(f"{rate:,.1f} {self.unit}/s")
+            parts.append(f"{self.n}/{self.total} ({100.0 * self.n / self.total:.0f}%)" if self.total else f"{self.n}")
+            parts.append(f"{rate:,.1f} {self.unit}/s")
         if final:
             parts.append(f"in {fmt_seconds(elapsed)}")
         elif self.total and rate > 0:
@@ -165,7 +180,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         return _tqdm()(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial,
                        dynamic_ncols=True, **tqdm_kwargs)
     return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, interval=interval,
-                        disable=disable, log=log)
+                        disable=disable, log=log, unit_scale=bool(tqdm_kwargs.get("unit_scale")))
 
 
 def write(msg: str) -> None:

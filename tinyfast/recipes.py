@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from tinyfast.phases import format_phases
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "list_recipes", "recipes_table", "apply_recipe",
-           "prog_schedule", "recipe_notes"]
+           "prog_schedule", "recipe_notes", "recipe_lr_note"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,10 @@ def apply_recipe(cfg, explicit: set[str] | frozenset = frozenset()):
     fields in ``explicit`` (given on the command line), which keep their values.
 
     An explicit ``--no-freeze`` also drops the recipe's ``unfreeze_every``/``unfreeze_groups``
-    (a schedule of the freeze the user turned off). A config without a recipe is returned unchanged.
+    (a schedule of the freeze the user turned off). A recipe's ``lr`` is for its ``batch_size``:
+    with another ``--batch-size`` and no ``--lr`` it scales by sqrt(B / recipe batch), as the
+    default LR scales with the batch (see :func:`recipe_lr_note`). A config without a recipe is
+    returned unchanged.
 
     Raises:
         ConfigError: the recipe would freeze the body of a model that an explicit ``--pretrained
@@ -121,6 +124,9 @@ def apply_recipe(cfg, explicit: set[str] | frozenset = frozenset()):
         raise ConfigError(f"--recipe {cfg.recipe} freezes all but the head (its --freeze), and --pretrained "
                           "none leaves those layers random: add --no-freeze to train the whole model from "
                           "scratch, or give --pretrained imagenet|PATH")
+    scaled = _scaled_lr(cfg, settings, explicit)
+    if scaled is not None:
+        settings["lr"] = scaled
     return dataclasses.replace(cfg, **{k: v for k, v in settings.items() if k not in explicit})
 
 
@@ -145,3 +151,24 @@ def recipe_notes(cfg) -> list[str]:
         parts.append(f"lr {cfg.lr:g} and the rest of the recipe kept as for {own} epochs (--lr to change)")
     return [f"--epochs {cfg.epochs} instead of --recipe {cfg.recipe}'s {own} epochs: "
             + ("; ".join(parts) or "the rest of the recipe kept")]
+
+
+def _scaled_lr(cfg, settings, explicit) -> float | None:
+    """The recipe's LR for the explicit ``--batch-size`` (``None`` where it applies unchanged)."""
+    if ("lr" in explicit or "batch_size" not in explicit or not {"lr", "batch_size"} <= set(settings)
+            or cfg.batch_size in (None, settings["batch_size"])):
+        return None
+    return settings["lr"] * (cfg.batch_size / settings["batch_size"]) ** 0.5
+
+
+def recipe_lr_note(cfg, explicit) -> str | None:
+    """The one line a run prints when :func:`apply_recipe` scaled the recipe's LR (else ``None``)."""
+    if not cfg.recipe:
+        return None
+    settings = get_recipe(cfg.recipe).settings
+    scaled = _scaled_lr(cfg, settings, explicit)
+    if scaled is None:
+        return None
+    return (f"note: --recipe {cfg.recipe}: its lr {settings['lr']:g} is for batch {settings['batch_size']}; at "
+            f"--batch-size {cfg.batch_size} it is scaled as the default LR is, by sqrt({cfg.batch_size}/"
+            f"{settings['batch_size']}), to {scaled:.3g} (--lr sets it)")

@@ -26,11 +26,11 @@ from pathlib import Path
 # main(), one line, instead of a traceback through the import machinery.
 from tinyfast.config import (ConfigError, number, run_command, RunError, TrainConfig, build_parser,
                              config_from_args, explicit_fields, resolve_train_config, set_fields)
-from tinyfast.recipes import apply_recipe, recipe_notes, recipes_table
+from tinyfast.recipes import apply_recipe, recipe_lr_note, recipe_notes, recipes_table
 
 PROG = "python -m tinyfast.train"
 # Taken from the command line even when resuming (they steer this invocation, not the run).
-RUNTIME_FIELDS = ("resume", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
+RUNTIME_FIELDS = ("resume", "overwrite", "stop_at_step", "progress", "progress_every", "log_every", "resume_other_data")
 # May be changed explicitly when resuming (the rest of the saved config is kept).
 RESUME_OVERRIDABLE = ("device", "workers", "epochs", "loader", "tensorboard")
 
@@ -119,16 +119,23 @@ def _run_config(cfg: TrainConfig, explicit: set[str], log, world: int, local_ran
     needs no process group (every rank resolves the same)."""
     import torch
     ck = None
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues a run, --overwrite starts one afresh: give one of them")
+    auto_name = cfg.name is None
     if cfg.resume:
         cfg, ck = _resume_config(cfg, explicit, log)
         if "device" not in explicit:
             cfg = dataclasses.replace(cfg, device=None)
     else:
+        note = recipe_lr_note(cfg, explicit)
+        if note:
+            log(note)
         cfg = apply_recipe(cfg, explicit)  # explicit settings win
     cfg = resolve_train_config(cfg, cuda=torch.cuda.is_available(), world_size=world, local_rank=local_rank)
     if ck is None:
         for note in recipe_notes(cfg):
             log(f"note: {note}")
+        cfg = _unused_run_dir(cfg, auto_name)
     if cfg.data is None:
         from tinyfast.default_data import ensure_default_data
         cfg = dataclasses.replace(cfg, data=str(ensure_default_data().absolute()))
@@ -170,6 +177,23 @@ def _lost_peer(e: BaseException, rank: int, world: int, run_dir: Path | None, st
     return (f"lost DDP peer {who} ({m.group(0).lower()}{f' at {addr[1]}:{addr[2]}' if addr else ''})"
             f"{f' after step {step}' if step is not None else ''}: it ended or was killed (torchrun's summary "
             f"below gives its exit)" + (f"; {kept_checkpoint(run_dir)}" if run_dir is not None else ""))
+
+
+def _unused_run_dir(cfg: TrainConfig, auto_name: bool) -> TrainConfig:
+    """``cfg`` when OUT_DIR/NAME holds no earlier run (or ``--overwrite`` replaces it); a default
+    ARCH-DATE-TIME name already taken (two runs in one second) gets the next free ``-N``; a given
+    ``--name`` that holds a run is refused."""
+    from tinyfast.trainer.sinks import run_files
+    found = run_files(Path(cfg.out_dir) / cfg.name)
+    if not found or cfg.overwrite:
+        return cfg
+    if auto_name:
+        n = 2
+        while run_files(Path(cfg.out_dir) / f"{cfg.name}-{n}"):
+            n += 1
+        return dataclasses.replace(cfg, name=f"{cfg.name}-{n}")
+    raise ConfigError(f"--name {cfg.name}: {Path(cfg.out_dir) / cfg.name} holds an earlier run ({', '.join(found)}); "
+                      f"continue it with --resume, replace it with --overwrite, or pick another --name")
 
 
 def _start_line(tr, world: int) -> str:

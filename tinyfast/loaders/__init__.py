@@ -50,21 +50,45 @@ _BUILTIN = {
     "ffcv": "tinyfast.loaders.ffcv_loader",
 }
 
-__all__ = ["register", "list_loaders", "build", "throughput", "main"]
+__all__ = ["register", "list_loaders", "build", "throughput", "unavailable", "fused_op_missing", "main"]
+# name -> (one line on what it reads, check(device) -> None or why it cannot run there)
+_INFO: dict[str, tuple[str, Callable | None]] = {}
 
 
-def register(name: str):
+def register(name: str, about: str = "", check: Callable[[torch.device], str | None] | None = None):
     """Class/function decorator adding a loader factory under ``name``.
 
     The factory is called as ``factory(data_dir, split, batch_size, device=..., policy=..., ...)``
-    with :func:`build`'s arguments. Registering a name twice raises ``ValueError``.
+    with :func:`build`'s arguments. Registering a name twice raises ``ValueError``. ``about``: one
+    line for ``--list``; ``check(device)``: ``None`` when the loader can run on that device in this
+    environment, else why not, in one line (see :func:`unavailable`).
     """
     def deco(factory):
         if name in _REGISTRY:
             raise ValueError(f"loader {name!r} is already registered (by {_REGISTRY[name]!r})")
         _REGISTRY[name] = factory
+        _INFO[name] = (about, check)
         return factory
     return deco
+
+
+def fused_op_missing(device: torch.device) -> str | None:
+    """Why ``tinyfast.ops.augment`` cannot run on ``device`` here (``None`` when it can)."""
+    from tinyfast import ops
+    if not ops.is_built():
+        return "the fused op (tinyfast._C) is not built: ./install.sh builds it"
+    if device.type not in ops.compiled_backends():
+        return f"tinyfast._C has no {device.type.upper()} kernels (it was built without nvcc)"
+    return None
+
+
+def unavailable(name: str, device="cpu") -> str | None:
+    """Why loader ``name`` cannot run on ``device`` in this environment (a library or a kernel
+    missing), or ``None`` when it can; its data is not looked at."""
+    if name not in list_loaders():
+        raise ValueError(f"unknown loader {name!r}; choose one of: {', '.join(list_loaders())}")
+    check = _INFO.get(name, ("", None))[1]
+    return check(torch.device(device)) if check is not None else None
 
 
 def _load_builtins() -> None:
@@ -235,7 +259,8 @@ def get_args_parser():
         epilog="Exit status: 0 when at least one loader was measured, 1 when none could be (each "
                "skip is printed with its reason), 2 on bad arguments or data.")
     p.add_argument("--bench", action="store_true", help="measure images/s of each loader (without it: list them)")
-    p.add_argument("--list", action="store_true", help="print the registered loader names and exit")
+    p.add_argument("--list", action="store_true",
+                   help="list the registered loaders, which can run on --device here and why not, and exit")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="packed dataset (python -m tinyfast.pack) to read; default: the built-in synthetic "
                         "set in ./data/synthetic or $TINYFAST_DATA, made on first use")
@@ -263,14 +288,13 @@ def get_args_parser():
 
 
 def _bench_rows(args, data) -> list[dict]:
-    """One measured or skipped row per (loader, workers), printed as it completes."""
+    """One measured or skipped row per (loader, workers); the table is printed once all are done,
+    after the progress lines (stderr), so a log holds it in one piece."""
     from tinyfast.data import PackError
-    from tinyfast.progress import write
 
     names = args.loaders.split(",") if args.loaders else list_loaders()
-    write(f"{'loader':<14}{'workers':>8}{'images/s':>12}   (device {args.device}, batch {args.batch_size}, "
-          f"{args.dtype}, data {data})")
-    rows = []
+    rows, table = [], [f"{'loader':<14}{'workers':>8}{'images/s':>12}   (device {args.device}, batch "
+                       f"{args.batch_size}, {args.dtype}, data {data})"]
     for name in names:
         for w in (args.workers or [None]) if name in _HAS_WORKERS else [None]:
             row = {"loader": name, "workers": w}
@@ -279,12 +303,24 @@ def _bench_rows(args, data) -> list[dict]:
                                batches=args.batches, warmup=args.warmup, runs=args.runs,
                                dtype=_DTYPES[args.dtype], num_workers=w, show_progress=True)
                 row["images_per_sec"] = r["images_per_sec"]
-                write(f"{name:<14}{'-' if w is None else w:>8}{r['images_per_sec']:>12,.0f}")
+                table.append(f"{name:<14}{'-' if w is None else w:>8}{r['images_per_sec']:>12,.0f}")
             except (ImportError, PackError, ValueError, RuntimeError, OSError) as e:
                 row["skipped"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                write(f"{name:<14}{'-' if w is None else w:>8}{'skipped':>12}   {row['skipped']}")
+                table.append(f"{name:<14}{'-' if w is None else w:>8}{'skipped':>12}   {row['skipped']}")
             rows.append(row)
+    print("\n".join(table), flush=True)
     return rows
+
+
+def _list_table(device: str) -> str:
+    """What ``--list`` prints: each loader, whether it can run on ``device`` here, and what it reads
+    or why it cannot."""
+    lines = [f"{'loader':<14}{'runs':<6}on {device} here (--device asks about another)"]
+    for name in list_loaders():
+        why = unavailable(name, device)
+        about = _INFO.get(name, ("", None))[0] or "(registered)"
+        lines.append(f"{name:<14}{'no' if why else 'yes':<6}{why or about}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -300,17 +336,17 @@ def main(argv=None) -> int:
 
     p = get_args_parser()
     args = p.parse_args(argv)
-    if args.list or not args.bench:
-        print("\n".join(list_loaders()))
-        return 0
-    unknown = [n for n in (args.loaders or "").split(",") if n and n not in list_loaders()]
-    if unknown:
-        p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(list_loaders())}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         _resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
         p.error(f"--device {args.device!r}: {(str(e).strip().splitlines() or ['invalid'])[0]}")
+    if args.list or not args.bench:
+        print(_list_table(args.device))
+        return 0
+    unknown = [n for n in (args.loaders or "").split(",") if n and n not in list_loaders()]
+    if unknown:
+        p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(list_loaders())}")
     try:
         data = args.data or ensure_default_data()
     except (PackError, OSError) as e:

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from tinyfast.loaders import register
+from tinyfast.loaders import fused_op_missing, register
 from tinyfast.loaders.base import BaseLoader
 
 
@@ -42,7 +42,8 @@ def _load_rows(images: np.ndarray, device: torch.device, pin: bool) -> torch.Ten
     return out
 
 
-@register("gpu")
+@register("gpu", about="device-resident: the whole split held in the device's memory (RAM when the device "
+                       "is the CPU), one fused op call per batch", check=fused_op_missing)
 class GPULoader(BaseLoader):
     """Device-resident loader (see the module docstring).
 

@@ -304,12 +304,21 @@ class TorchLoader(BaseLoader):
             yield x, y
 
 
-@register("torch")
+def _torchvision_missing(device: torch.device) -> str | None:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError as e:
+        return f"the torch loaders need torchvision, which does not import ({e})"
+    return None
+
+
+@register("torch", about="the baseline: the JPEG tree decoded by PIL, torchvision transforms in DataLoader "
+                         "workers", check=_torchvision_missing)
 def _torch(data_dir, split, batch_size, **kw):
     return TorchLoader(data_dir, split, batch_size, source="jpeg", **kw)
 
 
-@register("torch-npy")
+@register("torch-npy", about="the same over the packed .npy (no JPEG decode)", check=_torchvision_missing)
 def _torch_npy(data_dir, split, batch_size, **kw):
     loader = TorchLoader(data_dir, split, batch_size, source="npy", **kw)
     loader.name = "torch-npy"

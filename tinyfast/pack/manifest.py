@@ -60,7 +60,7 @@ def summary(man: dict, out: Path, seconds: float, workers: int, timings: dict, l
     n = sum(s["count"] for s in man["splits"].values())
     counts = "  ".join(f"{k} {v['count']}" for k, v in man["splits"].items())
     log(f"packed {man['source']['path']} -> {out}: {n} images in {seconds:.1f} s "
-        f"({n / max(seconds, 1e-9):.0f} img/s, {workers} workers)")
+        f"({n / max(seconds, 1e-9):.0f} img/s overall, {workers} worker{'' if workers == 1 else 's'})")
     log(f"  classes {len(man['classes'])}  {counts}  size {man['size']}x{man['size']}")
     conv = ", ".join(f"{k} {v}" for k, v in man["converted_to_rgb"].items()) or "none"
     log(f"  converted to RGB: {conv}; resized: {man['resized']['count']}")
@@ -72,8 +72,7 @@ def summary(man: dict, out: Path, seconds: float, workers: int, timings: dict, l
         log("  skipped: none")
     if man["jpeg_reencoded"]:
         log(f"  jpeg shards: {man['jpeg_reencoded']} images re-encoded (not plain RGB/gray JPEG of the packed size)")
-    log("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if v >= 0.05 or k == "decode")
-        + f" (decode {n / max(timings['decode'], 1e-9):.0f} img/s)")
+    log("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if v >= 0.05 or k == "decode"))
     total = sum(f["bytes"] for f in man["files"].values())
     log(f"  output {fmt_bytes(total)} in {len(man['files'])} files; mean "
         + " ".join(f"{v:.4f}" for v in man["mean"]) + "  std " + " ".join(f"{v:.4f}" for v in man["std"]))

@@ -137,7 +137,7 @@ class Trainer:
         if self.cfg.tensorboard:  # first: without the package, no run folder is left behind
             self.sinks.open_tensorboard(getattr(self.train_loader, "mean", ()), getattr(self.train_loader, "std", ()))
             self.loop.on_first_batch = self.sinks.batch
-        self.sinks.start(run_info(self))
+        self.sinks.start(run_info(self), overwrite=self.cfg.overwrite)
         with StopRequest() as self.loop.stop_request, contextlib.closing(self.sinks):
             for epoch in range(self.epoch, self.cfg.epochs):
                 self.epoch = epoch

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,10 +19,32 @@ from tinyfast._util import remove_stale_temps
 from tinyfast.config import ConfigError
 from tinyfast.metrics import atomic_write_text, per_class_csv, per_class_table, write_history
 
-__all__ = ["RunSinks", "TensorBoard", "epoch_line", "run_info", "run_summary", "class_list", "plural"]
+__all__ = ["RunSinks", "TensorBoard", "epoch_line", "run_info", "run_summary", "class_list", "plural", "RUN_FILES",
+           "run_files"]
 
 # Drawing takes ~0.5-1 s: at most once a minute, and after the last epoch.
 PLOT_INTERVAL_S = 60.0
+# What a run writes in its folder: a folder holding one of them holds a run (--overwrite removes
+# them, config.json last: a folder half cleared by a kill still reads as a run).
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png", "per_class.csv", "summary.json",
+             "tensorboard", "config.json")
+
+
+def run_files(run_dir) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``run_dir`` (none when it does not exist)."""
+    return [n for n in RUN_FILES if os.path.lexists(Path(run_dir) / n)]
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove an earlier run's :data:`RUN_FILES` from ``run_dir``, nothing else; returns their names."""
+    names = run_files(run_dir)
+    for n in names:
+        path = run_dir / n
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return names
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -97,14 +121,18 @@ class RunSinks:
         if self.tensorboard is not None:
             self.tensorboard.close()
 
-    def start(self, info: dict) -> None:
-        """Create the run directory (removing temp files a killed run left) and write ``config.json``."""
+    def start(self, info: dict, overwrite: bool = False) -> None:
+        """Create the run directory (removing temp files a killed run left, and with ``overwrite``
+        an earlier run's files) and write ``config.json``."""
         if self.write:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # --out-dir (or a folder above it) is a file, read-only, ...
                 raise ConfigError(f"--out-dir: cannot create the run directory {self.run_dir} "
                                   f"({e.strerror or e.__class__.__name__})") from None
+            removed = clear_run(self.run_dir) if overwrite else []
+            if removed:
+                self.log(f"note: --overwrite: removed the earlier run's {', '.join(removed)} from {self.run_dir}")
             stale = remove_stale_temps(self.run_dir)
             if stale:
                 self.log(f"note: removed {plural(stale, 'temporary file')} of an earlier process killed "
