@@ -3,7 +3,7 @@ the Markdown tables, the PNG chart and the result files.
 
 Schema (JSON): ``device_name``, ``device``, ``quick``, ``command``, ``data``, ``environment``
 (:func:`benchmarks.common.environment`), ``ceilings`` (:func:`benchmarks.common.ceilings`), and
-per section run: ``loaders`` (rows), ``op`` (``rows`` + ``summary``), ``train`` (rows), ``tta``.
+per section run: ``loaders`` (rows), ``op`` (``rows`` + ``summary``), ``train`` (rows), ``time_to_accuracy``.
 """
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def markdown(report: dict) -> str:
             ("arch", "arch", ""), ("channels_last_amp", "channels-last+AMP", ""), ("feed", "fed by", ""),
             ("images_per_sec", "images/s", ",.0f"), ("fraction_of_ceiling", "of ceiling", ".2f"),
             ("note", "note", "")]), ""]
-    if report.get("tta"):
-        t = report["tta"]
+    if report.get("time_to_accuracy"):
+        t = report["time_to_accuracy"]
         lines += ["## Time to accuracy", "",
                   f"- `{t['command']}`",
                   f"- target top-1 {t['target_top1']}: " + (

@@ -44,10 +44,10 @@ import torch
 
 from benchmarks import common
 from benchmarks import loaders as loader_section, op as op_section, reporting, train as train_section
-from benchmarks import time_to_accuracy as tta_section
+from benchmarks import time_to_accuracy as accuracy_section
 from benchmarks.common import has_module, skip_reason
 
-SECTIONS = ("loaders", "op", "train", "tta")
+SECTIONS = ("loaders", "op", "train", "time-to-accuracy")
 SCRATCH = "<scratch>"  # how the output names the run's temporary folder
 FULL_ARCHS = "resnet18,resnet50,vgg16,densenet161,mobilenet_v2"
 
@@ -68,9 +68,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=None, help="timed runs, median reported (default 3, quick 1)")
     p.add_argument("--target", type=float, default=None,
                    help="val top-1 for time-to-accuracy (default 0.5; quick 0.0: just the epoch time)")
-    p.add_argument("--tta-arch", default=None, help="architecture of the time-to-accuracy run (default "
+    p.add_argument("--target-arch", default=None, help="architecture of the time-to-accuracy run (default "
                    "resnet18, quick cnn2)")
-    p.add_argument("--tta-epochs", type=int, default=None, help="epoch cap of that run (default 16, quick 1)")
+    p.add_argument("--target-epochs", type=int, default=None, help="epoch cap of that run (default 16, quick 1)")
     p.add_argument("--quick", action="store_true", help="reduced CPU smoke mode (tiny data, few batches)")
     p.add_argument("--full", action="store_true",
                    help="on a CPU, run the full suite even when it would take more than an hour (without "
@@ -131,7 +131,7 @@ def _resolve_args(args) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     for name, v in (("--batch-size", args.batch_size), ("--batches", args.batches), ("--runs", args.runs),
-                    ("--tta-epochs", args.tta_epochs)):
+                    ("--target-epochs", args.target_epochs)):
         if v is not None and v <= 0:
             p.error(f"{name} must be positive, got {v}")
     if args.target is not None and not 0.0 <= args.target <= 1.0:  # also refuses nan
@@ -150,7 +150,7 @@ def _resolve_args(args) -> torch.device:
 
 # Per setting: (quick value, full value), used where the command line gives none.
 DEFAULTS = {"batch_size": (16, 256), "batches": (3, 50), "runs": (1, 3), "target": (0.0, 0.5),
-            "tta_epochs": (1, 16), "tta_arch": ("cnn2", "resnet18")}
+            "target_epochs": (1, 16), "target_arch": ("cnn2", "resnet18")}
 CPU_FULL_LIMIT_S = 3600.0  # a CPU run estimated longer than this needs --full
 
 
@@ -170,7 +170,7 @@ def _check_names(p, args) -> None:
     bad = [n for n in (args.loaders or "").split(",") if n.strip() and n.strip() not in known]
     if bad:
         p.error(f"--loaders: unknown {', '.join(bad)}; choose from {', '.join(known)}")
-    for flag, given in (("--archs", args.archs), ("--tta-arch", args.tta_arch)):
+    for flag, given in (("--archs", args.archs), ("--target-arch", args.target_arch)):
         bad = [n for n in (given or "").split(",") if n.strip() and not is_known(n.strip())]
         if bad:
             p.error(f"{flag}: unknown architecture {', '.join(bad)}; choose from {', '.join(list_models())} "
@@ -233,12 +233,12 @@ def estimate_seconds(args, names: list[str], archs: list[str], feeds: list[str],
         seconds += rows * (5 + args.runs * args.batches) * args.batch_size / (1000.0 * cpu_count())
     if "op" in args.sections:
         seconds += 60.0
-    per_arch = {a: train_section.train_flops(a, num_classes) for a in set(archs) | {args.tta_arch}}
+    per_arch = {a: train_section.train_flops(a, num_classes) for a in set(archs) | {args.target_arch}}
     if "train" in args.sections:
         steps = 2 * (1 + len(feeds)) * (5 + args.runs * args.batches)
         seconds += sum(steps * args.batch_size * per_arch[a] for a in archs) / flop_rate
-    if "tta" in args.sections:
-        seconds += args.tta_epochs * n_train * 1.4 * per_arch[args.tta_arch] / flop_rate
+    if "time-to-accuracy" in args.sections:
+        seconds += args.target_epochs * n_train * 1.4 * per_arch[args.target_arch] / flop_rate
     return seconds
 
 
@@ -312,8 +312,8 @@ def run_sections(args, device: torch.device, work: Path) -> dict:
         report["op"] = op_section.section(device, args, work, copy_gb_per_s=ce["copy_gb_per_s"])
     if "train" in args.sections:
         report["train"] = train_section.section(data, device, archs, feeds, args)
-    if "tta" in args.sections:
-        report["tta"] = tta_section.section(data, device, args, work)
+    if "time-to-accuracy" in args.sections:
+        report["time_to_accuracy"] = accuracy_section.section(data, device, args, work)
     return report
 
 
@@ -352,8 +352,8 @@ def measured(report: dict) -> int:
     n = sum(1 for r in report.get("loaders", []) if r.get("images_per_sec"))
     n += sum(1 for r in (report.get("op") or {}).get("rows", []) if r.get("images_per_s"))
     n += sum(1 for r in report.get("train", []) if r.get("images_per_sec"))
-    tta = report.get("tta") or {}
-    return n + (1 if tta.get("exit_code") == 0 and tta.get("epochs_run") else 0)
+    acc = report.get("time_to_accuracy") or {}
+    return n + (1 if acc.get("exit_code") == 0 and acc.get("epochs_run") else 0)
 
 
 def cli(argv=None) -> int:

@@ -145,14 +145,14 @@ def _print_report(path: Path) -> None:
 
 
 def section(data: Path, device, args, work: Path) -> dict:
-    """Section d of ``tinyfast-bench`` (``--sections tta``): run ``python -m tinyfast.train`` in-process and read when val top-1 reached the target."""
+    """Section d of ``tinyfast-bench`` (``--sections time-to-accuracy``): run ``python -m tinyfast.train`` in-process and read when val top-1 reached the target."""
     import contextlib
 
     from tinyfast import train
 
-    run_dir = work / "tta"
-    argv = ["--arch", args.tta_arch, "--data", str(data), "--epochs", str(args.tta_epochs),
-            "--out-dir", str(work), "--name", "tta", "--overwrite", "--device", str(device), "--amp", "--no-progress"]
+    run_dir = work / "time-to-accuracy"
+    argv = ["--arch", args.target_arch, "--data", str(data), "--epochs", str(args.target_epochs),
+            "--out-dir", str(work), "--name", "time-to-accuracy", "--overwrite", "--device", str(device), "--amp", "--no-progress"]
     if args.quick:
         argv += ["--batch-size", str(args.batch_size)]
     t0 = time.perf_counter()
@@ -162,7 +162,7 @@ def section(data: Path, device, args, work: Path) -> dict:
     metrics = []
     for path in run_dir.rglob("metrics.jsonl"):
         metrics = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    out = {"arch": args.tta_arch, "target_top1": args.target, "epochs_run": len(metrics), "wall_s": wall,
+    out = {"arch": args.target_arch, "target_top1": args.target, "epochs_run": len(metrics), "wall_s": wall,
            "exit_code": rc, "reached": False, "command": "python -m tinyfast.train " + " ".join(argv)}
     elapsed = 0.0
     for m in metrics:

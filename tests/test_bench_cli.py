@@ -11,7 +11,7 @@ pytestmark = pytest.mark.skipif(not ops.is_built(), reason="tinyfast._C is not b
 
 @pytest.mark.parametrize("argv,flag", [
     (["--target", "nan"], "--target"), (["--target", "1.5"], "--target"),
-    (["--archs", "nosuch"], "--archs"), (["--tta-arch", "nosuch"], "--tta-arch"),
+    (["--archs", "nosuch"], "--archs"), (["--target-arch", "nosuch"], "--target-arch"),
     (["--loaders", "gpu,nosuch"], "--loaders"), (["--data", "/nonexistent/packed"], "--data"),
     (["--sections", "op,nope"], "--sections"), (["--batch-size", "0"], "--batch-size"),
     (["--device", "tpu7"], "--device")])
