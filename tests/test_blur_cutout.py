@@ -161,8 +161,11 @@ def check_mean_image_normalisation(name, split, packed):
 
 def test_mean_image_refused_where_unsupported(packed):
     pytest.importorskip("nvidia.dali")
-    with pytest.raises(ValueError, match="mean-image.*dali-native"):
-        L.build("dali-native", packed, "train", 8, normalize="mean-image", num_workers=0)
+    for normalize in ("mean-image", "mean-image-only"):  # the refusal names the value given
+        with pytest.raises(ValueError, match=f"normalize='{normalize}' is not available with dali-native"):
+            L.build("dali-native", packed, "train", 8, normalize=normalize, num_workers=0)
+        with pytest.raises(ValueError, match=f"normalize='{normalize}' is not available with plugin=True"):
+            L.build("dali", packed, "train", 8, normalize=normalize, num_workers=0, plugin=True)
     with pytest.raises(ValueError, match="normalize must be one of channel, mean-image"):
         L.build("gpu", packed, "train", 8, normalize="pixel")
 

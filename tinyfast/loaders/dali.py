@@ -139,10 +139,10 @@ class DaliLoader(BaseLoader):
         if self.mean_image is not None:
             # The plugin operator and DALI's own ops know per-channel statistics only.
             if self.native:
-                raise ValueError("normalize='mean-image' is not available with dali-native (DALI's "
+                raise ValueError(f"normalize={self.normalize!r} is not available with dali-native (DALI's "
                                  "own normalisation is per channel); use the dali or gpu loader")
             if plugin:
-                raise ValueError("normalize='mean-image' is not available with plugin=True (the "
+                raise ValueError(f"normalize={self.normalize!r} is not available with plugin=True (the "
                                  "plugin operator normalises per channel); pass plugin=False or None")
             plugin = False
         self.in_pipeline = self._use_plugin(plugin) if not self.native else False
