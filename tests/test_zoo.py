@@ -147,7 +147,7 @@ def test_a_subset_runs_and_its_rows_match_each_runs_own_files(data, tmp_path):
         assert saved["batch_size"] == 8 and saved["device"] == "cpu"
         assert shlex.split(row["command"])[3:] == ["--recipe", row["recipe"], "--data", str(Path(data).resolve()),
                                                    "--epochs", "2", "--out-dir", str(out.resolve() / "runs"),
-                                                   "--name", row["arch"], "--no-progress", *shlex.split(TINY)]
+                                                   "--name", row["arch"], "--overwrite", "--no-progress", *shlex.split(TINY)]
         assert f"`{row['command']}`" in md and f"| {row['arch']} | {row['recipe']} | ok |" in md
         assert Path(row["log"]).read_text().strip()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

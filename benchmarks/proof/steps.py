@@ -114,7 +114,7 @@ def _train_syncs(args, device, steps: int, work: str) -> int:
 
     argv = ["--arch", args.arch, "--data", args.data, "--device", str(device), "--epochs", "1",
             "--batch-size", str(args.batch_size), "--stop-at-step", str(steps), "--out-dir", work,
-            "--name", f"syncs{steps}", "--amp", "--no-progress"]
+            "--name", f"syncs{steps}", "--overwrite", "--amp", "--no-progress"]
     with count_syncs(device) as n, contextlib.redirect_stdout(io.StringIO()):
         rc = train.main(argv)
     if rc:
