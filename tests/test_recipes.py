@@ -219,3 +219,13 @@ def test_the_python_api_resolves_a_recipe_as_the_cli_does(data64, tmp_path, caps
     want = dict(s, epochs=1, batch_size=16, lr=pytest.approx(s["lr"] * (16 / s["batch_size"]) ** 0.5))
     assert {k: api[k] for k in want} == want
     assert type(tr.optimizer).__name__ == "Adam"
+
+
+def test_reproduction_recipes_depend_on_no_trainer_default():
+    """A report's recipe states its optimizer, schedule, weight decay and label smoothing itself
+    (the trainer's defaults are this project's choices, e.g. smoothing 0.1: never silently a
+    report's); ``fast`` and ``best`` are ours and may take them."""
+    needed = {"optimizer", "schedule", "weight_decay", "label_smoothing"}
+    missing = {name: sorted(needed - set(r.settings)) for name, r in RECIPES.items()
+               if name not in ("fast", "best") and needed - set(r.settings)}
+    assert not missing, missing
