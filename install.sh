@@ -63,7 +63,7 @@ quiet() { grep -v '^WARNING: Location' || true; }
 # What is installed, read from the package metadata (no import of torch: a tenth of a second).
 # tinyfast counts only when it is the editable install of this folder.
 declare -A have=()
-if [ -x .venv/bin/python ]; then
+probe_installed() {
   while IFS='=' read -r k v; do [ -n "$k" ] && have[$k]=$v; done < <(.venv/bin/python - <<'PY' || true
 import importlib.metadata as md, importlib.util, json, os, sys
 from urllib.parse import unquote, urlparse
@@ -91,7 +91,8 @@ names = [d.metadata["Name"] or "" for d in md.distributions()] if dali else []
 print("dali=" + next((version(n) for n in names if n.startswith("nvidia-dali")), "yes" if dali else ""))
 PY
 )
-fi
+}
+if [ -x .venv/bin/python ]; then probe_installed; fi
 setuptools=${have[setuptools]:-0}
 if [ -z "${have[wheel]:-}" ] || [ -z "${have[ninja]:-}" ] || ((${setuptools%%.*} < 77)); then
   tools() { pip install -q --upgrade pip setuptools wheel ninja 2>&1 | quiet; }
@@ -120,6 +121,9 @@ else
   act "pip install -e '$spec'" package
   stamp package "$fp"
 fi
+# Read again what steps 2 and 3 installed: a fresh machine had no .venv to read before them, and
+# the extras bring DALI, whose plugin step 5 builds in this same run.
+if ((!DRY)) && [ -x .venv/bin/python ]; then probe_installed; fi
 
 # 4. The extension tinyfast._C, compiled in place by ninja (build/ keeps the objects).
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi

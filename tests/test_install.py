@@ -43,11 +43,15 @@ FAKE_PYTHON = textwrap.dedent("""\
         print("[install] tinyfast (checked)")  # the closing import check: no torch import here
         sys.exit(0)
     out = subprocess.run([sys.executable] + args, capture_output=True, text=True)
-    sys.stdout.write(out.stdout)
+    installed = os.path.exists(os.path.join(venv, "fake-installed"))
+    for line in out.stdout.splitlines(keepends=True):  # DALI only as the test says
+        if not (args and args[0] == "-" and line.startswith("dali=")):
+            sys.stdout.write(line)
     if args and args[0] == "-":  # the probe: this checkout's install, DALI as the test says
-        if os.path.exists(os.path.join(venv, "fake-installed")):
+        if installed:
             print("tinyfast=0.1.0")
-        print(os.environ.get("FAKE_PROBE", ""))
+        if installed or not os.environ.get("FAKE_DALI_WITH_PACKAGE"):  # else DALI comes with the extras
+            print(os.environ.get("FAKE_PROBE", ""))
     sys.exit(out.returncode)
 """)
 
@@ -105,6 +109,15 @@ def test_rerun_with_nothing_changed_runs_no_install_or_build(checkout):
     assert rc == 0, out
     assert cmds == [], out
     assert "up to date" in out and "[install] tinyfast (checked)" in out
+
+
+def test_a_fresh_install_builds_the_dali_plugin_that_its_extras_brought(checkout):
+    """On a fresh machine DALI arrives with the package's extras (step 3): the plugin step after it
+    sees it and builds the plugin in the same run."""
+    rc, out, cmds = run(checkout, FAKE_DALI_WITH_PACKAGE="1")
+    assert rc == 0, out
+    assert kinds(cmds) == ["package", "extension", "dali"], out
+    assert run(checkout, FAKE_DALI_WITH_PACKAGE="1")[2] == []
 
 
 def test_a_changed_input_reruns_only_the_steps_that_read_it(checkout):
