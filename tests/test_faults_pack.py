@@ -156,3 +156,24 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     err = _usage_error(["x", "--out", out, "--limit", "abc"], capsys)
     assert err.startswith("python -m tinyfast.pack: error: argument --limit: ") and "'abc'" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def _tree_bytes(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_an_out_that_is_src_or_contains_it_is_refused_even_through_a_symlink(src, tmp_path, capsys):  # noqa: F811
+    """--overwrite never replaces the source: not as SRC itself, a folder above it, or either of
+    them reached through a symbolic link (SRC given as a link, or --out a link to SRC)."""
+    before = _tree_bytes(src)
+    link = tmp_path / "link-to-src"
+    link.symlink_to(src)
+    for arg, out in [(src, src), (src, tmp_path), (link, src), (src, link), (link, tmp_path)]:
+        rc, _, err = run([str(arg), "--out", str(out), "--quiet", "--overwrite", "--workers", "1"], capsys)
+        assert one_line_error(rc, err), (arg, out, err)
+        assert err == f"error: {out}: --out must not be SRC or contain it (packing would replace the source)\n", err
+        assert _tree_bytes(src) == before and link.is_symlink() and leftovers(tmp_path) == []
+    inside = src / "packed"  # a folder inside SRC is a place like any other
+    rc, _, err = run([str(link), "--out", str(inside), "--quiet", "--workers", "1"], capsys)
+    from tinyfast.data import open_packed
+    assert rc == 0 and open_packed(inside, "train").images.shape[0] == 18, err

@@ -78,7 +78,8 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
         return read_manifest(out)
     if ffcv:
         ffcv_writer()
-    if src == out or out in src.parents:
+    real_src, real_out = src.resolve(), out.resolve()  # a symbolic link to SRC (or SRC given as one) is SRC
+    if real_src == real_out or real_out in real_src.parents:
         raise PackError(f"{out}: --out must not be SRC or contain it (packing would replace the source)")
     skips = Skips(src, strict)
     try:
