@@ -78,7 +78,8 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
         return read_manifest(out)
     if ffcv:
         ffcv_writer()
-    real_src, real_out = src.resolve(), out.resolve()  # a symbolic link to SRC (or SRC given as one) is SRC
+    # a symbolic link to SRC (or SRC given as one) is SRC; realpath, unlike resolve(), takes a link loop
+    real_src, real_out = Path(os.path.realpath(src)), Path(os.path.realpath(out))
     if real_src == real_out or real_out in real_src.parents:
         raise PackError(f"{out}: --out must not be SRC or contain it (packing would replace the source)")
     skips = Skips(src, strict)
