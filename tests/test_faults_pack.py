@@ -10,6 +10,7 @@ import io
 import tarfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from test_pack import run, src, tree  # noqa: F401  (the same small tree and CLI runner)
@@ -177,3 +178,34 @@ def test_an_out_that_is_src_or_contains_it_is_refused_even_through_a_symlink(src
     rc, _, err = run([str(link), "--out", str(inside), "--quiet", "--workers", "1"], capsys)
     from tinyfast.data import open_packed
     assert rc == 0 and open_packed(inside, "train").images.shape[0] == 18, err
+
+
+@pytest.mark.parametrize("sig, status, how", [("SIGINT", 130, ""), ("SIGTERM", 143, " (SIGTERM)")])
+def test_a_signal_in_a_c_callback_still_ends_the_pack_in_one_line(src, tmp_path, capsys, monkeypatch,  # noqa: F811
+                                                                  sig, status, how):
+    """A Ctrl-C that lands in a C callback (numba's, while FFCV is imported) raises there, and
+    Python prints and drops the exception; the pack must still stop before its next split, say
+    one line, exit 130/143 and install nothing."""
+    import ctypes
+    import signal
+    import sys
+
+    from tinyfast.pack import decode
+    calls = []
+    real = decode.decode_split
+    monkeypatch.setattr(decode, "decode_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def in_callback():
+        signal.raise_signal(getattr(signal, sig))
+        for _ in range(1000):  # the handler runs at the next bytecode: inside the callback
+            pass
+    callback = ctypes.CFUNCTYPE(None)(in_callback)
+    _changed_after_decode(monkeypatch, lambda items: ctypes.cast(callback, ctypes.CFUNCTYPE(None))())
+    printed = []  # what Python would print as "Exception ignored on calling ctypes callback function"
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    out = tmp_path / "packed"
+    rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
+    assert rc == status and err == f"error: interrupted{how}; nothing was written to --out\n", (rc, err)
+    assert printed == [] and sys.unraisablehook == printed.append   # quiet meanwhile, restored after
+    assert len(calls) == 1                  # train decoded; val and test never started
+    assert not out.exists() and leftovers(tmp_path) == []
