@@ -60,6 +60,22 @@ def test_a_source_replaced_after_decoding_never_makes_shards_disagree(src, tmp_p
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def test_a_source_deleted_after_decoding_is_named_and_nothing_is_written(src, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import os
+    victim = {}
+
+    def delete(items):
+        victim["path"] = items[0].path
+        os.unlink(items[0].path)
+    _changed_after_decode(monkeypatch, delete)
+    out = tmp_path / "packed"
+    rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1", "--jpeg-shards"], capsys)
+    assert one_line_error(rc, err), err
+    assert err == (f"error: {victim['path']}: changed while it was packed (deleted since it was decoded); "
+                   f"nothing was written; pack again\n"), err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def _ffcv_pack_script(tree, out, marker, then="time.sleep(0.05)") -> str:
     """A pack --ffcv whose FFCV writer workers say when they started and run ``then`` per image."""
     return ("import os, sys, time\n"
