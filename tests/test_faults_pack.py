@@ -60,7 +60,8 @@ def test_a_source_replaced_after_decoding_never_makes_shards_disagree(src, tmp_p
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_a_source_deleted_after_decoding_is_named_and_nothing_is_written(src, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_a_source_deleted_after_decoding_is_named_and_nothing_is_written(src, tmp_path, capsys,  # noqa: F811
+                                                                          monkeypatch):
     import os
     victim = {}
 
