@@ -69,3 +69,39 @@ def test_interrupt_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(suite, "main", boom)
     assert suite.cli([]) == 130
     assert capsys.readouterr().err.strip() == "tinyfast-bench: interrupted; no result files written"
+
+
+def test_results_go_under_the_current_folder_never_into_the_checkout(tmp_path, monkeypatch, capsys):
+    """Run from another folder without --out: ./benchmark-results there holds the files the run
+    says it wrote, and the checkout's benchmarks/results/ is left as it was."""
+    from pathlib import Path
+
+    from benchmarks.suite import cli
+    from tinyfast.pack import pack_synthetic
+
+    checkout = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    before = sorted(checkout.iterdir()) if checkout.is_dir() else []
+    data = tmp_path / "packed"
+    pack_synthetic(data, classes=2, per_class=8, val_per_class=2, test_count=0, progress=False,
+                   workers=1, log=None)
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert cli(["--quick", "--data", str(data), "--sections", "loaders", "--loaders", "gpu"]) == 0
+    said = re.search(r"^wrote (.+)$", capsys.readouterr().out, re.M).group(1).split(", ")
+    written = sorted((here / "benchmark-results").iterdir())
+    assert written and sorted(map(Path, said)) == written and {p.suffix for p in written} >= {".json", ".md"}
+    assert (sorted(checkout.iterdir()) if checkout.is_dir() else []) == before
+
+
+def test_an_out_that_cannot_be_written_is_one_line_before_anything_runs(tmp_path, capsys):
+    from benchmarks.suite import cli
+
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "results"
+    with pytest.raises(SystemExit) as e:
+        cli(["--quick", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == (f"tinyfast-bench: error: --out {out}: cannot write results there "
+                                         f"(Not a directory) (see --help)\n"), err
+    assert (tmp_path / "afile").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -10,6 +10,7 @@ import io
 import tarfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from test_pack import run, src, tree  # noqa: F401  (the same small tree and CLI runner)
@@ -56,6 +57,23 @@ def test_a_source_replaced_after_decoding_never_makes_shards_disagree(src, tmp_p
         return
     assert one_line_error(rc, err), err
     assert victim["path"].split("/")[-1] in err and "changed while it was packed" in err, err
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_source_deleted_after_decoding_is_named_and_nothing_is_written(src, tmp_path, capsys,  # noqa: F811
+                                                                          monkeypatch):
+    import os
+    victim = {}
+
+    def delete(items):
+        victim["path"] = items[0].path
+        os.unlink(items[0].path)
+    _changed_after_decode(monkeypatch, delete)
+    out = tmp_path / "packed"
+    rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1", "--jpeg-shards"], capsys)
+    assert one_line_error(rc, err), err
+    assert err == (f"error: {victim['path']}: changed while it was packed (deleted since it was decoded); "
+                   f"nothing was written; pack again\n"), err
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -156,3 +174,55 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     err = _usage_error(["x", "--out", out, "--limit", "abc"], capsys)
     assert err.startswith("python -m tinyfast.pack: error: argument --limit: ") and "'abc'" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def _tree_bytes(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_an_out_that_is_src_or_contains_it_is_refused_even_through_a_symlink(src, tmp_path, capsys):  # noqa: F811
+    """--overwrite never replaces the source: not as SRC itself, a folder above it, or either of
+    them reached through a symbolic link (SRC given as a link, or --out a link to SRC)."""
+    before = _tree_bytes(src)
+    link = tmp_path / "link-to-src"
+    link.symlink_to(src)
+    for arg, out in [(src, src), (src, tmp_path), (link, src), (src, link), (link, tmp_path)]:
+        rc, _, err = run([str(arg), "--out", str(out), "--quiet", "--overwrite", "--workers", "1"], capsys)
+        assert one_line_error(rc, err), (arg, out, err)
+        assert err == f"error: {out}: --out must not be SRC or contain it (packing would replace the source)\n", err
+        assert _tree_bytes(src) == before and link.is_symlink() and leftovers(tmp_path) == []
+    inside = src / "packed"  # a folder inside SRC is a place like any other
+    rc, _, err = run([str(link), "--out", str(inside), "--quiet", "--workers", "1"], capsys)
+    from tinyfast.data import open_packed
+    assert rc == 0 and open_packed(inside, "train").images.shape[0] == 18, err
+
+
+@pytest.mark.parametrize("sig, status, how", [("SIGINT", 130, ""), ("SIGTERM", 143, " (SIGTERM)")])
+def test_a_signal_in_a_c_callback_still_ends_the_pack_in_one_line(src, tmp_path, capsys, monkeypatch,  # noqa: F811
+                                                                  sig, status, how):
+    """A Ctrl-C that lands in a C callback (numba's, while FFCV is imported) raises there, and
+    Python prints and drops the exception; the pack must still stop before its next split, say
+    one line, exit 130/143 and install nothing."""
+    import ctypes
+    import signal
+    import sys
+
+    from tinyfast.pack import decode
+    calls = []
+    real = decode.decode_split
+    monkeypatch.setattr(decode, "decode_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def in_callback():
+        signal.raise_signal(getattr(signal, sig))
+        for _ in range(1000):  # the handler runs at the next bytecode: inside the callback
+            pass
+    callback = ctypes.CFUNCTYPE(None)(in_callback)
+    _changed_after_decode(monkeypatch, lambda items: ctypes.cast(callback, ctypes.CFUNCTYPE(None))())
+    printed = []  # what Python would print as "Exception ignored on calling ctypes callback function"
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    out = tmp_path / "packed"
+    rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
+    assert rc == status and err == f"error: interrupted{how}; nothing was written to --out\n", (rc, err)
+    assert printed == [] and sys.unraisablehook == printed.append   # quiet meanwhile, restored after
+    assert len(calls) == 1                  # train decoded; val and test never started
+    assert not out.exists() and leftovers(tmp_path) == []

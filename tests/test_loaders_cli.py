@@ -79,3 +79,20 @@ def test_workers_defaults_are_stated_and_are_the_cpu_cores(packed):  # noqa: F81
         (action,) = [a for a in parser._actions if "--workers" in a.option_strings]
         assert "default" in action.help and "cores" in action.help, (parser.prog, action.help)
     assert L.build("gpu", packed, "train", 8).num_workers == cores
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--bench", "--loaders", "gpu,nosuch"], "--loaders: unknown nosuch; choose from "),
+    (["--bench", "--device", "tpu7"], "--device 'tpu7': "),
+    (["--bench", "--batch-size", "abc"], "argument --batch-size: 'abc' is not an integer"),
+    (["--bench", "--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    (["--bench", "--data", "/nonexistent/packed"], "--data /nonexistent/packed: not a packed dataset ("),
+])
+def test_bad_arguments_or_data_are_one_line_and_exit_2(argv, says, capsys):
+    """As tinyfast-bench: one line naming the flag, no usage text, no table of skips."""
+    with pytest.raises(SystemExit) as e:
+        L.main(argv)
+    cap = capsys.readouterr()
+    err = cap.err.splitlines()
+    assert e.value.code == 2 and len(err) == 1 and cap.out == "", cap.err
+    assert err[0].startswith(f"python -m tinyfast.loaders: error: {says}") and err[0].endswith("(see --help)"), err

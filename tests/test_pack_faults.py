@@ -329,3 +329,28 @@ def test_non_utf8_file_and_folder_names_are_counted_skips(src, tmp_path, capsys)
     assert open_packed(tmp_path / "pf", "train").classes == ["cats", "eels"]
     rc, _, err = run([str(src), "--out", str(tmp_path / "strict"), "--quiet", "--strict"], capsys)
     assert one_line_error(rc, err) and "caf\\xe9.JPEG: file name is not valid UTF-8" in err, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_worker_starts_is_left_to_the_parent(sig):
+    """A terminal's Ctrl-C reaches every process of the group, a decode worker still starting up
+    (spawned: importing, unpickling) included. It must not die there with a traceback of its own
+    (or break the pool): until the worker ignores SIGINT the signal waits, and then it is ignored.
+    SIGTERM waits the same way and then ends the worker quietly (its default action)."""
+    script = ("import os, signal, sys, torch\n"  # torch loaded: the pool spawns
+              "from tinyfast._util import mp_context, worker_init\n"
+              "from concurrent.futures import ProcessPoolExecutor\n"
+              "assert mp_context().get_start_method() == 'spawn'\n"
+              "with ProcessPoolExecutor(1, mp_context=mp_context(), initializer=worker_init) as ex:\n"
+              "    f = ex.submit(sum, [1, 2, 3])\n"
+              "    (p,) = ex._processes.values()\n"
+              f"    os.kill(p.pid, {int(sig)})\n"
+              "    try:\n"
+              "        print(f.result(timeout=60))\n"
+              "    except Exception as e:\n"
+              "        print(type(e).__name__)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "Fatal Python error" not in r.stderr, r.stderr
+    assert r.stdout == ("6\n" if sig == signal.SIGINT else "BrokenProcessPool\n"), r.stdout

@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import math
 import os
+import multiprocessing.context as _mpc
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -53,9 +55,43 @@ def mp_context():
     """
     import multiprocessing as mp
 
-    if sys.platform == "linux" and "torch" not in sys.modules:
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
+    method = "fork" if sys.platform == "linux" and "torch" not in sys.modules else "spawn"
+    quiet = _QUIET_CONTEXTS.get(method)
+    return quiet() if quiet is not None else mp.get_context(method)
+
+
+_WORKER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _BlockedStart:
+    """A worker starts with SIGINT/SIGTERM blocked, unblocked by :func:`worker_init` once it ignores
+    SIGINT: a Ctrl-C to the process group during its start-up (a spawned interpreter imports for
+    a second) then waits and is ignored, instead of killing it with a traceback of its own (a
+    "Fatal Python error") and breaking the pool."""
+
+    def start(self):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+_QUIET_CONTEXTS = {}
+if hasattr(signal, "pthread_sigmask") and hasattr(_mpc, "ForkContext"):  # POSIX
+    class _SpawnProcess(_BlockedStart, _mpc.SpawnProcess):
+        pass
+
+    class _ForkProcess(_BlockedStart, _mpc.ForkProcess):
+        pass
+
+    class _SpawnContext(_mpc.SpawnContext):
+        Process = _SpawnProcess
+
+    class _ForkContext(_mpc.ForkContext):
+        Process = _ForkProcess
+
+    _QUIET_CONTEXTS = {"spawn": _SpawnContext, "fork": _ForkContext}
 
 
 def worker_init() -> None:
@@ -65,10 +101,10 @@ def worker_init() -> None:
     pipe) or wait forever on their task queue; and a Ctrl-C prints one KeyboardInterrupt
     traceback per worker on top of the parent's one-line message.
     """
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's handler
+    if hasattr(signal, "pthread_sigmask"):  # blocked while it started (see mp_context)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     if sys.platform != "linux":
         return
     import ctypes

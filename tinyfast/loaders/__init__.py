@@ -248,11 +248,10 @@ def _counts(text: str) -> list[int]:
 
 def get_args_parser():
     """The ``python -m tinyfast.loaders`` argument parser."""
-    import argparse
-
+    from tinyfast._util import short_parser
     from tinyfast.augment import PRESETS
 
-    p = argparse.ArgumentParser(
+    p = short_parser(
         prog="python -m tinyfast.loaders",
         description="List the registered loaders, or (--bench) measure the images/s each delivers: "
                     "augmented, normalised batches on the device, median of timed runs after warm-up.",
@@ -347,6 +346,13 @@ def main(argv=None) -> int:
     unknown = [n for n in (args.loaders or "").split(",") if n and n not in list_loaders()]
     if unknown:
         p.error(f"--loaders: unknown {', '.join(unknown)}; choose from {', '.join(list_loaders())}")
+    if args.data:  # a bad --data is the command's error, not one skip per loader
+        from tinyfast.data import read_manifest
+        try:
+            read_manifest(args.data)
+        except (PackError, OSError, ValueError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            p.error(f"--data {args.data}: not a packed dataset ({why})")
     try:
         data = args.data or ensure_default_data()
     except (PackError, OSError) as e:

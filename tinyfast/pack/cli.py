@@ -10,6 +10,7 @@ import time
 
 from tinyfast._util import Terminated, short_parser
 from tinyfast.data import PackError, verify
+from tinyfast.pack import output
 from tinyfast.pack.pipeline import pack
 from tinyfast.pack.synthetic_source import pack_synthetic
 
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     """CLI entry point; returns the exit status (2 with one ``error: ...`` line on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    restore = _sigterm_interrupts()
+    restore = _signals_interrupt()
     try:
         _run(args, parser, (lambda *a: None) if args.quiet else print)
         return 0
@@ -69,16 +70,30 @@ def main(argv=None) -> int:
         restore()
 
 
-def _sigterm_interrupts():
-    """SIGTERM (``kill``, a job scheduler) cleans up as Ctrl-C does; returns the undo."""
+def _signals_interrupt():
+    """SIGTERM (``kill``, a job scheduler) cleans up as Ctrl-C does, and both are recorded: one whose
+    exception a C callback swallowed (numba's under FFCV prints "Exception ignored") still stops
+    the pack before its output is installed (:func:`~tinyfast.pack.output.install`). Returns the undo."""
+    output.forget_signals()
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def interrupt(signum, frame):
-        raise Terminated
+        output.note_signal(signum)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, old)
+    def unraisable(u, default=sys.unraisablehook):  # recorded above: no "Exception ignored" traceback
+        if not isinstance(u.exc_value, KeyboardInterrupt):
+            default(u)
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
+
+    def undo():
+        sys.unraisablehook = hook
+        for s, h in old.items():
+            signal.signal(s, h)
+    return undo
 
 
 def _run(args, parser: argparse.ArgumentParser, log) -> None:

@@ -6,8 +6,10 @@ import errno
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
+from tinyfast._util import Terminated
 from tinyfast.data import PackError, is_packed
 from tinyfast.pack.manifest import fmt_bytes
 
@@ -67,11 +69,34 @@ def check_out(out: Path, overwrite: bool, exist_ok: bool) -> bool:
     return False
 
 
+_SIGNALS: list[int] = []  # SIGINT/SIGTERM the pack command's handler saw during this pack
+
+
+def note_signal(signum: int) -> None:
+    """Record a SIGINT/SIGTERM (called by the pack command's handler, which then raises)."""
+    _SIGNALS.append(signum)
+
+
+def forget_signals() -> None:
+    """A new pack starts: no signal seen yet."""
+    _SIGNALS.clear()
+
+
+def raise_if_signalled() -> None:
+    """Raise ``KeyboardInterrupt`` (``Terminated`` for SIGTERM) if a signal arrived during the pack,
+    even one whose exception was dropped where it landed; called between stages and before install."""
+    if _SIGNALS:
+        raise Terminated if _SIGNALS[0] == signal.SIGTERM else KeyboardInterrupt
+
+
 def install(tmp: Path, out: Path, overwrite: bool, exist_ok: bool) -> bool:
     """Rename the finished ``tmp`` to ``out`` (atomic; replaces an empty or, with overwrite, any dir).
 
     Returns False when ``exist_ok`` found another process's finished dataset there (``tmp`` dropped).
+    Raises ``KeyboardInterrupt`` (``Terminated`` for SIGTERM) instead when a signal arrived during
+    the pack, even one whose exception was dropped where it landed.
     """
+    raise_if_signalled()
     try:
         os.rename(tmp, out)
         return True

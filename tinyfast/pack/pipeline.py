@@ -14,7 +14,7 @@ from tinyfast._util import close_bar, cpu_count
 from tinyfast.data import MANIFEST, PackError, read_manifest, record_verified, sha256_file
 from tinyfast.pack import decode
 from tinyfast.pack.manifest import build_manifest, summary, write_json
-from tinyfast.pack.output import check_out, install, os_error, temp_sibling
+from tinyfast.pack.output import check_out, install, os_error, raise_if_signalled, temp_sibling
 from tinyfast.pack.plan import Plan, Skips
 from tinyfast.pack.sources import apply_limit, scan
 from tinyfast.pack.write_ffcv import ffcv_writer, write_ffcv
@@ -78,7 +78,10 @@ def pack(src, out, *, size: int = 64, val_fraction: float = 0.0, seed: int = 0,
         return read_manifest(out)
     if ffcv:
         ffcv_writer()
-    if src == out or out in src.parents:
+        raise_if_signalled()  # FFCV's import compiles with numba, whose callbacks drop a KeyboardInterrupt
+    # a symbolic link to SRC (or SRC given as one) is SRC; realpath, unlike resolve(), takes a link loop
+    real_src, real_out = Path(os.path.realpath(src)), Path(os.path.realpath(out))
+    if real_src == real_out or real_out in real_src.parents:
         raise PackError(f"{out}: --out must not be SRC or contain it (packing would replace the source)")
     skips = Skips(src, strict)
     try:
@@ -148,6 +151,7 @@ class _Job:
             split_meta = {}
             for split, items in self.plan.splits.items():
                 if items:
+                    raise_if_signalled()
                     meta = self._split(tmp, split, items)
                     if meta is not None:
                         split_meta[split] = meta
