@@ -226,3 +226,6 @@ def test_a_signal_in_a_c_callback_still_ends_the_pack_in_one_line(src, tmp_path,
     assert printed == [] and sys.unraisablehook == printed.append   # quiet meanwhile, restored after
     assert len(calls) == 1                  # train decoded; val and test never started
     assert not out.exists() and leftovers(tmp_path) == []
+    monkeypatch.undo()                      # the signal belonged to that command: a later pack runs
+    from tinyfast.pack import pack
+    assert pack(src, out, workers=1, progress=False, log=None)["splits"]["train"]["count"] == 18

@@ -76,7 +76,7 @@ def _signals_interrupt():
     the pack before its output is installed (:func:`~tinyfast.pack.output.install`). Returns the undo."""
     output.forget_signals()
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+        return output.forget_signals
 
     def interrupt(signum, frame):
         output.note_signal(signum)
@@ -89,7 +89,8 @@ def _signals_interrupt():
     old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     hook, sys.unraisablehook = sys.unraisablehook, unraisable
 
-    def undo():
+    def undo():  # the signals seen were this command's: a later pack in this process is not stopped
+        output.forget_signals()
         sys.unraisablehook = hook
         for s, h in old.items():
             signal.signal(s, h)
