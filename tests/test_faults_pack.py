@@ -72,7 +72,7 @@ def test_a_source_deleted_after_decoding_is_named_and_nothing_is_written(src, tm
     out = tmp_path / "packed"
     rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1", "--jpeg-shards"], capsys)
     assert one_line_error(rc, err), err
-    assert err == (f"error: {victim['path']}: changed while it was packed (deleted since it was decoded); "
+    assert err == (f"python -m tinyfast.pack: error: {victim['path']}: changed while it was packed (deleted since it was decoded); "
                    f"nothing was written; pack again\n"), err
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -116,7 +116,7 @@ def test_ctrl_c_during_the_ffcv_write_exits_130_and_installs_nothing(tree, tmp_p
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err == "error: interrupted; nothing was written to --out\n", err
+    assert err == "python -m tinyfast.pack: error: interrupted; nothing was written to --out\n", err
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -189,7 +189,7 @@ def test_an_out_that_is_src_or_contains_it_is_refused_even_through_a_symlink(src
     for arg, out in [(src, src), (src, tmp_path), (link, src), (src, link), (link, tmp_path)]:
         rc, _, err = run([str(arg), "--out", str(out), "--quiet", "--overwrite", "--workers", "1"], capsys)
         assert one_line_error(rc, err), (arg, out, err)
-        assert err == f"error: {out}: --out must not be SRC or contain it (packing would replace the source)\n", err
+        assert err == f"python -m tinyfast.pack: error: {out}: --out must not be SRC or contain it (packing would replace the source)\n", err
         assert _tree_bytes(src) == before and link.is_symlink() and leftovers(tmp_path) == []
     inside = src / "packed"  # a folder inside SRC is a place like any other
     rc, _, err = run([str(link), "--out", str(inside), "--quiet", "--workers", "1"], capsys)
@@ -222,7 +222,7 @@ def test_a_signal_in_a_c_callback_still_ends_the_pack_in_one_line(src, tmp_path,
     monkeypatch.setattr(sys, "unraisablehook", printed.append)
     out = tmp_path / "packed"
     rc, _, err = run([str(src), "--out", str(out), "--quiet", "--workers", "1"], capsys)
-    assert rc == status and err == f"error: interrupted{how}; nothing was written to --out\n", (rc, err)
+    assert rc == status and err == f"python -m tinyfast.pack: error: interrupted{how}; nothing was written to --out\n", (rc, err)
     assert printed == [] and sys.unraisablehook == printed.append   # quiet meanwhile, restored after
     assert len(calls) == 1                  # train decoded; val and test never started
     assert not out.exists() and leftovers(tmp_path) == []

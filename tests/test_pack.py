@@ -234,7 +234,7 @@ def test_bad_input_is_a_counted_skip_or_strict_error(case, src, tmp_path, capsys
     # --strict: the same tree is refused, one line naming the file, and nothing is written
     out2 = tmp_path / "strict"
     rc, stdout, err = run([str(src), "--out", str(out2), "--quiet", "--strict"], capsys)
-    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert rc == 2 and err.startswith("python -m tinyfast.pack: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert where(w) in err and not out2.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".strict")] == []
 
@@ -268,7 +268,7 @@ def test_unusable_source_is_one_line_error(case, src, tmp_path, capsys):
         name = f"{w}_boxes.txt:1: bounding box"
     out = tmp_path / "packed"
     rc, _, err = run([str(arg), "--out", str(out)], capsys)
-    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert rc == 2 and err.startswith("python -m tinyfast.pack: error: ") and err.count("\n") == 1, err
     assert name in err and str(arg if case != "bad box" else src) in err
     assert not out.exists()
 
@@ -398,9 +398,9 @@ def test_limit_packs_a_per_class_subset(tree, tmp_path, capsys):
     assert tr.manifest["options"]["limit"] == 1
     assert "train: --limit 1 kept 3 of 18 images" in tr.manifest["notes"]
     rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--limit", "0"], capsys)
-    assert rc == 2 and err == "error: --limit must be positive, got 0\n"
+    assert rc == 2 and err == "python -m tinyfast.pack: error: --limit must be positive, got 0\n"
     rc, _, err = run([str(tree), "--out", str(tmp_path / "o2"), "--workers", "-1"], capsys)
-    assert rc == 2 and err == "error: --workers must be >= 0 (0: all cores), got -1\n"
+    assert rc == 2 and err == "python -m tinyfast.pack: error: --workers must be >= 0 (0: all cores), got -1\n"
 
 
 def test_progress_in_a_log_is_plain_lines(tree, tmp_path):

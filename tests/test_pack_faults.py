@@ -29,7 +29,7 @@ IS_ROOT = os.geteuid() == 0
 
 
 def one_line_error(rc, err):
-    return rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return rc == 2 and err.startswith("python -m tinyfast.pack: error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
 def leftovers(d):
@@ -97,7 +97,7 @@ def test_disk_full_while_generating_the_synthetic_tree(small_tmpfs, tmp_path):
                         "40", "--out", str(out), "--quiet"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        capture_output=True, text=True, timeout=120)
     assert one_line_error(r.returncode, r.stderr), r.stderr
-    assert f"error: {small_tmpfs}: no space left on device: this pack needs about" in r.stderr
+    assert f"python -m tinyfast.pack: error: {small_tmpfs}: no space left on device: this pack needs about" in r.stderr
     assert os.listdir(small_tmpfs) == []
     f = tmp_path / "afile"
     f.write_text("x")

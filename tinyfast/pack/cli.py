@@ -14,11 +14,13 @@ from tinyfast.pack import output
 from tinyfast.pack.pipeline import pack
 from tinyfast.pack.synthetic_source import pack_synthetic
 
+PROG = "python -m tinyfast.pack"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m tinyfast.pack`` argument parser."""
     p = short_parser(
-        prog="python -m tinyfast.pack",
+        prog=PROG,
         description="Pack Tiny ImageNet (or an ImageFolder, or a built-in synthetic set) into "
                     "memory-mappable .npy arrays with a verified manifest.")
     p.add_argument("src", nargs="?", help="tiny-imagenet-200 directory or ImageFolder root")
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """CLI entry point; returns the exit status (2 with one ``error: ...`` line on bad input)."""
+    """CLI entry point; returns the exit status (2 with one ``python -m tinyfast.pack: error: ...``
+    line on bad input, as every CLI's)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     restore = _signals_interrupt()
@@ -57,14 +60,14 @@ def main(argv=None) -> int:
         _run(args, parser, (lambda *a: None) if args.quiet else print)
         return 0
     except PackError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the pack converts its own; this catches what slips through, in one line
-        print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        print(f"{PROG}: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # 130 for Ctrl-C, 143 for SIGTERM, as a training run exits
         how = " (SIGTERM)" if isinstance(e, Terminated) else ""
-        print(f"error: interrupted{how}; nothing was written to --out", file=sys.stderr)
+        print(f"{PROG}: error: interrupted{how}; nothing was written to --out", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     finally:
         restore()
