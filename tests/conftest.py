@@ -29,14 +29,14 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def packed_synthetic(tmp_path_factory):
-    """A factory: ``packed_synthetic(name, classes, per_class, val_per_class, test_count)`` packs a
-    small synthetic set at 64 px (seed 0) into a tmp dir and returns its path as a string."""
-    def make(name: str, classes: int, per_class: int, val_per_class: int, test_count: int) -> str:
+    """A factory: ``packed_synthetic(name, classes, per_class, val_per_class, test_count, seed=0)``
+    packs a small synthetic set at 64 px into a tmp dir and returns its path as a string."""
+    def make(name: str, classes: int, per_class: int, val_per_class: int, test_count: int, seed: int = 0) -> str:
         from tinyfast.pack import pack_synthetic
 
         out = tmp_path_factory.mktemp("data") / name
         pack_synthetic(out, classes=classes, per_class=per_class, val_per_class=val_per_class,
-                       test_count=test_count, size=64, seed=0, progress=False, log=None)
+                       test_count=test_count, size=64, seed=seed, progress=False, log=None)
         return str(out)
     return make
 

@@ -98,13 +98,9 @@ def test_other_data_is_normalised_as_the_checkpoint_was_trained(runs, tmp_path_f
 
 
 @pytest.fixture(scope="module")
-def data64(tmp_path_factory):
+def data64(packed_synthetic):
     """The same 4 classes, packed at 64 px."""
-    from tinyfast.pack import pack_synthetic
-    out = tmp_path_factory.mktemp("norm64") / "synth"
-    pack_synthetic(out, size=64, classes=4, per_class=16, val_per_class=8, test_count=4, seed=3,
-                   progress=False, log=None)
-    return str(out)
+    return packed_synthetic("norm64", classes=4, per_class=16, val_per_class=8, test_count=4, seed=3)
 
 
 def _notes(capsys, argv) -> list[str]:
