@@ -8,6 +8,7 @@ the log. Standard library only: it runs before anything imports torch.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,4 +89,7 @@ def prepare(data: Path, out: Path) -> tuple[Path, float | None]:
         raise PrepareError(f"packing {data} failed (exit {rc}: {_last_line(log)}; log {log})")
     seconds = time.perf_counter() - start
     print(f"packed {data} into {packed} in {seconds:.1f}s", flush=True)
+    # A report made by a later command (seeds run on OUT/packed) still has the packing time.
+    from tinyfast._util import atomic_write_text  # standard library only
+    atomic_write_text(out / "pack.json", json.dumps({"data": str(data), "packed": str(packed), "seconds": seconds}) + "\n")
     return packed, seconds

@@ -22,7 +22,8 @@ atomically, ``OUT/time-to-accuracy-<gpu>-<date>.json``::
 and the curve beside it (same name, ``.png``): val top-1 against seconds for every seed, with the
 target and the seeds' best reported figure (62.7% after 108 epochs). ``seconds`` is the run's wall
 time from building the model to the end of the final evaluation (torch.compile's compilation
-included, and also reported alone as ``compile_seconds``); packing is ``pack_seconds``.
+included, and also reported alone as ``compile_seconds``); packing is ``pack_seconds`` (given, or
+recorded in ``OUT/pack.json`` by the command that packed: seeds may run in separate commands).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def _gpu() -> tuple[str, str, str | None]:
 
 
 def report(out: Path, recipe: str, seeds: list[int], pack_seconds: float | None) -> Path:
+    if pack_seconds is None and (out / "pack.json").is_file():  # packed by an earlier command
+        pack_seconds = _read_json(out / "pack.json").get("seconds")
     runs = [run_result(out / "runs" / f"{recipe}-seed{s}", s) for s in seeds]
     config = _read_json(out / "runs" / f"{recipe}-seed{seeds[0]}" / "config.json").get("config", {})
     gpu, torch_version, cuda = _gpu()

@@ -5,7 +5,7 @@
 #
 # DATA: the tiny-imagenet-200 JPEG tree (packed here with all cores into OUT/packed; a tree carried
 # in parts is joined first with benchmarks/split_dataset.sh join), or an already packed dataset.
-# OUT receives packed/, runs/fast-seed{0,1,2}/ (config, per-epoch metrics.jsonl, curves),
+# OUT receives packed/ (and pack.json: its packing time), runs/fast-seed{0,1,2}/ (config, per-epoch metrics.jsonl, curves),
 # time-to-accuracy-<gpu>-<date>.json: {"gpu", "recipe", "commit", "pack_seconds",
 # "runs": [{"seed", "val_top1" (fraction, after the last epoch), "best_val_top1", "seconds",
 # "seconds_to_target", "curve"}], ...} and its curve, time-to-accuracy-<gpu>-<date>.png

@@ -58,6 +58,10 @@ def test_a_built_extension_is_followed_by_packing_into_out(elsewhere, tmp_path, 
     assert (packed / "manifest.json").is_file() and (packed / "train" / "images.npy").is_file()
     assert "compiling in" in (elsewhere / "out" / "build.log").read_text()
     assert prepare.prepare(packed, Path("out2")) == (packed, None)  # packed already: used as it is
+    import json
+    rec = json.loads((elsewhere / "out" / "pack.json").read_text())  # kept for a report made later
+    assert rec == {"data": str(src), "packed": str(packed), "seconds": seconds}
+    assert not (elsewhere / "out2" / "pack.json").exists()
 
 
 @pytest.mark.parametrize("entry", list(ENTRY))

@@ -42,6 +42,18 @@ def test_report_figures_come_from_the_run_files(tmp_path, capsys):
     assert "seed 0: val top-1 61.00% in 33.0 s (60% at 31.0 s)" in out and "mean: 60.00% in 33.5 s" in out
 
 
+def test_report_takes_the_packing_time_recorded_by_an_earlier_command(tmp_path, capsys):
+    """Seeds run in separate commands (the second on OUT/packed): the report still has pack_seconds."""
+    _run(tmp_path, "fast", 0, [(10.0, 0.30)], 11.0)
+    _run(tmp_path, "fast", 1, [(10.0, 0.32)], 12.0)
+    (tmp_path / "pack.json").write_text(json.dumps({"data": "tree", "packed": "p", "seconds": 7.25}))
+    assert tta.main(["report", str(tmp_path), "--seeds", "0", "1"]) == 0
+    (path,) = tmp_path.glob("time-to-accuracy-*.json")
+    assert json.loads(path.read_text())["pack_seconds"] == 7.25
+    assert tta.main(["report", str(tmp_path), "--seeds", "0", "1", "--pack-seconds", "3"]) == 0  # given: it wins
+    assert json.loads(path.read_text())["pack_seconds"] == 3.0
+
+
 def test_the_curve_plots_the_given_points_in_percent(tmp_path):
     runs = [{"label": "seed 0", "curve": [[5.0, 0.1, 1], [9.0, None, 2], [14.0, 0.25, 3]]},
             {"label": "seed 1", "curve": [[6.0, 0.2, 1]]}]
