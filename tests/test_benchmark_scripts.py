@@ -46,9 +46,10 @@ def test_split_then_join_restores_the_tree(tree, tmp_path):
     parts = tmp_path / "parts"
     r = _sh(SPLIT, "split", tree, parts, "4K")
     assert r.returncode == 0, r.stderr
-    chunks = sorted(parts.glob("tiny-tree.tar.part-*"))
+    chunks = sorted(parts.glob("tiny-tree.tar.gz.part-*"))
     assert len(chunks) >= 5 and all(p.stat().st_size <= 4096 for p in chunks)
-    assert (parts / "tiny-tree.tar.sha256").read_text().split()[1] == "tiny-tree.tar"
+    assert (parts / "tiny-tree.tar.gz.sha256").read_text().split()[1] == "tiny-tree.tar.gz"
+    assert sorted(p.name for p in parts.iterdir()) == sorted([c.name for c in chunks] + ["tiny-tree.tar.gz.sha256"])
     r = _sh(SPLIT, "join", parts, tmp_path / "dest")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "dest" / "tiny-tree"
@@ -60,9 +61,36 @@ def test_split_then_join_restores_the_tree(tree, tmp_path):
 def test_split_is_reproducible_and_the_default_part_is_60_mib(tree, tmp_path):
     assert _sh(SPLIT, "split", tree, tmp_path / "p1").returncode == 0
     assert _sh(SPLIT, "split", tree, tmp_path / "p2").returncode == 0
-    assert ((tmp_path / "p1" / "tiny-tree.tar.sha256").read_text()
-            == (tmp_path / "p2" / "tiny-tree.tar.sha256").read_text())
+    assert ((tmp_path / "p1" / "tiny-tree.tar.gz.sha256").read_text()
+            == (tmp_path / "p2" / "tiny-tree.tar.gz.sha256").read_text())
     assert "60M" in SPLIT.read_text().split("split_tree()")[1].split("\n")[1]
+
+
+def test_split_compresses_the_tar(tmp_path):
+    """Many small files: the tar's 512-byte headers and padding, and repeated content, compress."""
+    root = tmp_path / "src" / "small"
+    root.mkdir(parents=True)
+    for i in range(200):
+        (root / f"f{i:03}.jpg").write_bytes(b"\xff\xd8" + bytes(range(256)) * 2 + os.urandom(300))
+    parts = tmp_path / "parts"
+    assert _sh(SPLIT, "split", root, parts).returncode == 0
+    (part,) = parts.glob("small.tar.gz.part-*")
+    tar_size = len(subprocess.run(["tar", "-C", root.parent, "-cf", "-", "small"], capture_output=True).stdout)
+    assert part.stat().st_size < tar_size / 2
+    assert subprocess.run(["gzip", "-t"], stdin=part.open("rb")).returncode == 0
+
+
+def test_join_takes_the_uncompressed_parts_of_an_earlier_split(tree, tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    tar = subprocess.run(["tar", "-C", tree.parent, "-cf", "-", "tiny-tree"], capture_output=True, check=True).stdout
+    for i in range(0, len(tar), 8192):
+        (parts / f"tiny-tree.tar.part-{i // 8192:03}").write_bytes(tar[i:i + 8192])
+    import hashlib
+    (parts / "tiny-tree.tar.sha256").write_text(f"{hashlib.sha256(tar).hexdigest()}  tiny-tree.tar\n")
+    r = _sh(SPLIT, "join", parts, tmp_path / "dest")
+    assert r.returncode == 0, r.stderr
+    assert _same_tree(tree, tmp_path / "dest" / "tiny-tree")
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
