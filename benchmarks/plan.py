@@ -182,26 +182,41 @@ def measure_cpu(arch: str, sizes: list[int], batch: int = 16, steps: int = 3, nu
     return rows
 
 
-def _rates(args, bench: dict | None, arch: str, amp: bool) -> list[tuple[str, float, float | None]]:
-    """(label, FLOP/s, loader images/s) to time ``arch`` at: its own measured row (or resnet18's
-    with the same precision, or any) with ``--bench``, else each ``--tflops`` value."""
+def measured_rate(bench: dict, arch: str, amp: bool) -> tuple[float, str]:
+    """(FLOP/s, whose row) for ``arch`` from a bench: its own row at the same precision; else its
+    other precision's (AMP twice fp32, as the peaks are); else resnet18's, else any row's, at the
+    same precision where there is one. The second value says which row it was."""
+    a = bench["archs"]
+    prec = lambda m: "AMP" if m else "fp32"
+    if (arch, amp) in a:
+        return a[(arch, amp)]["flop_per_s"], f"{arch} {prec(amp)}"
+    if (arch, not amp) in a:
+        return a[(arch, not amp)]["flop_per_s"] * (2.0 if amp else 0.5), f"{arch} {prec(not amp)} x{2.0 if amp else 0.5:g}"
+    for key in [("resnet18", amp), *[k for k in a if k[1] == amp], *a]:
+        if key in a:
+            return a[key]["flop_per_s"], f"{key[0]} {prec(key[1])} (no {arch} row)"
+    raise UsageError("the bench has no training row")  # bench_rates refuses such a report
+
+
+def _rates(args, bench: dict | None, arch: str, amp: bool) -> list[tuple[str, float, float | None, str | None]]:
+    """(label, FLOP/s, loader images/s, whose measured row) to time ``arch`` at: one measured rate
+    with ``--bench``, else each ``--tflops`` value."""
     if bench:
-        a = bench["archs"]
-        r = a.get((arch, amp)) or a.get(("resnet18", amp)) or next(iter(a.values()))
-        return [(f"measured ({bench['device']})", r["flop_per_s"], bench["loader_images_per_s"])]
+        rate, source = measured_rate(bench, arch, amp)
+        return [(f"measured ({bench['device']})", rate, bench["loader_images_per_s"], source)]
     half = 1.0 if amp else 0.5  # fp32 rows (TF32 at best): half the bf16 rate, as the peaks are
-    return [(f"{t:g} TFLOP/s assumed", half * t * 1e12, None) for t in args.tflops]
+    return [(f"{t:g} TFLOP/s assumed", half * t * 1e12, None, None) for t in args.tflops]
 
 
 def time_to_accuracy_plan(cost: dict, args, bench: dict | None) -> dict:
     """The time-to-accuracy command for ``cost``'s recipe against one device command."""
     rows = []
     compile_s = args.compile_seconds if cost["compile"] else 0.0
-    for label, rate, loader in _rates(args, bench, cost["arch"], cost["amp"]):
+    for label, rate, loader, source in _rates(args, bench, cost["arch"], cost["amp"]):
         run = seconds_at(cost, rate, loader, args.step_ms / 1e3)
         total = args.pack_seconds + args.seeds * (run + compile_s)
-        rows.append({"rate": label, "flop_per_s": rate, "run_seconds": run, "command_seconds": total,
-                     "fits": total <= args.command_seconds})
+        rows.append({"rate": label, "rate_from": source, "flop_per_s": rate, "run_seconds": run,
+                     "command_seconds": total, "fits": total <= args.command_seconds})
     return {"seeds": args.seeds, "pack_seconds": args.pack_seconds, "compile_seconds": compile_s,
             "command_seconds": args.command_seconds, "rows": rows}
 
@@ -219,8 +234,9 @@ def zoo_plan(args, bench: dict | None) -> dict:
                      "batch_size": c["phases"][0]["batch_size"], "steps_per_epoch": c["steps"],
                      "train_flops_per_epoch": c["train_flops"],
                      "overhead_seconds": args.row_seconds + (args.compile_seconds if c["compile"] else 0.0),
+                     "rate_from": rates[0][3],
                      "epoch_seconds": {label: seconds_at(c, rate, loader, args.step_ms / 1e3)
-                                       for label, rate, loader in rates}})
+                                       for label, rate, loader, _ in rates}})
     fits = {}
     for label in rows[0]["epoch_seconds"]:
         per_epoch = sum(r["epoch_seconds"][label] for r in rows)
@@ -255,7 +271,7 @@ def markdown(plan: dict) -> str:
         out += [f"Time-to-accuracy command ({tta['seeds']} seeds + {tta['pack_seconds']:g} s packing + "
                 f"{tta['compile_seconds']:g} s compile per seed, against {tta['command_seconds']:g} s):", "",
                 "| rate | one run (s) | command (s) | fits |", "|---|---:|---:|---|"]
-        out += [f"| {r['rate']} | {r['run_seconds']:,.0f} | {r['command_seconds']:,.0f} | {'yes' if r['fits'] else 'no'} |"
+        out += [f"| {r['rate']}{' from ' + r['rate_from'] if r['rate_from'] else ''} | {r['run_seconds']:,.0f} | {r['command_seconds']:,.0f} | {'yes' if r['fits'] else 'no'} |"
                 for r in tta["rows"]] + [""]
         if c.get("cpu_measured"):
             out += ["Measured on this CPU (fp32, channels-last): the time per image follows the FLOPs when the "
@@ -270,7 +286,8 @@ def markdown(plan: dict) -> str:
                 + " | ".join(f"s / epoch at {x}" for x in labels) + " |",
                 "|---|---|---:|---:|---:|---|---:|" + "---:|" * len(labels)]
         out += [f"| {r['arch']} | {r['recipe']} | {r['image_size']} | {r['batch_size']} | {r['steps_per_epoch']:,} | "
-                f"{'yes' if r['amp'] else 'no (fp32)'} | {_t(r['train_flops_per_epoch'])} | "
+                f"{'yes' if r['amp'] else 'no (fp32)'} | {_t(r['train_flops_per_epoch'])}"
+                f"{' (rate from ' + r['rate_from'] + ')' if r['rate_from'] else ''} | "
                 + " | ".join(f"{r['epoch_seconds'][x]:,.1f}" for x in labels) + " |" for r in z["rows"]]
         out += ["", f"Epochs per row that fit {z['zoo_seconds']:g} s: "
                 + "; ".join(f"{x}: {f['epochs']} ({f['seconds_per_epoch_all_rows']:,.0f} s per epoch of all rows)"

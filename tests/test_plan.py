@@ -156,3 +156,21 @@ def test_zoo_epochs_that_fit(tmp_path):
     overhead = sum(r["overhead_seconds"] for r in z["rows"])
     assert overhead == 10 * len(ZOO)  # no zoo recipe compiles
     assert z["fits"]["100 TFLOP/s assumed"]["epochs"] == int((400 - overhead) // per)
+
+
+def test_an_architecture_without_its_own_row_says_whose_rate_it_takes(tmp_path):
+    p = _bench(tmp_path, [{"arch": "resnet18", "feed": "gpu", "channels_last_amp": True, "images_per_sec": 2e4},
+                          {"arch": "cnn2", "feed": "gpu", "channels_last_amp": False, "images_per_sec": 1e5}])
+    b = plan.bench_rates(p)
+    r18 = 2e4 * plan.image_flops("resnet18", 64)["train"]
+    cnn2 = 1e5 * plan.image_flops("cnn2", 64)["train"]
+    assert plan.measured_rate(b, "resnet18", True) == (pytest.approx(r18), "resnet18 AMP")
+    assert plan.measured_rate(b, "resnet18", False) == (pytest.approx(r18 / 2), "resnet18 AMP x0.5")
+    assert plan.measured_rate(b, "cnn2", True) == (pytest.approx(cnn2 * 2), "cnn2 fp32 x2")
+    assert plan.measured_rate(b, "vgg16", False) == (pytest.approx(cnn2), "cnn2 fp32 (no vgg16 row)")
+    assert plan.measured_rate(b, "vgg16", True) == (pytest.approx(r18), "resnet18 AMP (no vgg16 row)")
+    z = plan.build_plan(plan.parse_args(["--recipe", "uci-linear", "--zoo", "--bench", str(p),
+                                         "--train-images", "2000", "--val-images", "100"]))["zoo"]
+    rows = {r["arch"]: r for r in z["rows"]}
+    assert rows["resnet18"]["rate_from"] == "resnet18 AMP x0.5"  # skoltech-resnet18 trains in fp32
+    assert rows["linear"]["rate_from"] == "cnn2 fp32 (no linear row)"
