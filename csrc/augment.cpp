@@ -273,15 +273,17 @@ PreparedCall prepare_call(const at::Tensor& src, const std::optional<at::Tensor>
   a.out_w = d.out_w;
   a.out = nullptr;  // set once allocated (or checked)
   a.shift_image = nullptr;
+  a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
+  // The kernels' own limits first: a refused call allocates (and launches) nothing, and reports
+  // std as this op (not as the shift's internal op) when it is 0 in float32.
+  const std::string err = args_error_before_out(a, src.is_cuda());
+  TORCH_CHECK_VALUE(err.empty(), kOp, err);
   if (mean_image.has_value() && mean_image->defined()) {
     // The per-pixel shift -mean_image / std once per call (on src's device, on its stream), so
     // the kernels add it instead of dividing for every image of the batch.
     c.shift_image = mean_image_shift(check_mean_image(*mean_image, d, src), std);
     a.shift_image = c.shift_image.data_ptr<float>();
   }
-  a.out_dtype = dt == at::kFloat ? kOutFloat32 : (dt == at::kHalf ? kOutFloat16 : kOutBFloat16);
-  const std::string err = args_error_before_out(a, src.is_cuda());
-  TORCH_CHECK_VALUE(err.empty(), kOp, err);
   return c;
 }
 
@@ -291,6 +293,19 @@ namespace {
 void run_cpu(const KernelArgs& a, const at::Tensor&) { augment_cpu_raw(a); }
 
 }  // namespace
+
+at::Tensor check_shift_args(const at::Tensor& m, c10::ArrayRef<double> std, float s[3]) {
+  const char* const op = "tinyfast._mean_image_shift: ";
+  TORCH_CHECK_VALUE(m.scalar_type() == at::kFloat && m.dim() == 3 && m.size(2) == 3, op,
+                    "mean_image must be float32 (H, W, 3), got ", m.scalar_type(), " ", m.sizes());
+  bool ok = std.size() == 3;
+  for (size_t c = 0; ok && c < 3; ++c) {
+    s[c] = static_cast<float>(std[c]);
+    ok = std::isfinite(s[c]) && s[c] != 0.f;
+  }
+  TORCH_CHECK_VALUE(ok, op, "std must be 3 finite non-zero values (in float32), got ", std);
+  return m.contiguous();
+}
 
 at::Tensor mean_image_shift(const at::Tensor& m, c10::ArrayRef<double> std) {
   static const auto op = c10::Dispatcher::singleton()

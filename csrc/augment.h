@@ -43,6 +43,10 @@ at::Tensor alloc_out(const AugmentDims& d, c10::ScalarType dtype, const at::Tens
 // device (tinyfast::_mean_image_shift, CPU and CUDA kernels): computed once per call.
 at::Tensor mean_image_shift(const at::Tensor& m, c10::ArrayRef<double> std);
 at::Tensor mean_image_shift_cpu(const at::Tensor& m, c10::ArrayRef<double> std);  // its CPU kernel
+// Both kernels' argument check (the op is reachable as torch.ops.tinyfast._mean_image_shift):
+// m float32 (H, W, 3), std 3 values finite and non-zero in float32 (one-line ValueError otherwise).
+// Returns m contiguous (the kernels index it as a dense (H, W, 3) buffer) and std as float32.
+at::Tensor check_shift_args(const at::Tensor& m, c10::ArrayRef<double> std, float s[3]);
 
 // The raw kernel arguments of one validated call, with the tensors they point into kept alive
 // (theta/color/index made contiguous where the kernels need it; theta's (B, 2, 3) view of a

@@ -236,9 +236,10 @@ void augment_cpu_typed(const KernelArgs& a) {
 
 }  // namespace
 
-at::Tensor mean_image_shift_cpu(const at::Tensor& m, c10::ArrayRef<double> std) {
+at::Tensor mean_image_shift_cpu(const at::Tensor& m_any, c10::ArrayRef<double> std) {
+  float s[3];
+  const at::Tensor m = check_shift_args(m_any, std, s);
   at::Tensor out = at::empty_like(m);
-  const float s[3] = {static_cast<float>(std[0]), static_cast<float>(std[1]), static_cast<float>(std[2])};
   const float* in = m.data_ptr<float>();
   float* o = out.data_ptr<float>();
   for (int64_t i = 0, n = m.numel(); i < n; ++i) o[i] = image_shift(in[i], s[i % 3]);

@@ -325,15 +325,16 @@ __global__ void shift_kernel(const float* __restrict m, float* __restrict out, i
   }
 }
 
-at::Tensor mean_image_shift_cuda(const at::Tensor& m, c10::ArrayRef<double> std) {
-  c10::cuda::CUDAGuard guard(m.device());
+at::Tensor mean_image_shift_cuda(const at::Tensor& m_any, c10::ArrayRef<double> std) {
+  c10::cuda::CUDAGuard guard(m_any.device());
+  float s[3];
+  const at::Tensor m = check_shift_args(m_any, std, s);
   at::Tensor out = at::empty_like(m);
   const int64_t n = m.numel();
   if (n > 0) {
     const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
     shift_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream(m.device().index()).stream()>>>(
-        m.data_ptr<float>(), out.data_ptr<float>(), n, static_cast<float>(std[0]), static_cast<float>(std[1]),
-        static_cast<float>(std[2]));
+        m.data_ptr<float>(), out.data_ptr<float>(), n, s[0], s[1], s[2]);
     check_cuda(cudaGetLastError(), "mean-image shift launch");
   }
   return out;

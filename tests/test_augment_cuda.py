@@ -2,7 +2,8 @@
 
 The float64 reference comparisons run on both devices in test_augment_op.py; here: CPU and CUDA
 bit for bit (the two kernels share csrc/augment_pixel.h), streams, CUDA graphs, 64-bit output
-offsets, and bad input on the device.
+offsets, bad input on the device, and the launch configuration at the sizes that stress it (more than
+65,535 blocks, unaligned sources, 4096x4096 sources, blur5's grid-stride loop).
 """
 import pytest
 import torch
@@ -210,3 +211,68 @@ def test_mean_image_cpu_and_cuda_bit_identical():
     cpu = ops.augment(src, theta, color, MEAN, STD, index=index, **kw)
     gpu = ops.augment(src.cuda(), theta, color, MEAN, STD, index=index.cuda(), **kw)
     assert torch.equal(bits(cpu), bits(gpu))
+
+
+# ---- launch configuration at the sizes the first GPU run must hold (one block per image in
+# gridDim.x, shared-memory staging vs the global path, byte vs 16-byte staging, grid-stride blur)
+def test_batch_past_65535_blocks():
+    """70,000 output images = 70,000 blocks in gridDim.x (its limit is 2^31 - 1; y and z stop at
+    65,535): samples on both sides of 65,535 equal the CPU kernel's bits."""
+    b = 70_000
+    gen = torch.Generator().manual_seed(60)
+    src, theta, color, _ = random_case(gen, 16, 16, 16, 16, (8, 8), False)
+    index = torch.randint(0, 16, (b,), generator=gen)
+    rows = torch.randint(0, 16, (b,), generator=gen)
+    out = poisoned(b, 8, 8, torch.bfloat16, "cuda")
+    ops.augment(src.cuda(), theta[rows].cuda(), color[rows].cuda(), MEAN, STD, index=index.cuda(),
+                out_size=(8, 8), out=out)
+    check = torch.tensor([0, 65_534, 65_535, 65_536, b - 1])
+    want = ops.augment(src, theta[rows[check]], color[rows[check]], MEAN, STD, index=index[check],
+                       out_size=(8, 8), dtype=torch.bfloat16)
+    assert torch.equal(bits(out[check.cuda()]), bits(want))
+    assert not torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("offset", [1, 4, 8, 16])
+def test_src_at_unaligned_offset(offset):
+    """A src view starting `offset` bytes into its storage: 64x64 images (12 KiB, a multiple of 16)
+    are then staged byte by byte unless the base is 16-byte aligned; same bits either way."""
+    gen = torch.Generator().manual_seed(61)
+    src, theta, color, index = random_case(gen, 5, 64, 64, 7, (64, 64), True)
+    flat = torch.zeros(offset + src.numel(), dtype=torch.uint8, device="cuda")
+    view = flat[offset:].view(src.shape)
+    view.copy_(src)
+    assert view.storage_offset() == offset and view.is_contiguous()
+    got = ops.augment(view, theta, color, MEAN, STD, index=index.cuda(), dtype=torch.float16)
+    want = ops.augment(src, theta, color, MEAN, STD, index=index, dtype=torch.float16)
+    assert torch.equal(bits(got), bits(want))
+
+
+def test_4096x4096_source_takes_the_global_path_with_contrast():
+    """48 MiB sources (global-memory path; the contrast mean reduces 16.7 M pixels per block, 64
+    chunks per thread) to a 64x64 output: CPU bits."""
+    gen = torch.Generator().manual_seed(62)
+    src = torch.randint(0, 256, (2, 4096, 4096, 3), dtype=torch.uint8, generator=gen)
+    s = 4096 / 64
+    theta = torch.tensor([[[s, 0.0, 0.5], [0.0, s, 0.5]], [[0.0, -s, 4095.0], [s, 0.0, -7.0]]])
+    color = torch.tensor([[1.1, 0.7, 1.3], [0.9, 1.4, 0.6]])
+    kw = dict(index=torch.tensor([1, 0]), out_size=(64, 64), dtype=torch.float32, fill=31.0)
+    got = ops.augment(src.cuda(), theta, color, MEAN, STD, **{**kw, "index": kw["index"].cuda()})
+    want = ops.augment(src, theta, color, MEAN, STD, **kw)
+    assert torch.equal(bits(got), bits(want))
+
+
+def test_blur5_grid_stride_past_2_pow_20_blocks():
+    """blur5 caps its grid at 2^20 blocks of 256 threads and loops: 22,000 64x64 images are
+    270 M elements, more than one pass; the last samples equal the CPU kernel's bits."""
+    b = 22_000
+    assert b * 64 * 64 * 3 > (1 << 20) * 256
+    gen = torch.Generator().manual_seed(63)
+    src, theta, color, _ = random_case(gen, 8, 64, 64, 8, (64, 64), False)
+    rows = torch.randint(0, 8, (b,), generator=gen)
+    x = ops.augment(src.cuda(), theta[rows].cuda(), color[rows].cuda(), MEAN, STD, index=rows.cuda())
+    sig = 0.3 + 2 * torch.rand(b, generator=gen)
+    got = ops.blur5(x, sig)
+    check = torch.tensor([0, b // 2, b - 2, b - 1])
+    want = ops.blur5(x[check.cuda()].cpu().contiguous(memory_format=torch.channels_last), sig[check])
+    assert torch.equal(bits(got[check.cuda()]), bits(want))

@@ -161,3 +161,51 @@ def test_mean_image_opcheck():
     args = op_args("cpu")
     m = torch.rand(6, 5, 3)
     torch.library.opcheck(torch.ops.tinyfast.augment.default, (*args, torch.float16, 3.0, m))
+
+
+# The internal op behind mean_image (tinyfast::_mean_image_shift, -M / std once per call) is
+# reachable as torch.ops.tinyfast._mean_image_shift: it validates its own arguments, on both devices.
+def _shift_reference(m, std):
+    """-M / std per channel, float32 (a correctly rounded division, as the kernels' __fdiv_rn)."""
+    return -(m.float().cpu() / torch.tensor(std, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channel-planar", "sliced"])
+def test_mean_image_shift_op_any_layout(device, layout):
+    need(device)
+    gen = torch.Generator().manual_seed(51)
+    std = [0.21, 0.26, 0.33]
+    m = {"contiguous": lambda: torch.rand(6, 5, 3, generator=gen),
+         "channel-planar": lambda: torch.rand(3, 6, 5, generator=gen).permute(1, 2, 0),
+         "sliced": lambda: torch.rand(6, 10, 3, generator=gen)[:, ::2]}[layout]().to(device)
+    got = torch.ops.tinyfast._mean_image_shift(m, std)
+    assert got.shape == (6, 5, 3) and got.dtype == torch.float32 and got.device == m.device
+    assert torch.equal(got.cpu(), _shift_reference(m, std))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m, std, needle", [
+    ((6, 5, 3), [0.2], "std must be 3 finite non-zero values"),
+    ((6, 5, 3), [0.2, 0.0, 0.3], "std must be 3 finite non-zero values"),
+    ((6, 5, 3), [0.2, 1e-60, 0.3], "std must be 3 finite non-zero values"),  # 0 in float32
+    ((6, 5), [0.2] * 3, "mean_image must be float32 (H, W, 3)"),
+    ((6, 5, 4), [0.2] * 3, "mean_image must be float32 (H, W, 3)"),
+    ("float64", [0.2] * 3, "mean_image must be float32 (H, W, 3)")])
+def test_mean_image_shift_op_bad_arguments(device, m, std, needle):
+    need(device)
+    m = torch.rand(6, 5, 3, dtype=torch.float64) if m == "float64" else torch.rand(*m)
+    with pytest.raises(ValueError, match="tinyfast._mean_image_shift") as info:
+        torch.ops.tinyfast._mean_image_shift(m.to(device), std)
+    assert needle in str(info.value) and len(str(info.value).strip().splitlines()) == 1, str(info.value)
+
+
+def test_mean_image_shift_opcheck():
+    torch.library.opcheck(torch.ops.tinyfast._mean_image_shift.default, (torch.rand(4, 5, 3), [0.2, 0.3, 0.4]))
+
+
+def test_mean_image_with_a_std_that_is_zero_in_float32_names_the_op():
+    """The op's own checks run before the shift is computed: its message, not the internal op's."""
+    g = _good()
+    with pytest.raises(ValueError, match="tinyfast.ops.augment: mean/std must be finite and std non-zero"):
+        ops.augment(g["src"], g["theta"], g["color"], MEAN, [0.2, 1e-60, 0.3], mean_image=torch.rand(8, 8, 3))

@@ -282,6 +282,25 @@ def test_gpu_backend_bit_exact_with_the_cuda_op(dtype):
         assert torch.equal(got[i], want), f"sample {i} differs from the CUDA op"
 
 
+@needs_plugin
+@pytest.mark.cuda
+@pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
+def test_gpu_backend_mixed_sizes_one_launch_per_run():
+    """Sources and outputs of different sizes: the GPU backend cannot merge them into one launch, and
+    the samples after a 31x17 source (1,581 bytes) or a 9x70 float16 output (3,780 bytes) start off
+    16-byte alignment (byte staging, element-wise stores); each sample equals the CUDA op's bits."""
+    shapes = [(128, 128), (31, 17), (64, 96), (64, 96), (13, 10)]
+    sizes = [(40, 48), (9, 70), (16, 16), (16, 16), (33, 5)]
+    imgs = [np.random.default_rng(i).integers(0, 256, (*s, 3), dtype=np.uint8) for i, s in enumerate(shapes)]
+    params = [draw(1, h, w, seed=i, out_size=o) for i, ((h, w), o) in enumerate(zip(shapes, sizes))]
+    theta = torch.cat([p.theta for p in params])
+    color = torch.cat([p.color for p in params])
+    got, _ = run(imgs, theta, color, device="gpu", sizes=sizes, fill=3.0)
+    for i in range(len(imgs)):
+        want = op_reference(imgs[i], theta[i], color[i], torch.float16, sizes[i], fill=3.0, device="cuda")
+        assert torch.equal(got[i], want), f"sample {i} differs from the CUDA op"
+
+
 # ----------------------------------------------------------------------------------- the build
 def _build_module():
     spec = importlib.util.spec_from_file_location(

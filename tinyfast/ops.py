@@ -344,6 +344,10 @@ if _C is not None:
         buf = torch.empty((batch, out_h, out_w, 3), dtype=dtype, device=src.device)
         return buf.permute(0, 3, 1, 2)
 
+    @torch.library.register_fake("tinyfast::_mean_image_shift")
+    def _mean_image_shift_fake(mean_image, std):
+        return torch.empty(mean_image.shape, dtype=torch.float32, device=mean_image.device)
+
     @torch.library.register_fake("tinyfast::augment_out")
     def _augment_out_fake(src, index, theta, color, mean, std, out_h, out_w, fill, out, mean_image=None):
         return None
