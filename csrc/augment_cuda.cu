@@ -284,6 +284,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(Params p) {
 // The raw API reports CUDA errors as std::runtime_error (no c10 type crosses it).
 void check_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: left set, the next launch check of any op would report it
     throw std::runtime_error(std::string("tinyfast augment: CUDA error in ") + what + ": " +
                              cudaGetErrorString(e));
   }
