@@ -36,3 +36,41 @@ def test_setup_device_makes_the_named_gpu_current(fake_cuda_device, name, index)
 def test_setup_device_leaves_the_cpu_alone(fake_cuda_device):
     assert setup_device("cpu") == torch.device("cpu")
     assert fake_cuda_device == []
+
+
+class _SaysCuda(torch.Tensor):
+    """A CPU tensor that reports a GPU as its device: the ops' device-tensor branch, without one."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+def test_a_device_mean_is_read_once_then_again_after_a_change():
+    """``mean``/``std`` as a device tensor: read back the first time, from the cache the next
+    times (the second call crashed: tensors compare elementwise, so a WeakKeyDictionary of them
+    cannot find a key), read again after an in-place change."""
+    from tinyfast import ops
+    t = torch.Tensor._make_subclass(_SaysCuda, torch.tensor([0.25, 0.5, 0.75]))
+    assert t.device.type == "cuda"
+    assert ops._three_floats("mean", t) == [0.25, 0.5, 0.75]
+    assert ops._three_floats("mean", t) == [0.25, 0.5, 0.75]
+    other = torch.Tensor._make_subclass(_SaysCuda, torch.tensor([0.125, 0.5, 1.0]))
+    assert ops._three_floats("mean", other) == [0.125, 0.5, 1.0]
+    t.mul_(2.0)
+    assert ops._three_floats("mean", t) == [0.5, 1.0, 1.5]
+
+
+@pytest.mark.cuda
+def test_cuda_device_mean_and_std_tensors_give_the_float_result():
+    from tinyfast import ops
+    g = torch.Generator().manual_seed(5)
+    src = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8, generator=g).cuda()
+    theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 2, 3).contiguous().cuda()
+    color = torch.ones(4, 3, device="cuda")
+    mean, std = (0.48, 0.45, 0.40), (0.27, 0.26, 0.28)
+    want = ops.augment(src.cpu(), theta.cpu(), color.cpu(), mean, std, dtype=torch.float32)
+    m, s = torch.tensor(mean, device="cuda"), torch.tensor(std, device="cuda")
+    for _ in range(2):
+        got = ops.augment(src, theta, color, m, s, dtype=torch.float32)
+        assert torch.equal(got.cpu(), want)
