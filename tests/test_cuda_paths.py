@@ -74,3 +74,20 @@ def test_cuda_device_mean_and_std_tensors_give_the_float_result():
     for _ in range(2):
         got = ops.augment(src, theta, color, m, s, dtype=torch.float32)
         assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.parametrize("major, want", [(7, torch.float16), (8, torch.bfloat16), (9, torch.bfloat16)])
+def test_amp_on_a_gpu_is_bf16_only_where_native(monkeypatch, major, want):
+    """``--amp`` on a GPU: bf16 from compute capability 8.0 on; before it (V100, T4) bf16 is only
+    emulated, so fp16 with a GradScaler. torch's ``is_bf16_supported`` runs as shipped, on a
+    device of that capability where a bf16 tensor can be created (the emulated case)."""
+    from types import SimpleNamespace
+
+    from tinyfast.inference import amp_settings
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda d: True)
+    assert amp_settings(torch.device("cuda", 0), True) == (True, want, "")
+    assert amp_settings(torch.device("cuda", 0), True, "bf16")[:2] == (True, torch.bfloat16)
