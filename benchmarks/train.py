@@ -17,7 +17,9 @@ from benchmarks.reporting import flag_ratio
 def _train_steps(model, opt, batches, device, amp: bool, channels_last: bool, steps: int, warmup: int,
                  runs: int) -> float:
     """Median images/sec of ``steps`` SGD steps; ``batches`` is an endless iterator of (x, y)."""
-    amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    # A GPU computes bf16 natively from sm_80 on (torch's default check also counts emulated bf16).
+    bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported(including_emulation=False)
+    amp_dtype = torch.bfloat16 if bf16 else torch.float16
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     loss_fn = torch.nn.CrossEntropyLoss()
 

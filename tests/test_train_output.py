@@ -70,6 +70,37 @@ def test_compile_time_is_kept_out_of_img_per_s(data, tmp_path, capsys, monkeypat
     assert "--compile: the next step compiles the model" in capsys.readouterr().out
 
 
+def test_each_new_image_size_compiles_again_and_is_compile_time(data, tmp_path, monkeypatch):  # noqa: F811
+    """torch.compile compiles again for each new input shape (progressive resizing: 16 px, then
+    32 px). A stand-in that spends 100 s (a fake clock) the first time it sees a shape and 1 s per
+    step: each epoch's first step is compile time, its img/s the other 7 steps of 32 images in 7 s."""
+    import tinyfast.trainer.build as build
+    from test_train import _resolved
+    from tinyfast.trainer import Trainer
+
+    clock = [0.0]
+
+    class CompilesPerShape(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.shapes = inner, set()
+
+        def forward(self, x):
+            if tuple(x.shape) not in self.shapes:
+                self.shapes.add(tuple(x.shape))
+                clock[0] += 100.0
+            clock[0] += 1.0
+            return self.inner(x)
+
+    monkeypatch.setattr(build.torch, "compile", lambda m: CompilesPerShape(m))
+    tr = Trainer(_resolved(_cfg(data, tmp_path, compile=True, epochs=2, prog_resize="16:32", name="r")))
+    tr.loop.clock = lambda: clock[0]
+    tr.fit()
+    assert [r["image_size"] for r in tr.history] == [16, 32]
+    assert [r["compile_time"] for r in tr.history] == [101.0, 101.0]
+    assert [r["img_per_s"] for r in tr.history] == [32.0, 32.0]
+
+
 def test_each_architecture_carries_its_default_lr():
     def lr(**kw):
         return resolve_train_config(TrainConfig(batch_size=32, **kw), cuda=False).lr

@@ -205,9 +205,10 @@ def _cuda_syncs(fn) -> int:
 def test_cuda_step_and_evaluation_make_no_sync(data, tmp_path):  # noqa: F811
     """On a GPU, torch's own sync detector: none in training steps (fp16 + GradScaler, EMA,
     mixing), and evaluation's count does not grow with the number of batches."""
-    import dataclasses
-    cfg = _resolved(dataclasses.replace(_cfg(data, tmp_path, arch="cnn_deep", amp=True, amp_dtype="fp16",
-                                             ema=0.9, mixup=0.4, batch_size=16), device="cuda"))
+    from tinyfast.config import resolve_train_config
+    # cuda=True: the shared _resolved() resolves for a machine without a GPU, refusing --device cuda.
+    cfg = resolve_train_config(_cfg(data, tmp_path, arch="cnn_deep", amp=True, amp_dtype="fp16", ema=0.9,
+                                    mixup=0.4, batch_size=16, device="cuda"), cuda=True)
     tr = Trainer(cfg)
     tr._apply_freeze(0)
     batches = [(x.contiguous(memory_format=torch.channels_last), y)

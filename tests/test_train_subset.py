@@ -107,6 +107,30 @@ def test_the_whole_runs_eta_is_shown_next_to_the_epochs(data, tmp_path, monkeypa
             assert "run_eta" not in kw
 
 
+def test_the_bars_img_s_counts_the_device_time(data, tmp_path, monkeypatch):  # noqa: F811
+    """On a GPU the host queues steps ahead of the device: the bar's rate is read after the log
+    step's sync. Here the host queues each step instantly and a step takes the device 0.5 s, so
+    the clock moves only when ``.item()`` waits: 4 steps of 32 images per 2 s is 64 img/s."""
+    import torch
+
+    import tinyfast.trainer.epoch as epoch_mod
+
+    tr = Trainer(_resolved(_cfg(data, tmp_path, epochs=1, batch_size=32, log_every=4)))
+    loop = tr.loop
+    posts: list = []
+    monkeypatch.setattr(epoch_mod, "progress_bar", lambda **kw: RecordingBar(loop, posts))
+    host = [0.0]
+    real_item = torch.Tensor.item
+
+    def waits(t):
+        host[0] = max(host[0], loop.step * 0.5)  # the device has finished every step queued
+        return real_item(t)
+    monkeypatch.setattr(torch.Tensor, "item", waits)
+    loop.clock = lambda: host[0]
+    tr.fit()
+    assert [(step, kw["img_s"]) for step, kw in posts] == [(4, "64"), (8, "64")]
+
+
 @pytest.mark.parametrize("world, local, expect", [
     (1, None, "python -m tinyfast.train --resume runs/r/last.pt"),
     (2, "2", "torchrun --nproc_per_node 2 -m tinyfast.train --resume runs/r/last.pt"),

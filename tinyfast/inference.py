@@ -61,8 +61,9 @@ def cpu_has_native_bf16() -> bool:
 def amp_settings(device: torch.device, amp: bool, amp_dtype: str = "auto") -> tuple[bool, torch.dtype, str]:
     """(autocast enabled, autocast dtype, note) for ``device``.
 
-    ``auto``: bf16 on CUDA devices that support it, else fp16 (with a GradScaler); on CPU bf16 only
-    where the CPU has native bf16, otherwise AMP stays off (the note says why).
+    ``auto``: bf16 on CUDA devices that compute it natively (compute capability 8.0 on), else fp16
+    (with a GradScaler); on CPU bf16 only where the CPU has native bf16, otherwise AMP stays off
+    (the note says why).
     """
     if not amp:
         return False, torch.bfloat16, ""
@@ -71,7 +72,9 @@ def amp_settings(device: torch.device, amp: bool, amp_dtype: str = "auto") -> tu
     if amp_dtype == "fp16":
         return True, torch.float16, ""
     if device.type == "cuda":
-        return (True, torch.bfloat16, "") if torch.cuda.is_bf16_supported() else (True, torch.float16, "")
+        # including_emulation=False: torch's default also says True where bf16 is only emulated (V100, T4).
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return (True, torch.bfloat16, "") if native else (True, torch.float16, "")
     if cpu_has_native_bf16():
         return True, torch.bfloat16, ""
     return False, torch.bfloat16, ("--amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 is "

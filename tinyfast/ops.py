@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import weakref
 from collections.abc import Sequence
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 try:  # registers torch.ops.tinyfast.* with the dispatcher
     from tinyfast import _C  # noqa: F401
@@ -63,8 +63,9 @@ def _require_built() -> None:
 
 
 # Device-resident mean/std tensors already read back: reading one costs a host sync, so it is done
-# once per tensor (and again only if the tensor is modified in place).
-_DEVICE_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# once per tensor (and again only if the tensor is modified in place). Keyed by identity: tensors
+# compare elementwise, so a plain WeakKeyDictionary cannot look one up.
+_DEVICE_STATS = WeakTensorKeyDictionary()
 
 
 def _three_floats(name: str, value) -> list[float]:

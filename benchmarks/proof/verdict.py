@@ -61,11 +61,15 @@ def targets(report: dict) -> list[dict]:
             out.append(_target(f"{tool} errors", n, "0", False, "cut at its cap"))
         else:
             out.append(_target(f"{tool} errors", n, "0", None if n is None else n == 0, rec.get("reason", "")))
-    sync = next((r["syncs_per_step"] for r in (pr.get("syncs") or {}).get("rows", []) if r["what"] == "gpu loader"),
-                None)
+    rows = (pr.get("syncs") or {}).get("rows", [])
+    sync = next((r["syncs_per_step"] for r in rows if r["what"] == "gpu loader"), None)
+    # tinyfast.train's step between log steps: the syncs of a long and a short run, per extra step
+    step = next((r.get("syncs_per_step") for r in rows if r["what"].startswith("tinyfast.train")), None)
     cuda = report["device"] != "cpu"
     out.append(_target("gpu loader host syncs per batch", sync if cuda else None, "0",
                        None if sync is None or not cuda else sync == 0))
+    out.append(_target("train host syncs per step", step if cuda else None, "0",
+                       None if step is None or not cuda else step == 0))
     if report["quick"]:  # the targets are GPU targets: a CPU smoke run only shows the figures
         for t in out:
             t.update(met=None, note="cpu-smoke: not a GPU figure")

@@ -20,8 +20,12 @@ __all__ = ["setup_device", "RunData", "build_data", "build_loader", "class_names
 
 
 def setup_device(name: str) -> torch.device:
-    """The run's device, made current; on CUDA with cuDNN autotuning and TF32 matmuls/convs."""
+    """The run's device, made current; on CUDA with cuDNN autotuning and TF32 matmuls/convs.
+    ``cuda`` without an index is the current GPU (``torch.cuda.set_device`` needs an index; under
+    torchrun the current one is LOCAL_RANK's)."""
     device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

@@ -124,10 +124,11 @@ class EpochLoop:
             self.step += 1
             bar.update(1)
             if window_n == self.log_every:
-                # One sync every log_every steps, for the bar (and to stop a diverged run early).
+                # One sync every log_every steps, for the bar (and to stop a diverged run early);
+                # the clock is read after it, when the device has run the steps counted.
+                mean = self._finite(window.item() / window_n, epoch)
                 seconds = max(self.clock() - t0, 1e-9)
                 rate = (run.n - n0) / seconds * self.world
-                mean = self._finite(window.item() / window_n, epoch)
                 post = dict(loss=f"{mean:.3f}", img_s=f"{rate:.0f}", lr=f"{self.schedule.last_lr:.3g}")
                 if epoch + 1 < self.epochs:  # more epochs to come: the whole run's ETA too
                     post["run_eta"] = fmt_seconds(self.run_eta(epoch, (self.step - s0) / seconds))

@@ -76,6 +76,7 @@ class Trainer:
         self.sinks = RunSinks(self.run_dir, write=self.is_main, log=self.log, title=f"{cfg.arch} ({cfg.name})")
         self.wall_start = time.perf_counter()
         self.wall_before = 0.0      # wall time of earlier (resumed) segments
+        self._shape = None          # (image size, batch) of the last epoch trained in this process
 
     def _build_data(self, train_loader, val_loader, classes, words) -> None:
         d = build_data(self.cfg, train_loader, val_loader, classes, words, device=self.device, rank=self.rank,
@@ -122,6 +123,12 @@ class Trainer:
         Returns the epoch's training metrics, or ``None`` when ``--stop-at-step`` interrupted it.
         """
         size = self.phases.image_size(epoch)
+        plan = self.phases.plan
+        shape = (size, plan[min(epoch, len(plan) - 1)].batch) if plan else (size, None)
+        if self.cfg.compile and self._shape not in (None, shape):
+            # torch.compile compiles again for a new input shape: book that step as compile time too
+            self.step_fn.compiling = True
+        self._shape = shape
         return self.loop.run(epoch, size, resize=self.phases.set_train_size(size))
 
     def eval_model(self) -> nn.Module:
