@@ -78,15 +78,13 @@ def recipe_cost(recipe: str, epochs: int | None = None, train_images: int = TRAI
                 val_images: int = VAL_IMAGES, num_classes: int = CLASSES, extra: list[str] | None = None) -> dict:
     """FLOPs of ``--recipe recipe`` (its dry run's epochs, sizes and evaluations; ``epochs``
     overrides the recipe's): per phase, per evaluation and in all."""
-    from tinyfast.config import ConfigError, TrainConfig, config_from_args, explicit_fields
-    from tinyfast.dryrun import dry_run
-    from tinyfast.recipes import apply_recipe
-    from tinyfast.train import PROG as TRAIN, build_train_parser
+    from tinyfast.config import ConfigError
+    from tinyfast.train import print_config
 
-    argv = ["--recipe", recipe, *(["--epochs", str(epochs)] if epochs else []), *(extra or [])]
+    argv = ["--recipe", recipe, "--classes", str(num_classes), *(["--epochs", str(epochs)] if epochs else []),
+            *(extra or [])]
     try:
-        cfg = config_from_args(TrainConfig, build_train_parser().parse_args(argv))
-        plan = dry_run(apply_recipe(cfg, explicit_fields(TrainConfig, argv, TRAIN)), classes=num_classes)
+        plan = print_config(argv)
     except (ConfigError, ValueError, KeyError) as e:
         raise UsageError(f"--recipe {recipe}: {str(e).splitlines()[0]}") from None
     cfg, arch, kwargs = plan["config"], plan["model"]["arch"], plan["model"]["kwargs"]
@@ -308,7 +306,10 @@ def _positive(kind):
 
 
 def _tflops(text: str) -> list[float]:
-    return [_positive(float)(t) for t in text.split(",") if t.strip()] or [_positive(float)(text)]
+    parts = [t for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    return [_positive(float)(t) for t in parts]
 
 
 class _Parser(argparse.ArgumentParser):

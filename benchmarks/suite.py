@@ -233,7 +233,9 @@ def estimate_seconds(args, names: list[str], archs: list[str], feeds: list[str],
         seconds += rows * (5 + args.runs * args.batches) * args.batch_size / (1000.0 * cpu_count())
     if "op" in args.sections:
         seconds += 60.0
-    per_arch = {a: train_section.train_flops(a, num_classes) for a in set(archs) | {args.target_arch}}
+    from benchmarks.plan import image_flops
+    # a training step's FLOPs per 64 px image, taken as 3x the forward pass's
+    per_arch = {a: 3.0 * image_flops(a, 64, num_classes)["eval"] for a in set(archs) | {args.target_arch}}
     if "train" in args.sections:
         steps = 2 * (1 + len(feeds)) * (5 + args.runs * args.batches)
         seconds += sum(steps * args.batch_size * per_arch[a] for a in archs) / flop_rate

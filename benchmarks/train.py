@@ -101,16 +101,3 @@ def section(data: Path, device: torch.device, archs: list[str], feeds: list[str]
         if c and "images_per_sec" in r:
             flag_ratio(r, "fraction_of_ceiling", r["images_per_sec"] / c)
     return rows
-
-
-def train_flops(arch: str, num_classes: int) -> float:
-    """FLOPs of one training step per 64x64 image (3x the forward pass), counted by torch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from tinyfast.models import get_model
-
-    model = get_model(arch, num_classes=num_classes).eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, 3, 64, 64))
-    return 3.0 * counter.get_total_flops()

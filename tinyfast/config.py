@@ -83,6 +83,9 @@ def resolve_device(name: str | None, *, cuda_count: int, local_rank: int = 0) ->
     return device
 
 
+_LOADER_HELP = "data loader (gpu: the split device-resident, in GPU memory or, on a CPU, host memory)"
+
+
 def _loaders() -> list[str]:
     from tinyfast.loaders import list_loaders
     return list_loaders()
@@ -124,7 +127,7 @@ class TrainConfig:
                                  "created on first use; small when there is no GPU)")
     subset: int | None = opt(None, "train and validate on the first N images of each class only (a quick "
                                    "run on real data; default: all)", type=_positive_int, metavar="N")
-    loader: str = opt("gpu", "data loader (gpu: the split device-resident, in GPU memory or, on a CPU, host memory)", choices=_loaders)
+    loader: str = opt("gpu", _LOADER_HELP, choices=_loaders)
     device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available; DDP: cuda:LOCAL_RANK)",
                              type=_device)
     epochs: int | None = opt(None, "epochs (default: 30 on a GPU, 3 on CPU)", type=_positive_int)
@@ -236,7 +239,7 @@ class EvalConfig:
                                  "(averaged probabilities)", nargs="+", positional=True, metavar="CKPT")
     data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
     split: str = opt("val", "split to score", choices=("train", "val"))
-    loader: str = opt("gpu", "data loader (gpu: the split device-resident, in GPU memory or, on a CPU, host memory)", choices=_loaders)
+    loader: str = opt("gpu", _LOADER_HELP, choices=_loaders)
     device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)", type=_device)
     batch_size: int = opt(256, "batch size", type=_positive_int)
     weights: str = opt("auto", "which weights: ema (when the checkpoint has them), raw, auto (= ema if present)",
@@ -257,7 +260,7 @@ class PredictConfig:
     output: str = opt("predictions.csv", "CSV to write (id,label)")
     data: str | None = opt(None, "packed dataset (default: the one the first checkpoint was trained on)")
     split: str = opt("test", "split to predict", choices=("test", "val", "train"))
-    loader: str = opt("gpu", "data loader (gpu: the split device-resident, in GPU memory or, on a CPU, host memory)", choices=_loaders)
+    loader: str = opt("gpu", _LOADER_HELP, choices=_loaders)
     device: str | None = opt(None, "cpu or cuda[:i] (default: cuda when available)", type=_device)
     batch_size: int = opt(256, "batch size", type=_positive_int)
     weights: str = opt("auto", "ema, raw, or auto (= ema if present)", choices=("auto", "ema", "raw"))

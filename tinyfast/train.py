@@ -296,14 +296,26 @@ def _main(argv: list[str]) -> int:
         return 0
     explicit = explicit_fields(TrainConfig, argv, PROG)
     if args.print_config:
-        from tinyfast.dryrun import dry_run
-        cfg = config_from_args(TrainConfig, args)
-        status, out = run_command(PROG, lambda: dry_run(apply_recipe(cfg, explicit), args.classes))  # explicit flags win
+        status, out = run_command(PROG, print_config, argv)
         if status == 0:
             print(json.dumps(out, indent=1))
         return status
     status, _ = run_command(PROG, _train_command, config_from_args(TrainConfig, args), explicit)
     return status
+
+
+def print_config(argv: list[str]) -> dict:
+    """What ``python -m tinyfast.train ARGV --print-config`` prints, as a dict: the dry run
+    (:func:`tinyfast.dryrun.dry_run`) of ARGV's config with its recipe applied, explicit flags
+    winning; ``--classes`` counts the model for that many classes.
+
+    Raises:
+        ConfigError: the settings a run would refuse (one line naming the option).
+    """
+    from tinyfast.dryrun import dry_run
+    args = build_train_parser().parse_args(argv)
+    cfg = apply_recipe(config_from_args(TrainConfig, args), explicit_fields(TrainConfig, argv, PROG))
+    return dry_run(cfg, args.classes)
 
 
 def _train_command(cfg: TrainConfig, explicit: set[str]):

@@ -50,7 +50,8 @@ _BUILTIN = {
     "ffcv": "tinyfast.loaders.ffcv_loader",
 }
 
-__all__ = ["register", "list_loaders", "build", "throughput", "unavailable", "fused_op_missing", "main"]
+__all__ = ["register", "list_loaders", "build", "throughput", "unavailable", "fused_op_missing", "library_missing",
+           "main"]
 # name -> (one line on what it reads, check(device) -> None or why it cannot run there)
 _INFO: dict[str, tuple[str, Callable | None]] = {}
 
@@ -80,6 +81,16 @@ def fused_op_missing(device: torch.device) -> str | None:
     if device.type not in ops.compiled_backends():
         return f"tinyfast._C has no {device.type.upper()} kernels (it was built without nvcc)"
     return None
+
+
+def library_missing(import_library: Callable[[], object], device: torch.device, fused_op: bool = True) -> str | None:
+    """Why a loader over a library cannot run on ``device`` here: ``import_library()``'s
+    ``ImportError``, else (``fused_op``) :func:`fused_op_missing`; ``None`` when it can."""
+    try:
+        import_library()
+    except ImportError as e:
+        return str(e)
+    return fused_op_missing(device) if fused_op else None
 
 
 def unavailable(name: str, device="cpu") -> str | None:

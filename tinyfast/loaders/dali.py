@@ -40,7 +40,7 @@ import torch
 
 from tinyfast.augment import finish
 from tinyfast.environment import venv_hint
-from tinyfast.loaders import fused_op_missing, register
+from tinyfast.loaders import library_missing, register
 from tinyfast.loaders.base import BaseLoader
 
 _EXTRA = "pip install 'tinyfast[dali]' (NVIDIA DALI, package nvidia-dali-cuda130)"
@@ -330,21 +330,14 @@ def _build_pipeline(loader):
     return p
 
 
-def _dali_missing(device: torch.device, native: bool = False) -> str | None:
-    try:
-        _import_dali()
-    except ImportError as e:
-        return str(e)
-    return None if native else fused_op_missing(device)
-
-
 @register("dali", about="NVIDIA DALI pipeline over the packed .npy (or the JPEG shards, decoded by DALI) "
-                        "feeding the fused op", check=_dali_missing)
+                        "feeding the fused op", check=lambda device: library_missing(_import_dali, device))
 def _dali(data_dir, split, batch_size, **kw):
     return DaliLoader(data_dir, split, batch_size, native=False, **kw)
 
 
 @register("dali-native", about="the same pipeline with DALI's own operators (warp_affine, brightness_contrast, "
-                               "...), the comparison point", check=lambda device: _dali_missing(device, native=True))
+                               "...), the comparison point",
+          check=lambda device: library_missing(_import_dali, device, fused_op=False))
 def _dali_native(data_dir, split, batch_size, **kw):
     return DaliLoader(data_dir, split, batch_size, native=True, **kw)

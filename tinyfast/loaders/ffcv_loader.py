@@ -35,7 +35,7 @@ import torch
 
 from tinyfast._util import torch_threads_kept
 from tinyfast.environment import venv_hint
-from tinyfast.loaders import fused_op_missing, register
+from tinyfast.loaders import library_missing, register
 from tinyfast.loaders.base import BaseLoader
 
 _EXTRA = "pip install 'tinyfast[ffcv]' (FFCV 1.0.2; needs libturbojpeg, OpenCV and pkg-config, see install.sh)"
@@ -155,15 +155,7 @@ def _stop(epoch_iter) -> None:
     epoch_iter.close()
 
 
-def _ffcv_missing(device: torch.device) -> str | None:
-    try:
-        _import_ffcv()
-    except ImportError as e:
-        return str(e)
-    return fused_op_missing(device)
-
-
 @register("ffcv", about="FFCV's Loader over DIR/<split>.beton (pack --ffcv) feeding the fused op",
-          check=_ffcv_missing)
+          check=lambda device: library_missing(_import_ffcv, device))
 def _ffcv(data_dir, split, batch_size, **kw):
     return FFCVLoader(data_dir, split, batch_size, **kw)

@@ -233,6 +233,11 @@ class Phases:
             return int(getattr(self.loader, "height", 0) or 0)
         return self.plan[min(epoch, len(self.plan) - 1)].size
 
+    def input_shape(self, epoch: int) -> tuple[int, int | None]:
+        """(image size, phase batch) of ``epoch``: what ``torch.compile`` compiles the model for
+        (batch ``None`` without ``--prog-resize`` / ``--phases``: the run's own all along)."""
+        return self.image_size(epoch), self.plan[min(epoch, len(self.plan) - 1)].batch if self.plan else None
+
     def set_train_size(self, size: int) -> bool:
         """Ask the loader for ``size`` px output; returns True if the loop must resize instead."""
         full = int(getattr(self.loader, "height", 0) or 0)

@@ -122,9 +122,8 @@ class Trainer:
 
         Returns the epoch's training metrics, or ``None`` when ``--stop-at-step`` interrupted it.
         """
-        size = self.phases.image_size(epoch)
-        plan = self.phases.plan
-        shape = (size, plan[min(epoch, len(plan) - 1)].batch) if plan else (size, None)
+        shape = self.phases.input_shape(epoch)
+        size = shape[0]
         if self.cfg.compile and self._shape not in (None, shape):
             # torch.compile compiles again for a new input shape: book that step as compile time too
             self.step_fn.compiling = True
